@@ -1,0 +1,40 @@
+# Every target that runs code creates .venv on first use and reinstalls the
+# project when pyproject.toml changes (the stamp file tracks that).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: test lint demo sandbox bench chaos clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check wxgate tests bench
+	$(BIN)/ruff format --check wxgate tests bench
+
+test: lint
+	$(BIN)/pytest -q
+
+demo: $(STAMP)
+	$(BIN)/wxgate demo
+
+sandbox: $(STAMP)
+	$(BIN)/wxgate sandbox
+
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m bench
+
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos.run --full
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

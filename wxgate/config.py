@@ -1,0 +1,206 @@
+"""Settings, in one place: a TOML file with WXGATE_* environment variables over it.
+
+This is the only module that reads the environment. Secrets are `SecretStr`, so
+no repr, log line or error text can print them. `load_settings` finds the file
+(`--config PATH`, else ./wxgate.toml when present) and `check` lists what is
+wrong with a configuration, one line per problem, without printing a secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = "wxgate.toml"
+WECHAT_API_BASE = "https://api.weixin.qq.com"
+API_KEY_PREFIX = "sha256:"
+
+TokenMode = Literal["stable", "classic", "external"]
+Role = Literal["all", "api", "worker"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    # "sha256:<hex>" of each accepted key; empty means the API is open (development only).
+    api_keys: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    rate_limit_per_key_per_s: float = Field(200.0, gt=0)
+    rate_limit_burst: int = Field(400, ge=1)
+    metrics_require_key: bool = False
+    callback_max_age_s: float = Field(300.0, gt=0)
+    # Intake answers 503 when this many messages wait to be sent (0: no limit).
+    max_queued: int = Field(0, ge=0)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _hashed_keys_only(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            digest = key.removeprefix(API_KEY_PREFIX)
+            if not key.startswith(API_KEY_PREFIX) or len(digest) != 64:
+                raise ValueError('each api key must be "sha256:" followed by 64 hex digits')
+            int(digest, 16)
+        return [key.lower() for key in keys]
+
+
+class StorageSettings(_Section):
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    sqlite_path: str = "wxgate.db"
+    # FULL survives power loss; NORMAL survives a killed process only.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    group_commit_ms: float = Field(1.0, ge=0, le=100)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "wxgate"
+    # How long terminal records are kept (Redis TTL, SQLite purge).
+    retention_s: int = Field(7 * 24 * 3600, ge=60)
+
+
+class DeliverySettings(_Section):
+    max_attempts: int = Field(8, ge=1)
+    backoff_base_s: float = Field(1.0, gt=0)
+    backoff_cap_s: float = Field(300.0, gt=0)
+    lease_s: float = Field(60.0, gt=0)
+    batch_size: int = Field(256, ge=1)
+    concurrency: int = Field(64, ge=1)
+    idle_poll_s: float = Field(0.05, gt=0)
+    breaker_failures: int = Field(20, ge=1)
+    breaker_cooldown_s: float = Field(30.0, gt=0)
+    shutdown_grace_s: float = Field(10.0, ge=0)
+    connect_timeout_s: float = Field(3.0, gt=0)
+    read_timeout_s: float = Field(10.0, gt=0)
+    pool_size: int = Field(100, ge=1)
+
+
+class AppSettings(_Section):
+    appid: str
+    secret: SecretStr = SecretStr("")
+    api_base: str = WECHAT_API_BASE
+    token_mode: TokenMode = "stable"
+    refresh_margin_s: float = Field(300.0, ge=0)
+    callback_token: SecretStr = SecretStr("")
+    encoding_aes_key: SecretStr = SecretStr("")
+    rate_limit_per_s: float = Field(200.0, gt=0)
+
+    @field_validator("api_base")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("api_base must be an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("encoding_aes_key")
+    @classmethod
+    def _aes_key_shape(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw and len(raw) != 43:
+            raise ValueError("encoding_aes_key must be 43 characters (or empty for plaintext)")
+        return value
+
+    @model_validator(mode="after")
+    def _secret_unless_external(self) -> AppSettings:
+        if self.token_mode != "external" and not self.secret.get_secret_value():
+            raise ValueError("secret is required unless token_mode is 'external'")
+        return self
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WXGATE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    apps: dict[str, AppSettings] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit arguments over the environment over the TOML file (load_settings
+        # names the file by setting `toml_file` on a subclass).
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    def app(self, name: str | None) -> tuple[str, AppSettings]:
+        """The named app, or the only one when `name` is None; KeyError otherwise."""
+        if name is None:
+            if len(self.apps) != 1:
+                raise KeyError("app is required when more than one app is configured")
+            return next(iter(self.apps.items()))
+        return name, self.apps[name]
+
+
+def find_config_file(path: str | os.PathLike[str] | None) -> Path | None:
+    if path is not None:
+        return Path(path)
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read settings from `path` (or ./wxgate.toml) with WXGATE_* variables over it."""
+    toml_file = find_config_file(path)
+    if toml_file is not None and not toml_file.is_file():
+        raise FileNotFoundError(f"config file not found: {toml_file}")
+    if toml_file is not None:
+        with toml_file.open("rb") as fh:
+            tomllib.load(fh)  # a syntax error surfaces here with its line number
+    if toml_file is None:
+        return Settings(**overrides)
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=toml_file)
+
+    return FileSettings(**overrides)
+
+
+def hash_api_key(key: str) -> str:
+    """The config form of an API key: "sha256:<hex>"."""
+    return API_KEY_PREFIX + hashlib.sha256(key.encode()).hexdigest()
+
+
+def check(settings: Settings) -> list[str]:
+    """Problems an operator should fix before serving; empty when the config is usable."""
+    problems: list[str] = []
+    if not settings.apps:
+        problems.append("apps: no app configured; add an [apps.<name>] section")
+    if not settings.server.api_keys:
+        problems.append("server.api_keys: empty, so the API accepts requests without a key")
+    for name, app in settings.apps.items():
+        if app.api_base.startswith("http://") and "127.0.0.1" not in app.api_base:
+            problems.append(
+                f"apps.{name}.api_base: plain http outside loopback (WeChat needs https)"
+            )
+        if not app.callback_token.get_secret_value():
+            problems.append(f"apps.{name}.callback_token: empty, so delivery reports are refused")
+    return problems
