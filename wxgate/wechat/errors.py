@@ -443,3 +443,46 @@ def error_for(errcode: int, errmsg: str, endpoint: Endpoint = Endpoint.API) -> W
     if category is Category.OK:
         raise ValueError(f"errcode {errcode} is not an error")
     return _BY_CATEGORY[category](errcode, errmsg, category, endpoint=endpoint)
+
+
+# ---------------------------------------------------------------------------
+# Callback rejections: requests on our callback URL that we refuse to believe.
+# Their own tree beside WeChatError, since no WeChat answer is involved. Each
+# carries a short machine `reason` (a bounded set, fit for a metric label);
+# messages never hold the token, the AES key or any decrypted plaintext.
+
+
+class CallbackRejected(Exception):
+    """A callback request the gateway refuses; `reason` says why in one word."""
+
+    reason: str = "rejected"
+
+    def __init__(self, detail: str, *, reason: str | None = None) -> None:
+        if reason is not None:
+            self.reason = reason
+        self.detail = detail
+        super().__init__(f"callback rejected ({self.reason}): {detail}")
+
+
+class CallbackSignatureError(CallbackRejected):
+    """`signature` or `msg_signature` does not match the shared callback token."""
+
+    reason = "signature"
+
+
+class CallbackDecryptError(CallbackRejected):
+    """The AES envelope is absent where required, or is not one we can open."""
+
+    reason = "decrypt"
+
+
+class CallbackAppIdError(CallbackRejected):
+    """The envelope opened but was sealed for another appid."""
+
+    reason = "appid"
+
+
+class CallbackMalformedError(CallbackRejected):
+    """The XML is unsafe or unparsable, or a field is missing or garbled."""
+
+    reason = "xml"
