@@ -29,6 +29,19 @@ class Status(StrEnum):
     DEAD = "dead"  # retries exhausted or app misconfigured; replayable
 
 
+def report_target(report_status: str) -> Status:
+    """What a TEMPLATESENDJOBFINISH Status means: "success" delivered, anything else rejected."""
+    return Status.DELIVERED if report_status == "success" else Status.REJECTED
+
+
+class BackendError(Exception):
+    """Storage failed; nothing of the failed call took effect."""
+
+
+class StorageUnavailable(BackendError):
+    """The storage cannot be reached, is not open, or stayed busy past its timeout."""
+
+
 # No worker will touch these again (a `sent` message only waits for its report).
 SETTLED = frozenset({Status.SENT, Status.DELIVERED, Status.REJECTED, Status.FAILED, Status.DEAD})
 REPLAYABLE = frozenset({Status.DEAD, Status.FAILED})

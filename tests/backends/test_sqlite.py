@@ -1,0 +1,293 @@
+"""What only the SQLite engine promises: WAL, group commit, a file that survives
+SIGKILL at any instant, several processes on one file, and the token store in it."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.backends.test_contract import T0, message
+from wxgate.backends.base import (
+    SETTLED,
+    NewMessage,
+    Outcome,
+    Settlement,
+    Status,
+    StorageUnavailable,
+)
+from wxgate.backends.sqlite import _DUE, PURGE_CHUNK, SqliteBackend
+from wxgate.backends.sqlite_schema import SCHEMA_VERSION, SETTLED_SQL, SchemaVersionError
+from wxgate.wechat.tokenstore import CachedToken
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def backend(sqlite_path: Path) -> AsyncIterator[SqliteBackend]:
+    engine = SqliteBackend(sqlite_path)
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        await engine.close()
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None)
+
+
+# -- the file --------------------------------------------------------------------------
+
+
+async def test_file_is_in_wal_mode(backend: SqliteBackend, sqlite_path: Path) -> None:
+    assert raw(sqlite_path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_reopening_keeps_the_data_and_the_schema_version(sqlite_path: Path) -> None:
+    first = SqliteBackend(sqlite_path)
+    await first.start()
+    [answer] = await first.enqueue([message()], T0)
+    await first.close()
+
+    second = SqliteBackend(sqlite_path)
+    await second.start()
+    try:
+        assert await second.get(answer.id) is not None
+    finally:
+        await second.close()
+    version = raw(sqlite_path).execute("SELECT value FROM meta WHERE key = 'schema_version'")
+    assert version.fetchone() == (str(SCHEMA_VERSION),)
+
+
+async def test_a_file_from_a_newer_schema_is_refused(sqlite_path: Path) -> None:
+    first = SqliteBackend(sqlite_path)
+    await first.start()
+    await first.close()
+    raw(sqlite_path).execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+
+    with pytest.raises(SchemaVersionError):
+        await SqliteBackend(sqlite_path).start()
+
+
+async def test_lease_finds_due_messages_through_an_index(backend: SqliteBackend) -> None:
+    # A full scan would make every poll cost the whole backlog.
+    conn = raw(Path(backend.path))
+    plan = conn.execute(f"EXPLAIN QUERY PLAN {_DUE}", {"now": T0, "limit": 5, "excluded": "[]"})
+    details = [row[3] for row in plan.fetchall()]
+    assert not [d for d in details if d.startswith("SCAN messages")], details
+    assert any("USING COVERING INDEX messages_due" in d for d in details), details
+
+
+def test_settled_statuses_in_sql_are_the_protocols() -> None:
+    # Purge and its partial index use this spelling; it must not drift from base.SETTLED.
+    assert set(SETTLED_SQL.strip("()").replace("'", "").split(", ")) == set(SETTLED)
+
+
+# -- the writer ------------------------------------------------------------------------
+
+
+async def test_concurrent_single_enqueues_share_a_handful_of_commits(
+    backend: SqliteBackend,
+) -> None:
+    before = backend.stats.commits
+    answers = await asyncio.gather(*(backend.enqueue([message()], T0) for _ in range(200)))
+
+    assert len({a.id for [a] in answers}) == 200
+    assert backend.stats.commits - before <= 20
+    assert (await backend.counts())[Status.QUEUED] == 200
+
+
+async def test_enqueue_returns_only_after_its_row_is_committed(
+    backend: SqliteBackend, sqlite_path: Path
+) -> None:
+    outside = raw(sqlite_path)
+
+    async def enqueue_and_look() -> bool:
+        [answer] = await backend.enqueue([message()], T0)
+        found = outside.execute("SELECT 1 FROM messages WHERE id = ?", (answer.id,)).fetchone()
+        return found is not None
+
+    assert all(await asyncio.gather(*(enqueue_and_look() for _ in range(50))))
+
+
+async def test_a_failing_command_fails_alone_in_its_group(backend: SqliteBackend) -> None:
+    twice = message()
+    half = message()
+    good = [backend.enqueue([message()], T0) for _ in range(10)]
+    bad = backend.enqueue([half, twice, twice], T0)  # the same id twice: the call fails
+
+    results = await asyncio.gather(bad, *good, return_exceptions=True)
+    assert isinstance(results[0], sqlite3.IntegrityError)
+    assert all(isinstance(r, list) for r in results[1:])
+    assert backend.stats.largest_group > 1
+    assert await backend.get(half.id) is None  # nothing of the failed call was kept
+    assert (await backend.counts())[Status.QUEUED] == 10
+
+
+async def test_a_cancelled_caller_does_not_undo_its_write(backend: SqliteBackend) -> None:
+    new = message()
+    task = asyncio.create_task(backend.enqueue([new], T0))
+    await asyncio.sleep(0)  # submitted to the writer
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await backend.enqueue([message()], T0)  # the writer is in order: this one comes after
+
+    assert await backend.get(new.id) is not None
+
+
+async def test_close_finishes_the_writes_already_submitted(sqlite_path: Path) -> None:
+    engine = SqliteBackend(sqlite_path)
+    await engine.start()
+    news = [message() for _ in range(30)]
+    tasks = [asyncio.create_task(engine.enqueue([new], T0)) for new in news]
+    await asyncio.sleep(0)
+    await engine.close()
+    await asyncio.gather(*tasks)
+
+    count = raw(sqlite_path).execute("SELECT count(*) FROM messages").fetchone()[0]
+    assert count == 30
+
+
+async def test_calls_after_close_are_refused(sqlite_path: Path) -> None:
+    engine = SqliteBackend(sqlite_path)
+    await engine.start()
+    await engine.close()
+    assert not await engine.ping()
+    with pytest.raises(StorageUnavailable):
+        await engine.enqueue([message()], T0)
+
+
+async def test_purge_deletes_in_chunks_of_bounded_size(backend: SqliteBackend) -> None:
+    total = 2 * PURGE_CHUNK + 7
+    await backend.enqueue([message() for _ in range(total)], T0)
+    leases = await backend.lease_batch("w", total, 30, T0)
+    await backend.settle([Settlement(lease, Outcome.DEAD) for lease in leases], T0)
+
+    before = backend.stats.commits
+    assert await backend.purge(T0 + 1) == total
+    assert backend.stats.commits - before >= 3
+
+
+# -- several processes -----------------------------------------------------------------
+
+
+def _child(*args: str, **kwargs: object) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "tests.backends.sqlite_child", *args]
+    return subprocess.Popen(command, cwd=REPO, **kwargs)  # type: ignore[call-overload]
+
+
+def _read_acks(path: Path) -> list[list[str]]:
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.split("\n")[:-1]  # a kill may leave the last line torn
+    return [line.split(" ") for line in lines]
+
+
+async def _wait_for_acks(path: Path, at_least: int) -> None:
+    for _ in range(500):
+        if len(_read_acks(path)) >= at_least:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the child process acknowledged nothing")
+
+
+def _check_consistency(path: Path, acks: list[list[str]]) -> None:
+    conn = raw(path)
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    rows = {
+        row[0]: row[1:]
+        for row in conn.execute(
+            "SELECT id, touser, status, msgid, payload, events, lease_token, sent_at FROM messages"
+        )
+    }
+    for kind, message_id, *rest in acks:
+        assert message_id in rows, f"acknowledged {kind} of {message_id} was lost"
+        touser, status, msgid, *_ = rows[message_id]
+        if kind == "E":
+            assert touser == rest[0]
+        else:
+            assert status == rest[0]
+            assert str(msgid) == rest[1]
+    for touser, status, _, payload, events, lease_token, sent_at in rows.values():
+        assert orjson.loads(payload)["touser"] == touser
+        assert orjson.loads(events)[0]["kind"] == "accepted"
+        assert (status == Status.SENDING) == (lease_token is not None)
+        assert status != Status.SENT or sent_at is not None
+
+
+async def test_sigkill_at_any_instant_loses_no_acknowledged_write(sqlite_path: Path) -> None:
+    acks_path = sqlite_path.with_suffix(".acks")
+    rng = random.Random(7)
+    for _ in range(6):
+        before = len(_read_acks(acks_path))
+        child = _child("churn", str(sqlite_path), str(acks_path))
+        try:
+            await _wait_for_acks(acks_path, at_least=before + 50)
+            await asyncio.sleep(rng.uniform(0.0, 0.3))
+        finally:
+            child.kill()
+            child.wait()
+        acks = _read_acks(acks_path)
+        _check_consistency(sqlite_path, acks)
+    assert sum(1 for kind, *_ in acks if kind == "S") > 0
+    engine = SqliteBackend(sqlite_path)
+    await engine.start()
+    try:
+        assert sum((await engine.counts()).values()) >= len({ack[1] for ack in acks})
+    finally:
+        await engine.close()
+
+
+async def test_two_processes_never_lease_the_same_message(sqlite_path: Path) -> None:
+    engine = SqliteBackend(sqlite_path)
+    await engine.start()
+    answers = await engine.enqueue([NewMessage("shop", {"touser": "o"}) for _ in range(300)], T0)
+    await engine.close()
+
+    children = [_child("lease", str(sqlite_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE)]
+    children.append(
+        _child("lease", str(sqlite_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    )
+    for child in children:
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write(b"go\n")
+        child.stdin.flush()
+    leased = [orjson.loads(child.communicate(timeout=60)[0]) for child in children]
+
+    assert all(leased), "both processes leased"
+    assert not set(leased[0]) & set(leased[1])
+    assert sorted(leased[0] + leased[1]) == sorted(a.id for a in answers)
+
+
+# -- tokens ---------------------------------------------------------------------------
+
+
+async def test_token_store_lives_in_the_same_file(sqlite_path: Path) -> None:
+    first = SqliteBackend(sqlite_path)
+    await first.start()
+    token = CachedToken("ACCESS_TOKEN_IN_FILE", expires_at=T0 + 7200, fetched_at=T0, fence=3)
+    assert await first.token_store().save("shop", token)
+    await first.close()
+
+    files = {p.name for p in sqlite_path.parent.iterdir()}
+    assert files <= {sqlite_path.name, f"{sqlite_path.name}-wal", f"{sqlite_path.name}-shm"}
+    second = SqliteBackend(sqlite_path)
+    await second.start()
+    try:
+        loaded = await second.token_store().load("shop")
+    finally:
+        await second.close()
+    assert loaded is not None and loaded.token == token.token
