@@ -42,6 +42,7 @@ class ErrorInfo:
     category: Category  # on a business API call
     on_token_fetch: Category | None = None  # when the token endpoints mean something else
     retry_after_s: float = 0.0  # the least a retry should wait (45011: the next minute)
+    per_user: bool = False  # a QUOTA that belongs to one recipient, not the whole account
     note: str = ""
 
     def category_for(self, endpoint: Endpoint) -> Category:
@@ -213,6 +214,7 @@ _ENTRIES: tuple[ErrorInfo, ...] = (
         "out of response count limit",
         "客服接口下行条数超过上限 / customer-service reply limit for this user",
         _C.QUOTA,
+        per_user=True,
         note="per user, and a customer-service code; not expected from template sends",
     ),
     ErrorInfo(46004, "user not exist", "不存在的用户 / no such user", _C.RECIPIENT),
@@ -326,6 +328,12 @@ def acted_on_as(category: Category) -> Category:
 def is_duplicate_accept(errcode: int) -> bool:
     """40241: WeChat already holds this message, so it counts as sent without a msgid."""
     return errcode == 40241
+
+
+def is_per_user_quota(errcode: int | None) -> bool:
+    """A QUOTA answer about one recipient (45047): retry that message, don't pause the app."""
+    info = CATALOGUE.get(errcode) if errcode is not None else None
+    return info.per_user if info else False
 
 
 def retry_after_s(errcode: int | None) -> float:

@@ -1,0 +1,96 @@
+"""What a worker tells the world: typed events, and the listener that turns them into metrics.
+
+The worker emits an event after each durable settle, pause, resume and breaker move;
+listeners (metrics today) subscribe instead of being called inline. Metric labels come
+from bounded sets only: app, outcome, category, errcode via `errcode_label`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from wxgate.backends.base import Outcome
+from wxgate.delivery.breaker import BreakerState
+from wxgate.observability import Metrics, errcode_label
+from wxgate.wechat.errors import Category
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSettled:
+    """A settlement was durably written."""
+
+    app: str
+    outcome: Outcome
+    category: str | None  # the answer's category; None when nothing was sent
+    errcode: int | None
+    latency_s: float | None  # the send call, token included; None when nothing was sent
+
+
+@dataclass(frozen=True, slots=True)
+class AppPaused:
+    app: str
+    reason: str  # "QUOTA" or "CONFIG"
+    until: float | None
+    errcode: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppResumed:
+    app: str
+    reason: str  # the reason of the pause that ended
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerChanged:
+    app: str
+    state: BreakerState
+
+
+WorkerEvent = MessageSettled | AppPaused | AppResumed | BreakerChanged
+
+
+class WorkerListener(Protocol):
+    def on_event(self, event: WorkerEvent) -> None: ...
+
+
+_BREAKER_GAUGE = {BreakerState.CLOSED: 0, BreakerState.OPEN: 1, BreakerState.HALF_OPEN: 2}
+_NOT_ERRORS = frozenset({None, Category.OK.value})
+
+
+class MetricsListener:
+    """Worker events into the prometheus metrics of `wxgate.observability.Metrics`."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._handlers: dict[type, Callable[..., None]] = {
+            MessageSettled: self._settled,
+            AppPaused: self._paused,
+            AppResumed: self._resumed,
+            BreakerChanged: self._breaker,
+        }
+
+    def on_event(self, event: WorkerEvent) -> None:
+        self._handlers[type(event)](event)
+
+    def _settled(self, event: MessageSettled) -> None:
+        m = self._metrics
+        m.messages.labels(event.app, event.outcome.value).inc()
+        if event.latency_s is not None:
+            m.send_seconds.labels(event.app).observe(event.latency_s)
+        if event.category in _NOT_ERRORS:
+            return
+        code = errcode_label(event.errcode)
+        m.wechat_errors.labels(event.app, code, event.category).inc()
+        if event.category == Category.CONFIG.value:
+            m.config_errors.labels(event.app, code).inc()
+
+    def _paused(self, event: AppPaused) -> None:
+        self._metrics.app_paused.labels(event.app, event.reason).set(1)
+
+    def _resumed(self, event: AppResumed) -> None:
+        self._metrics.app_paused.labels(event.app, event.reason).set(0)
+
+    def _breaker(self, event: BreakerChanged) -> None:
+        self._metrics.breaker_state.labels(event.app).set(_BREAKER_GAUGE[event.state])
