@@ -1,0 +1,77 @@
+"""How the sandbox tests talk to it: WeChat's endpoints as a client calls them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import orjson
+
+from wxgate.sandbox.config import DEFAULT_APPID, DEFAULT_SECRET
+
+SEND = "/cgi-bin/message/template/send"
+
+
+def message(touser: str = "oUser0001", template_id: str = "TPL_ok", **extra: Any) -> dict:
+    """A valid template/send body."""
+    body: dict[str, Any] = {
+        "touser": touser,
+        "template_id": template_id,
+        "data": {"thing1": {"value": "订单已发货"}, "time2": {"value": "2024-05-01 15:01"}},
+    }
+    body.update(extra)
+    return body
+
+
+class WeChatCalls:
+    """WeChat's endpoints on one sandbox, as a client calls them (answers parsed by orjson,
+    so int64 msgids stay exact)."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self.session = session
+        self.base_url = base_url
+
+    async def get(self, path: str, **params: str) -> Any:
+        async with self.session.get(self.base_url + path, params=params) as response:
+            assert response.status == 200
+            return orjson.loads(await response.read())
+
+    async def post(self, path: str, body: bytes | dict | None, **params: str) -> Any:
+        data = orjson.dumps(body) if isinstance(body, dict) else body
+        async with self.session.post(self.base_url + path, params=params, data=data) as response:
+            assert response.status == 200
+            return orjson.loads(await response.read())
+
+    async def classic(self, appid: str = DEFAULT_APPID, secret: str = DEFAULT_SECRET) -> Any:
+        return await self.get(
+            "/cgi-bin/token", grant_type="client_credential", appid=appid, secret=secret
+        )
+
+    async def stable(
+        self, appid: str = DEFAULT_APPID, secret: str = DEFAULT_SECRET, force: bool | None = None
+    ) -> Any:
+        body: dict[str, Any] = {"grant_type": "client_credential", "appid": appid, "secret": secret}
+        if force is not None:
+            body["force_refresh"] = force
+        return await self.post("/cgi-bin/stable_token", body)
+
+    async def token(self) -> str:
+        return (await self.stable())["access_token"]
+
+    async def send(self, token: str, body: bytes | dict | None = None) -> Any:
+        return await self.post(SEND, message() if body is None else body, access_token=token)
+
+
+async def to_next_window(control: Any, width_s: float, shift_s: float = 0.0) -> None:
+    """Move the sandbox clock just past the start of its next window (a minute, a Beijing
+    day), so a test that counts within one window cannot straddle two."""
+    now = await control.now()
+    await control.advance_clock(width_s - (now + shift_s) % width_s + 0.01)
+
+
+async def to_next_minute(control: Any) -> None:
+    await to_next_window(control, 60.0)
+
+
+async def to_next_beijing_day(control: Any) -> None:
+    await to_next_window(control, 86_400.0, 8 * 3600.0)

@@ -1,0 +1,217 @@
+"""Which path answers what: WeChat's endpoints, the transport faults in front of
+template/send, and the JSON control endpoints under /sandbox/.
+
+`Router.dispatch` is what every HTTP request goes through, so it does one
+partition and one dict lookup before the endpoint runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from wxgate.sandbox.answers import error_body
+from wxgate.sandbox.callbacks import CallbackDispatcher
+from wxgate.sandbox.clock import OffsetClock
+from wxgate.sandbox.errors import ControlRequestError
+from wxgate.sandbox.faults import FaultKind
+from wxgate.sandbox.http import (
+    ABORT,
+    HTML_TYPE,
+    JSON_TYPE,
+    TEXT_TYPE,
+    Delayed,
+    Hang,
+    Reply,
+    Response,
+)
+from wxgate.sandbox.inbox import DEFAULT_LIMIT, MAX_LIMIT
+from wxgate.sandbox.wechat import SimulatedWeChat
+
+HANG_S = 60.0  # a hung request is held this long, then its connection is closed
+REQUIRE_POST = 43002
+
+BAD_GATEWAY = Response(
+    b"502 Bad Gateway",
+    HTML_TYPE,
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n",
+)
+NOT_FOUND = Response(b"404 Not Found", TEXT_TYPE, b"not found\n")
+METHOD_NOT_ALLOWED = Response(b"405 Method Not Allowed", TEXT_TYPE, b"method not allowed\n")
+_TOKEN_PARAM = b"access_token="
+
+Handler = Callable[[bytes, bytes, bytes], Reply]  # (method, query, body) -> reply
+
+
+def _params(query: bytes) -> dict[str, str]:
+    return dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
+
+
+def access_token(query: bytes) -> str | None:
+    """The `access_token` query parameter (fast when it is the only one)."""
+    if query.startswith(_TOKEN_PARAM) and b"&" not in query and b"%" not in query:
+        return query[len(_TOKEN_PARAM) :].decode("latin-1")
+    return _params(query).get("access_token")
+
+
+def _bad_request(message: str) -> Response:
+    return Response(b"400 Bad Request", JSON_TYPE, orjson.dumps({"error": message}))
+
+
+def _json_request(body: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(body) if body else {}
+    except orjson.JSONDecodeError:
+        raise ControlRequestError("the body must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise ControlRequestError("the body must be a JSON object")
+    return value
+
+
+def _whole_number(params: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ControlRequestError(f"{name} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def _business(endpoint: Callable[[str | None, bytes], bytes], *, post: bool) -> Handler:
+    """A WeChat business API: ?access_token= in the query, JSON in the body."""
+
+    def handler(method: bytes, query: bytes, body: bytes) -> Reply:
+        if post and method != b"POST":
+            return error_body(REQUIRE_POST)
+        return endpoint(access_token(query), body)
+
+    return handler
+
+
+def _control(endpoint: Callable[[bytes, dict[str, str], bytes], Any], *methods: bytes) -> Handler:
+    """A control endpoint: JSON in, JSON out, 400 with a message for bad input."""
+
+    def handler(method: bytes, query: bytes, body: bytes) -> Reply:
+        if method not in methods:
+            return METHOD_NOT_ALLOWED
+        try:
+            return orjson.dumps(endpoint(method, _params(query), body))
+        except ControlRequestError as exc:
+            return _bad_request(str(exc))
+
+    return handler
+
+
+class Router:
+    """Maps a request to the simulated WeChat or to a control endpoint."""
+
+    def __init__(
+        self, wechat: SimulatedWeChat, callbacks: CallbackDispatcher, clock: OffsetClock
+    ) -> None:
+        self._wechat = wechat
+        self._callbacks = callbacks
+        self._clock = clock
+        templates = b"/cgi-bin/template/"
+        self._routes: dict[bytes, Handler] = {
+            b"/cgi-bin/message/template/send": self._template_send,
+            b"/cgi-bin/token": lambda _method, query, _body: wechat.token(_params(query)),
+            b"/cgi-bin/stable_token": self._stable_token,
+            templates + b"api_set_industry": _business(wechat.set_industry, post=True),
+            templates + b"get_industry": _business(wechat.get_industry, post=False),
+            templates + b"api_add_template": _business(wechat.add_template, post=True),
+            templates + b"get_all_private_template": _business(wechat.all_templates, post=False),
+            templates + b"del_private_template": _business(wechat.delete_template, post=True),
+            b"/sandbox/messages": _control(self._messages, b"GET"),
+            b"/sandbox/stats": _control(self._stats, b"GET"),
+            b"/sandbox/faults": _control(self._faults, b"GET", b"POST"),
+            b"/sandbox/reset": _control(self._reset, b"POST"),
+            b"/sandbox/clock": _control(self._clock_endpoint, b"GET", b"POST"),
+        }
+
+    def dispatch(self, method: bytes, target: bytes, body: bytes) -> Reply:
+        path, _, query = target.partition(b"?")
+        handler = self._routes.get(path)
+        if handler is None:
+            return NOT_FOUND
+        return handler(method, query, body)
+
+    # -- WeChat -------------------------------------------------------------------------
+
+    def _stable_token(self, method: bytes, _query: bytes, body: bytes) -> Reply:
+        if method != b"POST":
+            return error_body(REQUIRE_POST)
+        return self._wechat.stable_token(body)
+
+    def _template_send(self, method: bytes, query: bytes, body: bytes) -> Reply:
+        if self._wechat.faults.disturbs_transport:
+            return self._disturbed_send(method, query, body)
+        if method != b"POST":
+            return error_body(REQUIRE_POST)
+        return self._wechat.template_send(access_token(query), body)
+
+    def _disturbed_send(self, method: bytes, query: bytes, body: bytes) -> Reply:
+        """template/send with transport faults drawn first: 502, a hang, a reset, latency."""
+        wechat = self._wechat
+        kind = wechat.dice.transport(wechat.faults)
+        if kind is not None:
+            wechat.stats.faults[kind.value] += 1
+        if kind is FaultKind.HANG:
+            return Hang(HANG_S)
+        if kind is FaultKind.RESET:
+            return ABORT
+        reply: bytes | Response
+        if kind is FaultKind.HTTP_502:
+            reply = BAD_GATEWAY
+        elif method != b"POST":
+            reply = error_body(REQUIRE_POST)
+        else:
+            reply = wechat.template_send(access_token(query), body)
+        if wechat.faults.latency_ms > 0:
+            wechat.stats.faults[FaultKind.LATENCY.value] += 1
+            return Delayed(wechat.faults.latency_ms / 1000.0, reply)
+        return reply
+
+    # -- control ------------------------------------------------------------------------
+
+    def _messages(self, _method: bytes, params: dict[str, str], _body: bytes) -> dict[str, Any]:
+        limit = _whole_number(params, "limit", DEFAULT_LIMIT, 0, MAX_LIMIT)
+        offset = _whole_number(params, "offset", 0, 0, 2**62)
+        total, items = self._wechat.inbox.query(
+            appid=params.get("appid"),
+            touser=params.get("touser"),
+            client_msg_id=params.get("client_msg_id"),
+            limit=limit,
+            offset=offset,
+        )
+        return {"total": total, "items": [item.to_json() for item in items]}
+
+    def _stats(self, _method: bytes, _params: dict[str, str], _body: bytes) -> dict[str, Any]:
+        return self._wechat.stats.to_json(
+            inbox=len(self._wechat.inbox), callbacks_pending=self._callbacks.pending
+        )
+
+    def _faults(self, method: bytes, _params: dict[str, str], body: bytes) -> dict[str, Any]:
+        if method == b"POST":
+            self._wechat.set_faults(_json_request(body))
+        return self._wechat.faults.to_json()
+
+    def _reset(self, _method: bytes, _params: dict[str, str], _body: bytes) -> dict[str, Any]:
+        self._callbacks.clear()
+        self._wechat.reset()
+        return {"ok": True}
+
+    def _clock_endpoint(
+        self, method: bytes, _params: dict[str, str], body: bytes
+    ) -> dict[str, Any]:
+        if method == b"POST":
+            advance = _json_request(body).get("advance_s")
+            number = isinstance(advance, int | float) and not isinstance(advance, bool)
+            if not number or not 0 <= advance < math.inf:
+                raise ControlRequestError("advance_s must be a finite number of seconds >= 0")
+            self._clock.advance(float(advance))
+        return {"now": self._clock.now(), "offset_s": self._clock.offset}
