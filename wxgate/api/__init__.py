@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): `wxgate.api.app.create_app` builds it over a backend."""

@@ -1,0 +1,250 @@
+"""What crosses the HTTP edge: request models, the answer envelope, and records as JSON.
+
+Request models check the shape of a request (types, required fields, unknown
+fields); WeChat's own rules for a template message are applied afterwards by
+`wxgate.wechat.template.parse`. Every JSON answer is the envelope
+`{"code": int, "msg": str, "data": ...}`, rendered with orjson. A WeChat msgid
+is rendered as a decimal STRING: it exceeds 2^53, so a JavaScript client would
+silently round it as a number.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, TypeVar
+
+import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from starlette.responses import Response
+
+from wxgate.backends.base import Event, MessageRecord, Page, Status
+
+MAX_RECIPIENTS = 10_000
+MAX_IDEMPOTENCY_KEY = 128
+# A data map bigger than this is refused by its shape alone, before any rule runs
+# (WeChat templates have at most a few dozen keys; template.parse applies the real limit).
+MAX_DATA_KEYS_SHAPE = 64
+
+T = TypeVar("T")
+
+
+class JsonResponse(Response):
+    """JSON rendered by orjson (several times faster than the standard library)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def ok(data: Any, status_code: int = 200) -> JsonResponse:
+    return JsonResponse({"code": 0, "msg": "ok", "data": data}, status_code=status_code)
+
+
+def failure(
+    status_code: int,
+    code: int,
+    msg: str,
+    data: Any = None,
+    headers: dict[str, str] | None = None,
+) -> JsonResponse:
+    return JsonResponse(
+        {"code": code, "msg": msg, "data": data}, status_code=status_code, headers=headers
+    )
+
+
+# -- requests ------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class DataItemIn(_Model):
+    value: str
+    color: str | None = Field(None, description="#RRGGBB; ignored by WeChat since 2023-05-04")
+
+
+class MiniProgramIn(_Model):
+    appid: str
+    pagepath: str
+
+
+IdempotencyKey = Annotated[str, Field(min_length=1, max_length=MAX_IDEMPOTENCY_KEY)]
+DataMap = Annotated[dict[str, DataItemIn], Field(max_length=MAX_DATA_KEYS_SHAPE)]
+
+
+class MessageIn(_Model):
+    """One template message. `app` may be left out when exactly one app is configured."""
+
+    app: str | None = None
+    touser: str = Field(description="the recipient's openid")
+    template_id: str
+    data: DataMap
+    url: str | None = None
+    miniprogram: MiniProgramIn | None = None
+    idempotency_key: IdempotencyKey | None = Field(
+        None, description="or the Idempotency-Key header; the same key again answers the first id"
+    )
+
+
+class RecipientIn(_Model):
+    """One recipient of a batch; its `data` is merged over the batch's shared data."""
+
+    touser: str
+    data: DataMap | None = None
+    url: str | None = None
+    miniprogram: MiniProgramIn | None = None
+    idempotency_key: IdempotencyKey | None = None
+
+
+def _openid_as_recipient(items: Any) -> Any:
+    # A bare openid is the common case; turning it into an object here keeps one
+    # model per item, so error locations read ["body", "recipients", i, "touser"].
+    if isinstance(items, list):
+        return [{"touser": item} if isinstance(item, str) else item for item in items]
+    return items
+
+
+Recipients = Annotated[
+    list[RecipientIn],
+    BeforeValidator(_openid_as_recipient, json_schema_input_type=list[str | RecipientIn]),
+    Field(min_length=1, max_length=MAX_RECIPIENTS),
+]
+
+
+class BatchIn(_Model):
+    """One template to many recipients, all stored or none."""
+
+    app: str | None = None
+    template_id: str
+    data: DataMap = Field(default_factory=dict)
+    url: str | None = None
+    miniprogram: MiniProgramIn | None = None
+    recipients: Recipients = Field(description="openids, or objects with their own fields")
+    idempotency_key: IdempotencyKey | None = Field(
+        None,
+        description="a retried batch with the same key answers the same batch_id and ids; "
+        "message i gets the key '<key>:<i>'",
+    )
+
+
+class DeadLetterReplayIn(_Model):
+    app: str | None = None
+    errcode: int | None = None
+    since: float | None = Field(None, description="epoch seconds, on the time it went dead")
+    until: float | None = None
+
+
+# -- answers (the OpenAPI description; handlers build the JSON directly) --------
+
+
+class Envelope(BaseModel, Generic[T]):
+    code: int = Field(description="0 on success; the HTTP status times 100 otherwise")
+    msg: str
+    data: T
+
+
+class FieldNote(BaseModel):
+    """A problem (in `data.errors`) or a warning (in `data.warnings`) at a field path."""
+
+    loc: list[str | int]
+    msg: str
+
+
+class Accepted(BaseModel):
+    id: str
+    status: Status
+    warnings: list[FieldNote] = Field(
+        default_factory=list, description="accepted, but WeChat will not show everything"
+    )
+
+
+class BatchAccepted(BaseModel):
+    batch_id: str
+    ids: list[str] = Field(description="one per recipient, in the order given")
+    warnings: list[FieldNote] = Field(default_factory=list)
+
+
+class BatchCounts(BaseModel):
+    batch_id: str
+    total: int
+    counts: dict[Status, int]
+
+
+class Replayed(BaseModel):
+    replayed: int
+    resumed: list[str] = Field(description="apps whose CONFIG pause the replay lifted")
+
+
+class EventOut(BaseModel):
+    at: float
+    kind: str
+    note: str = ""
+    errcode: int | None = None
+
+
+class MessageOut(BaseModel):
+    id: str
+    app: str
+    touser: str
+    template_id: str
+    status: Status
+    attempts: int
+    msgid: str | None = Field(
+        None,
+        description="WeChat's msgid as a decimal string: it exceeds 2^53, which a "
+        "JavaScript number cannot hold exactly",
+    )
+    last_errcode: int | None
+    last_errmsg: str | None
+    last_category: str | None
+    report_status: str | None
+    trace_id: str | None
+    batch_id: str | None
+    idempotency_key: str | None
+    next_attempt_at: float
+    created_at: float
+    updated_at: float
+    sent_at: float | None
+    delivered_at: float | None
+    payload: dict[str, Any]
+    events: list[EventOut]
+
+
+class MessagePage(BaseModel):
+    items: list[MessageOut]
+    next_cursor: str | None
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    return {"at": event.at, "kind": event.kind, "note": event.note, "errcode": event.errcode}
+
+
+def record_json(record: MessageRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "app": record.app,
+        "touser": record.touser,
+        "template_id": record.template_id,
+        "status": str(record.status),
+        "attempts": record.attempts,
+        "msgid": None if record.msgid is None else str(record.msgid),
+        "last_errcode": record.last_errcode,
+        "last_errmsg": record.last_errmsg,
+        "last_category": record.last_category,
+        "report_status": record.report_status,
+        "trace_id": record.trace_id,
+        "batch_id": record.batch_id,
+        "idempotency_key": record.idempotency_key,
+        "next_attempt_at": record.next_attempt_at,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "sent_at": record.sent_at,
+        "delivered_at": record.delivered_at,
+        "payload": record.payload,
+        "events": [event_json(event) for event in record.events],
+    }
+
+
+def page_json(page: Page) -> dict[str, Any]:
+    return {"items": [record_json(r) for r in page.items], "next_cursor": page.next_cursor}
