@@ -30,6 +30,7 @@ from wxgate.backends.base import (
     MessageRecord,
     Outcome,
     Pause,
+    PauseReason,
     Settlement,
     StorageUnavailable,
 )
@@ -61,7 +62,7 @@ FLUSH_GROUP = 64  # settlements written in one backend call at most
 STORAGE_RETRY_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 STORAGE_RETRIES_WHEN_CLOSING = 4
 UNKNOWN_APP_RETRY_S = 60.0  # a message of an app this worker has no config for waits this long
-QUOTA, CONFIG = "QUOTA", "CONFIG"  # Pause.reason values
+QUOTA, CONFIG = PauseReason.QUOTA.value, PauseReason.CONFIG.value
 
 _log = get_logger(__name__)
 Log = structlog.stdlib.BoundLogger
