@@ -1,0 +1,217 @@
+"""The gateway process: every part built from Settings, started and stopped in order.
+
+Start-up: storage, then the WeChat session and one token manager and client per
+app, then the workers (role `all` or `worker`), then HTTP. Shut-down runs the
+other way with a deadline: HTTP stops taking requests, workers stop leasing and
+hand back what they hold, the WeChat session closes, storage flushes and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import uvicorn
+from fastapi import FastAPI
+
+from wxgate.api.app import create_app
+from wxgate.backends.base import Backend
+from wxgate.clock import Clock, SystemClock
+from wxgate.config import Role, Settings
+from wxgate.delivery.events import MetricsListener
+from wxgate.delivery.worker import AppRuntime, Worker
+from wxgate.observability import Metrics, get_logger, register_secret
+from wxgate.wechat.client import AccountClient, TokenFetcher, WeChatHttp
+from wxgate.wechat.token import TokenManager
+
+log = get_logger(__name__)
+
+
+def make_backend(settings: Settings, clock: Clock) -> Backend:
+    """The storage engine the settings name."""
+    storage = settings.storage
+    if storage.backend == "redis":
+        from wxgate.backends.redis import RedisBackend
+
+        return RedisBackend(
+            storage.redis_url,
+            prefix=storage.redis_prefix,
+            retention_s=storage.retention_s,
+            clock=clock,
+        )
+    from wxgate.backends.sqlite import SqliteBackend
+
+    return SqliteBackend(
+        storage.sqlite_path,
+        synchronous=storage.sqlite_synchronous,
+        group_commit_ms=storage.group_commit_ms,
+        clock=clock,
+    )
+
+
+def register_settings_secrets(settings: Settings) -> None:
+    """Tell the log scrubber every secret the settings hold."""
+    for app in settings.apps.values():
+        for secret in (app.secret, app.callback_token, app.encoding_aes_key):
+            register_secret(secret.get_secret_value())
+
+
+@dataclass
+class Gateway:
+    """One wxgate process: storage, WeChat clients, workers and the HTTP app."""
+
+    settings: Settings
+    role: Role = "all"
+    clock: Clock = field(default_factory=SystemClock)
+    metrics: Metrics = field(default_factory=Metrics)
+    backend: Backend | None = None
+    http: WeChatHttp | None = None
+    tokens: dict[str, TokenManager] = field(default_factory=dict)
+    clients: dict[str, AccountClient] = field(default_factory=dict)
+    worker: Worker | None = None
+    app: FastAPI | None = None
+    _worker_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        register_settings_secrets(self.settings)
+        if self.backend is None:
+            self.backend = make_backend(self.settings, self.clock)
+        await self.backend.start()
+        delivery = self.settings.delivery
+        self.http = WeChatHttp(
+            pool_size=delivery.pool_size,
+            connect_timeout_s=delivery.connect_timeout_s,
+            read_timeout_s=delivery.read_timeout_s,
+        )
+        await self.http.start()
+        self._build_clients()
+        if self.role in ("all", "worker"):
+            self._start_worker()
+        self.app = create_app(
+            self.settings,
+            self.backend,
+            metrics=self.metrics,
+            clock=self.clock,
+            readiness=self._readiness,
+            serve_api=self.role in ("all", "api"),
+        )
+        log.info(
+            "gateway started",
+            role=self.role,
+            backend=self.backend.name,
+            apps=sorted(self.settings.apps),
+        )
+
+    def _build_clients(self) -> None:
+        assert self.http is not None and self.backend is not None
+        store = self.backend.token_store()
+        fetches = self.metrics.token_fetches
+        for name, app in self.settings.apps.items():
+
+            def on_fetch(endpoint: str, result: str, app_name: str = name) -> None:
+                fetches.labels(app_name, endpoint, result).inc()
+
+            manager = TokenManager(
+                name,
+                app.appid,
+                app.secret,
+                store,
+                TokenFetcher(self.http, app.api_base),
+                mode=app.token_mode,
+                refresh_margin_s=app.refresh_margin_s,
+                clock=self.clock,
+                on_fetch=on_fetch,
+            )
+            self.tokens[name] = manager
+            self.clients[name] = AccountClient(self.http, manager, app.api_base)
+
+    def _start_worker(self) -> None:
+        assert self.backend is not None
+        runtimes = {
+            name: AppRuntime(name=name, settings=app, client=self.clients[name])
+            for name, app in self.settings.apps.items()
+        }
+        self.worker = Worker(
+            self.backend,
+            runtimes,
+            self.settings.delivery,
+            clock=self.clock,
+            listeners=[MetricsListener(self.metrics)],
+        )
+        self._worker_task = asyncio.create_task(self.worker.run(), name="wxgate-worker")
+
+    async def _readiness(self) -> dict[str, bool]:
+        if self.worker is None:
+            return {}
+        return {"workers": self.worker.running}
+
+    async def stop(self) -> None:
+        """Workers first (they hand back their leases), then WeChat, then storage."""
+        grace = self.settings.delivery.shutdown_grace_s
+        if self.worker is not None:
+            await self.worker.stop(grace)
+        if self._worker_task is not None:
+            await asyncio.gather(self._worker_task, return_exceptions=True)
+        for manager in self.tokens.values():
+            await manager.close()
+        if self.http is not None:
+            await self.http.close()
+        if self.backend is not None:
+            await self.backend.close()
+        log.info("gateway stopped", role=self.role)
+
+
+@dataclass
+class BackgroundServer:
+    """uvicorn serving an app inside the running event loop (demo, tests, benchmarks)."""
+
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+
+    @property
+    def port(self) -> int:
+        return int(self.server.servers[0].sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await self.task
+
+
+async def serve_in_background(
+    app: FastAPI, host: str = "127.0.0.1", port: int = 0
+) -> BackgroundServer:
+    """Start serving `app` and return once the socket listens (port 0: any free port)."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+    )
+    task = asyncio.create_task(server.serve(), name="wxgate-http")
+    # uvicorn offers no start-up event, only this flag.
+    while not server.started:
+        if task.done():
+            await task  # raises why it could not start (e.g. the port is taken)
+            raise RuntimeError("uvicorn stopped before it started")
+        await asyncio.sleep(0.01)
+    return BackgroundServer(server, task)
+
+
+async def serve(
+    settings: Settings, role: Role = "all", host: str | None = None, port: int | None = None
+) -> None:
+    """Run a gateway until SIGINT/SIGTERM, HTTP on the configured (or given) address."""
+    gateway = Gateway(settings, role=role)
+    await gateway.start()
+    assert gateway.app is not None
+    config = uvicorn.Config(
+        gateway.app,
+        host=host or settings.server.host,
+        port=settings.server.port if port is None else port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=int(settings.delivery.shutdown_grace_s) or None,
+    )
+    server = uvicorn.Server(config)
+    try:
+        await server.serve()
+    finally:
+        await gateway.stop()
