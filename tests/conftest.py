@@ -1,14 +1,88 @@
-"""Fixtures shared by every test package: a real sandbox on a free loopback port,
-temporary SQLite files, and a Redis database of our own (skipped with a reason
-when no redis-server answers)."""
+"""Fixtures shared by every test package: a real sandbox on a free loopback port and
+temporary SQLite files; and one check over the whole run: no log line of any test
+contains a secret or an access token.
+
+Every log line of the run (structlog and the standard library, at DEBUG) is kept in
+memory as rendered; when the session ends, each line is searched for every secret
+registered with the scrubber during the run (AppSecrets, callback tokens, AES keys,
+API keys) and for anything shaped like a sandbox access token. A hit fails the run.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
+from wxgate.observability import SECRETS, configure_logging
+from wxgate.sandbox.config import DEFAULT_SECRET
+
+# The sandbox mints "90_" + 150 URL-safe characters, like WeChat's own tokens.
+TOKEN_SHAPE = re.compile(r"90_[A-Za-z0-9_-]{100,}")
+
+
+class _KeepEveryLine(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # a line that cannot render is kept raw rather than dropped
+            self.lines.append(record.getMessage())
+
+
+_KEPT = _KeepEveryLine()
+
+
+def _attach_keeper() -> None:
+    root = logging.getLogger()
+    if _KEPT not in root.handlers:
+        if root.handlers and root.handlers[0].formatter is not None:
+            _KEPT.setFormatter(root.handlers[0].formatter)
+        root.addHandler(_KEPT)
+    root.setLevel(logging.DEBUG)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    configure_logging("DEBUG", "json")
+    _attach_keeper()
+
+
+@pytest.fixture(autouse=True)
+def _keep_log_lines() -> Iterator[None]:
+    """Tests that reconfigure logging drop the keeper; put it back around each test."""
+    _attach_keeper()
+    yield
+    _attach_keeper()
+
+
+def _leaks(lines: list[str]) -> list[str]:
+    secrets = {value for value in SECRETS._values if len(value) >= 6} | {DEFAULT_SECRET}
+    found = []
+    for line in lines:
+        if TOKEN_SHAPE.search(line) or any(secret in line for secret in secrets):
+            found.append(line)
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leaks = _leaks(_KEPT.lines)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(
+            f"log check: {len(_KEPT.lines)} log lines searched for {len(SECRETS._values)} "
+            f"registered secrets and access tokens: {len(leaks)} leak(s)"
+        )
+        for line in leaks[:20]:
+            reporter.write_line(f"  LEAK: {SECRETS.scrub(TOKEN_SHAPE.sub('90_***', line))[:300]}")
+    if leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def free_port() -> int:
