@@ -26,7 +26,7 @@ async def _resume_config_pauses(
     resumed = []
     for app, pause in (await backend.pauses(now)).items():
         covered = (apps is None or app in apps) and errcode in (None, pause.errcode)
-        if pause.reason == PauseReason.CONFIG and covered and await backend.resume_app(app):
+        if pause.reason == PauseReason.CONFIG and covered and await backend.resume_app(app, now):
             resumed.append(app)
     return sorted(resumed)
 

@@ -3,20 +3,31 @@
 An engine joins the suite with an opener below (an async context manager that
 opens one handle on the store that belongs to the test's `tmp_path`, so that
 several handles of one test share it, as processes would) and a line in OPENERS.
+
+Redis: the store of a test is a key prefix of its own on the redis-server at
+REDIS_URL, whose keys are deleted when the test ends; with no redis-server
+answering, the Redis params are skipped, saying so.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from wxgate.backends.base import Backend
+from wxgate.backends.redis import RedisBackend
 from wxgate.backends.sqlite import SqliteBackend
 
 OpenBackend = Callable[[], Awaitable[Backend]]
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+_RUN = uuid.uuid4().hex[:8]  # keeps this run's prefixes apart from any other run's
 
 
 @asynccontextmanager
@@ -29,7 +40,56 @@ async def _sqlite(tmp_path: Path) -> AsyncIterator[Backend]:
         await backend.close()
 
 
+def redis_prefix(tmp_path: Path) -> str:
+    """The key prefix of one test's store (every handle the test opens shares it)."""
+    return f"wxgate-test-{_RUN}-{uuid.uuid5(uuid.NAMESPACE_URL, str(tmp_path)).hex[:12]}"
+
+
+async def require_redis() -> None:
+    """Skip the test, with the reason, when no redis-server answers at REDIS_URL."""
+    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        await client.ping()
+    except RedisError as exc:
+        pytest.skip(f"no redis-server answers at {REDIS_URL}: {exc}")
+    finally:
+        await client.aclose()
+
+
+async def prefix_keys(prefix: str) -> set[str]:
+    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        return {key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)}
+    finally:
+        await client.aclose()
+
+
+async def delete_prefix(prefix: str) -> None:
+    """Delete every key under `prefix` (SCAN + UNLINK)."""
+    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await client.unlink(*keys[start : start + 1000])
+    finally:
+        await client.aclose()
+
+
+@asynccontextmanager
+async def _redis(tmp_path: Path) -> AsyncIterator[Backend]:
+    await require_redis()
+    prefix = redis_prefix(tmp_path)
+    backend = RedisBackend(REDIS_URL, prefix=prefix)
+    await backend.start()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+        await delete_prefix(prefix)
+
+
 OPENERS: dict[str, Callable[[Path], AbstractAsyncContextManager[Backend]]] = {
+    "redis": _redis,
     "sqlite": _sqlite,
 }
 

@@ -705,12 +705,33 @@ async def test_indefinite_pause_lasts_until_resumed(backend: Backend) -> None:
     await backend.pause_app(pause)
 
     assert await backend.pauses(T0 + 10**7) == {"shop": pause}
-    assert await backend.resume_app("shop")
+    assert await backend.resume_app("shop", T0)
     assert await backend.pauses(T0) == {}
 
 
 async def test_resume_without_a_pause_is_false(backend: Backend) -> None:
-    assert not await backend.resume_app("shop")
+    assert not await backend.resume_app("shop", T0)
+
+
+async def test_resuming_a_timed_pause_makes_what_it_held_back_due_now(backend: Backend) -> None:
+    held, waiting = message("shop"), message("shop")
+    await backend.enqueue([held, waiting], T0)
+    leases = {lease.id: lease for lease in await backend.lease_batch("w1", 10, 30, T0)}
+    reset = T0 + 50_000
+    await backend.pause_app(Pause("shop", "QUOTA", since=T0, until=reset))
+    await backend.settle(
+        [
+            Settlement(leases[held.id], Outcome.RELEASE, next_attempt_at=reset),
+            Settlement(leases[waiting.id], Outcome.RETRY, next_attempt_at=T0 + 100),
+        ],
+        T0,
+    )
+
+    assert await backend.resume_app("shop", T0 + 10)
+    due = await backend.lease_batch("w1", 10, 30, T0 + 10)
+
+    assert [lease.id for lease in due] == [held.id]  # the backoff retry keeps its time
+    assert await backend.pauses(T0 + 10) == {}
 
 
 async def test_pausing_again_replaces_the_pause(backend: Backend) -> None:

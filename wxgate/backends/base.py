@@ -277,8 +277,10 @@ class Backend(Protocol):
     # -- shared worker state ----------------------------------------------------
     async def pause_app(self, pause: Pause) -> None: ...
 
-    async def resume_app(self, app: str) -> bool:
-        """Lift a pause; True if there was one."""
+    async def resume_app(self, app: str, now: float) -> bool:
+        """Lift a pause; True if there was one. Messages a timed pause held back (their
+        retry time at or after the pause's end) become due at `now`, so an operator who
+        lifts a QUOTA pause early does not wait for the reset."""
         ...
 
     async def pauses(self, now: float) -> dict[str, Pause]:

@@ -57,6 +57,7 @@ from wxgate.backends.base import (
     StorageUnavailable,
     report_target,
 )
+from wxgate.backends.guarded_tokens import GuardedTokenStore
 from wxgate.backends.sqlite_schema import SETTLED_SQL, create_schema
 from wxgate.clock import Clock, SystemClock
 from wxgate.delivery.ratelimit import TokenBucket
@@ -381,7 +382,7 @@ class SqliteBackend:
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
         self._buckets: dict[str, TokenBucket] = {}
-        self._tokens: SqliteTokenStore | None = None
+        self._tokens: GuardedTokenStore | None = None
         self._state: Literal["new", "open", "closed"] = "new"
 
     @property
@@ -552,9 +553,8 @@ class SqliteBackend:
         row = (pause.app, pause.reason, pause.since, pause.until, pause.errcode, pause.note)
         await self._write(lambda conn: conn.execute(_PAUSE, row).rowcount)
 
-    async def resume_app(self, app: str) -> bool:
-        sql = "DELETE FROM pauses WHERE app = ?"
-        return await self._write(lambda conn: conn.execute(sql, (app,)).rowcount > 0)
+    async def resume_app(self, app: str, now: float) -> bool:
+        return await self._write(lambda conn: _resume(conn, app, now))
 
     async def pauses(self, now: float) -> dict[str, Pause]:
         sql = (
@@ -578,7 +578,9 @@ class SqliteBackend:
 
     def token_store(self) -> TokenStore:
         if self._tokens is None:
-            self._tokens = SqliteTokenStore(self._path, clock=self._clock)
+            # Busy past its timeout, disk full, I/O: the same StorageUnavailable as a queue call.
+            store = SqliteTokenStore(self._path, clock=self._clock)
+            self._tokens = GuardedTokenStore(store, (sqlite3.OperationalError,))
         return self._tokens
 
     async def purge(self, older_than: float) -> int:
@@ -820,3 +822,20 @@ def _events(text: str) -> list[Event]:
         Event(item["at"], item["kind"], item.get("note") or "", item.get("errcode"))
         for item in orjson.loads(text)
     ]
+
+
+_HELD_BACK = (
+    "UPDATE messages SET next_attempt_at = :now, updated_at = :now"
+    " WHERE status = 'queued' AND next_attempt_at >= :until AND app = :app"
+)
+
+
+def _resume(conn: sqlite3.Connection, app: str, now: float) -> bool:
+    """Delete the app's pause; what a timed pause held back becomes due now."""
+    row = conn.execute("SELECT until FROM pauses WHERE app = ?", (app,)).fetchone()
+    if row is None:
+        return False
+    conn.execute("DELETE FROM pauses WHERE app = ?", (app,))
+    if row[0] is not None:
+        conn.execute(_HELD_BACK, {"now": now, "until": row[0], "app": app})
+    return True

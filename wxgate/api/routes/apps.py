@@ -61,4 +61,4 @@ async def resume_app(request: Request, app: str) -> Response:
     state = api_state(request)
     if app not in state.settings.apps:
         raise NotFound(f"no app {app!r}")
-    return ok({"app": app, "resumed": await state.backend.resume_app(app)})
+    return ok({"app": app, "resumed": await state.backend.resume_app(app, state.clock.now())})

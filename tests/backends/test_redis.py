@@ -1,0 +1,463 @@
+"""What only the Redis engine promises: takeover of dead consumers' entries, many
+processes on one store, one send budget and one token fetch across processes,
+fencing, retention TTLs, per-app streams, and every key under its prefix.
+
+Runs against the redis-server of tests/backends/conftest.py under a key prefix of
+its own per test (deleted afterwards); skipped, saying so, when none answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from tests.backends.conftest import (
+    REDIS_URL,
+    delete_prefix,
+    prefix_keys,
+    redis_prefix,
+    require_redis,
+)
+from tests.backends.test_contract import BIG_MSGID, T0, message
+from tests.conftest import free_port
+from wxgate.backends.base import (
+    ListFilter,
+    Outcome,
+    Pause,
+    Settlement,
+    Status,
+    StorageUnavailable,
+)
+from wxgate.backends.redis import LIST_SCAN, RedisBackend
+from wxgate.backends.redis_keys import GROUP, RedisKeys
+from wxgate.wechat.tokenstore import CachedToken
+
+REPO = Path(__file__).resolve().parents[2]
+OpenEngine = Callable[..., Awaitable[RedisBackend]]
+
+
+@pytest.fixture
+async def prefix(tmp_path: Path) -> AsyncIterator[str]:
+    await require_redis()
+    name = redis_prefix(tmp_path)
+    yield name
+    await delete_prefix(name)
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def open_engine(prefix: str) -> AsyncIterator[OpenEngine]:
+    async with AsyncExitStack() as stack:
+
+        async def open_handle(**options: Any) -> RedisBackend:
+            engine = RedisBackend(REDIS_URL, prefix=prefix, **options)
+            await engine.start()
+            stack.push_async_callback(engine.close)
+            return engine
+
+        yield open_handle
+
+
+@pytest.fixture
+async def engine(open_engine: OpenEngine) -> RedisBackend:
+    return await open_engine()
+
+
+async def children(prefix: str, mode: str, *args: str, count: int) -> list[Any]:
+    """Run `count` redis_child processes that start working at one moment; their answers."""
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.backends.redis_child",
+            mode,
+            REDIS_URL,
+            prefix,
+            *args,
+            cwd=REPO,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(count)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"ready\n"
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            await proc.stdin.drain()
+        outputs = [await asyncio.wait_for(proc.communicate(), 60) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert [proc.returncode for proc in procs] == [0] * count
+    return [orjson.loads(out) for out, _ in outputs]
+
+
+# -- leases of dead workers ------------------------------------------------------------
+
+
+async def test_entries_a_dead_consumer_read_but_never_leased_are_taken_over_after_the_lease_time(
+    engine: RedisBackend, raw: aioredis.Redis
+) -> None:
+    ids = [a.id for a in await engine.enqueue([message() for _ in range(3)], time.time())]
+    stream = engine.keys.ready("shop")
+    # A consumer that read the entries and died before its lease scripts ran.
+    await raw.xreadgroup(GROUP, "dead-consumer", {stream: ">"}, count=10)
+
+    assert await engine.lease_batch("worker-b", 10, 0.2, time.time()) == []
+    await asyncio.sleep(0.25)
+    leases = await engine.lease_batch("worker-b", 10, 0.2, time.time())
+
+    assert sorted(lease.id for lease in leases) == sorted(ids)
+    assert all(lease.record.attempts == 0 for lease in leases)  # never leased before
+    pending = await raw.xpending_range(stream, GROUP, "-", "+", 10)
+    assert {entry["consumer"] for entry in pending} == {engine.consumer}
+
+
+async def test_an_expired_lease_of_a_dead_worker_is_taken_over_by_another_handle(
+    open_engine: OpenEngine, raw: aioredis.Redis
+) -> None:
+    dead = await open_engine(consumer="consumer-of-a-dead-process")
+    live = await open_engine(consumer="consumer-alive")
+    [answer] = await dead.enqueue([message()], time.time())
+    [stale] = await dead.lease_batch("worker-dead", 10, 0.2, time.time())
+
+    assert await live.lease_batch("worker-live", 10, 0.2, time.time()) == []
+    await asyncio.sleep(0.25)
+    [taken] = await live.lease_batch("worker-live", 10, 30, time.time())
+
+    assert taken.id == answer.id and taken.record.attempts == 1
+    assert await dead.settle([Settlement(stale, Outcome.SENT, msgid=1)], time.time()) == [False]
+    assert await live.settle([Settlement(taken, Outcome.SENT, msgid=2)], time.time()) == [True]
+    record = await live.get(answer.id)
+    assert record is not None and record.msgid == 2
+    assert [e.kind for e in record.events] == ["accepted", "lease_expired", "sent"]
+    assert "worker-dead" in record.events[1].note
+    stream = live.keys.ready("shop")
+    assert (await raw.xpending(stream, GROUP))["pending"] == 0
+    assert await raw.xlen(stream) == 0
+
+
+async def test_three_processes_leasing_at_once_never_get_the_same_message(
+    engine: RedisBackend, prefix: str
+) -> None:
+    ids = [a.id for a in await engine.enqueue([message() for _ in range(300)], T0)]
+    answers = await children(prefix, "lease", count=3)
+
+    leased = [message_id for answer in answers for message_id in answer]
+    assert len(leased) == len(set(leased)) == 300
+    assert set(leased) == set(ids)
+    assert all(answers), "every process leased some"
+
+
+# -- queue mechanics -------------------------------------------------------------------
+
+
+async def test_settle_acknowledges_and_deletes_the_stream_entry_only_with_the_new_state(
+    engine: RedisBackend, raw: aioredis.Redis
+) -> None:
+    [sent_id, retry_id] = [a.id for a in await engine.enqueue([message(), message()], T0)]
+    leases = {lease.id: lease for lease in await engine.lease_batch("w", 10, 30, T0)}
+    stream = engine.keys.ready("shop")
+    assert (await raw.xpending(stream, GROUP))["pending"] == 2
+
+    await engine.settle(
+        [
+            Settlement(leases[sent_id], Outcome.SENT, msgid=BIG_MSGID),
+            Settlement(leases[retry_id], Outcome.RETRY, next_attempt_at=T0 + 60),
+        ],
+        T0 + 1,
+    )
+    assert (await raw.xpending(stream, GROUP))["pending"] == 0
+    assert await raw.xlen(stream) == 0
+    assert await raw.zrange(engine.keys.retry("shop"), 0, -1, withscores=True) == [
+        (orjson.dumps([retry_id, "shop", ""]).decode(), T0 + 60)
+    ]
+    assert await raw.get(engine.keys.msgid("shop", BIG_MSGID)) == sent_id
+
+
+async def test_an_excluded_apps_backlog_is_left_unread_in_its_stream(
+    engine: RedisBackend, raw: aioredis.Redis
+) -> None:
+    await engine.enqueue([message("paused") for _ in range(50)], T0)
+    [open_one] = await engine.enqueue([message("open")], T0)
+
+    leases = await engine.lease_batch("w", 10, 30, T0, exclude_apps=frozenset({"paused"}))
+    assert [lease.id for lease in leases] == [open_one.id]
+    stream = engine.keys.ready("paused")
+    assert await raw.xlen(stream) == 50
+    assert (await raw.xpending(stream, GROUP))["pending"] == 0
+    assert await raw.zcard(engine.keys.retry("paused")) == 0
+
+
+async def test_an_expired_lease_of_an_excluded_app_goes_back_to_queued_as_a_spent_attempt(
+    engine: RedisBackend,
+) -> None:
+    [answer] = await engine.enqueue([message("paused")], T0)
+    await engine.lease_batch("w", 10, 30, T0)
+
+    excluded = frozenset({"paused"})
+    assert await engine.lease_batch("w", 10, 30, T0 + 31, exclude_apps=excluded) == []
+    record = await engine.get(answer.id)
+    assert record is not None
+    assert (record.status, record.attempts, record.events[-1].kind) == (
+        Status.QUEUED,
+        1,
+        "lease_expired",
+    )
+    assert (await engine.counts())[Status.SENDING] == 0
+    [again] = await engine.lease_batch("w", 10, 30, T0 + 32)
+    assert (again.id, again.record.attempts) == (answer.id, 1)
+
+
+async def test_apps_share_a_lease_call_and_nothing_read_is_set_aside(
+    engine: RedisBackend, raw: aioredis.Redis
+) -> None:
+    apps = ("a", "b", "c")
+    ids = {a.id for a in await engine.enqueue([message(app) for app in apps * 10], T0)}
+
+    first = await engine.lease_batch("w", 4, 30, T0)
+    assert len(first) == 4
+    assert {lease.record.app for lease in first} == set(apps)  # a share for each
+    assert [await raw.zcard(engine.keys.retry(app)) for app in apps] == [0, 0, 0]
+    leased = [lease.id for lease in first]
+    now = T0
+    while leases := await engine.lease_batch("w", 4, 30, now):
+        assert len(leases) <= 4
+        leased += [lease.id for lease in leases]
+        now += 0.001
+    assert len(leased) == len(set(leased)) == 30
+    assert set(leased) == ids
+
+
+async def test_one_enqueue_of_10000_is_one_write_and_deduplicates_across_its_chunks(
+    engine: RedisBackend,
+) -> None:
+    news = [message(touser=f"o-{n}") for n in range(10_000)]
+    news[7500] = message(key="order-1")
+    news[250] = message(key="order-1")
+    started = time.monotonic()
+    answers = await engine.enqueue(news, T0)
+
+    assert time.monotonic() - started < 10
+    assert (answers[250].created, answers[7500].created) == (True, False)
+    assert answers[7500].id == news[250].id
+    assert (await engine.counts())[Status.QUEUED] == 9_999
+
+
+async def test_with_more_apps_than_the_limit_every_app_gets_its_turn(
+    engine: RedisBackend,
+) -> None:
+    apps = [f"app-{n}" for n in range(6)]
+    await engine.enqueue([message(app) for app in apps * 3], T0)
+    turns = [await engine.lease_batch("w", 2, 30, T0) for _ in range(3)]
+    assert {lease.record.app for leases in turns for lease in leases} == set(apps)
+
+
+async def test_list_by_status_and_app_walks_the_smaller_index(engine: RedisBackend) -> None:
+    news = [message("shop", at=T0 + n / 1000) for n in range(3)]
+    shop = [a.id for a in await engine.enqueue(news, T0)]
+    # Newer than shop's and more than one list call reads: walking the status index,
+    # the call would run out of reads before it reached shop's messages.
+    await engine.enqueue([message("bank", at=T0 + 60) for _ in range(LIST_SCAN + 100)], T0)
+
+    page = await engine.list(ListFilter(status=Status.QUEUED, app="shop"), 10)
+    assert ([r.id for r in page.items], page.next_cursor) == (shop[::-1], None)
+
+
+async def test_a_filter_without_an_index_returns_a_short_page_and_a_cursor_to_go_on(
+    engine: RedisBackend,
+) -> None:
+    [alice] = await engine.enqueue([message(touser="o-alice", at=T0)], T0)
+    await engine.enqueue([message(at=T0 + 60) for _ in range(LIST_SCAN + 100)], T0)
+
+    page = await engine.list(ListFilter(touser="o-alice"), 10)
+    assert page.items == [] and page.next_cursor is not None
+    rest = await engine.list(ListFilter(touser="o-alice"), 10, page.next_cursor)
+    assert ([r.id for r in rest.items], rest.next_cursor) == ([alice.id], None)
+
+
+# -- send budget -------------------------------------------------------------------------
+
+
+async def test_the_send_budget_shared_by_three_processes_never_exceeds_the_rate(
+    prefix: str,
+) -> None:
+    rate, seconds = 40.0, 1.5
+    answers = await children(prefix, "budget", "shop", str(rate), str(seconds), count=3)
+
+    grants = sorted((now, granted) for answer in answers for now, granted in answer)
+    times = [now for now, _ in grants]
+    totals = list(itertools.accumulate((granted for _, granted in grants), initial=0))
+    # A process reads its clock a moment before its script runs: allow 50 ms of rate.
+    slack = rate * 0.05
+    for i, j in itertools.combinations(range(len(grants)), 2):
+        assert totals[j + 1] - totals[i] <= rate * (times[j] - times[i]) + rate + slack
+    span = times[-1] - times[0]
+    assert totals[-1] >= rate * span * 0.8  # and it does grant the rate
+    assert all(answers), "every process was granted some"
+
+
+# -- access tokens -----------------------------------------------------------------------
+
+
+async def test_four_processes_sharing_the_redis_token_store_fetch_once(
+    prefix: str, sandbox: Any, sandbox_control: Any
+) -> None:
+    args = (sandbox.base_url, "wxsandbox000000001", "sandbox-secret")
+    answers = await children(prefix, "token", *args, count=4)
+
+    assert len(set(answers)) == 1
+    assert (await sandbox_control.stats())["token_fetches_total"] == 1
+
+
+async def test_a_lock_holder_that_stalled_past_its_lease_cannot_overwrite_a_newer_token(
+    engine: RedisBackend,
+) -> None:
+    store = engine.token_store()
+    stalled = await store.try_lock("shop", "stalled", ttl_s=0.1)
+    assert stalled is not None
+    assert await store.try_lock("shop", "later", ttl_s=5) is None
+    await asyncio.sleep(0.15)
+    later = await store.try_lock("shop", "later", ttl_s=5)
+    assert later is not None and later > stalled
+
+    newer = CachedToken("newer", expires_at=T0 + 7200, fetched_at=T0, fence=later)
+    assert await store.save("shop", newer)
+    assert not await store.save("shop", CachedToken("older", T0 + 7200, T0, fence=stalled))
+    await store.unlock("shop", "stalled")  # not the holder any more: no effect
+    assert await store.try_lock("shop", "third", ttl_s=5) is None
+    loaded = await store.load("shop")
+    assert loaded is not None and (loaded.token, loaded.fence) == ("newer", later)
+
+
+async def test_redis_token_store_invalidates_only_the_token_it_is_told(
+    engine: RedisBackend,
+) -> None:
+    store = engine.token_store()
+    saved = CachedToken("current", T0 + 7200, T0, fence=3, forced_at=T0 - 5)
+    await store.save("shop", saved)
+    assert await store.load("shop") == saved
+    assert not await store.invalidate("shop", "some-older-token")
+    assert await store.invalidate("shop", "current")
+    assert not await store.invalidate("shop", "current")
+    loaded = await store.load("shop")
+    assert loaded is not None and (loaded.expires_at, loaded.fence) == (0.0, 3)
+
+
+# -- retention and keys ----------------------------------------------------------------
+
+
+async def test_a_record_gets_the_retention_ttl_when_it_settles_and_not_before(
+    open_engine: OpenEngine, raw: aioredis.Redis
+) -> None:
+    engine = await open_engine(retention_s=3600)
+    [answer] = await engine.enqueue([message(key="order-1")], time.time())
+    key = engine.keys.message(answer.id)
+    assert await raw.ttl(key) == -1
+    [lease] = await engine.lease_batch("w", 1, 30, time.time())
+    assert await raw.ttl(key) == -1
+
+    await engine.settle([Settlement(lease, Outcome.SENT, msgid=BIG_MSGID)], time.time())
+    assert 3590 < await raw.ttl(key) <= 3600
+    assert 3590 < await raw.ttl(engine.keys.msgid("shop", BIG_MSGID)) <= 3600
+    assert 3590 < await raw.ttl(engine.keys.idempotency("shop", "order-1")) <= 3600
+
+
+async def test_purge_cleans_up_after_a_record_that_already_expired(
+    engine: RedisBackend, raw: aioredis.Redis
+) -> None:
+    [answer] = await engine.enqueue([message(key="k", batch="b-1")], T0)
+    [lease] = await engine.lease_batch("w", 1, 30, T0)
+    await engine.settle([Settlement(lease, Outcome.SENT, msgid=5)], T0)
+    await raw.delete(engine.keys.message(answer.id))  # as its TTL would
+    assert (await engine.counts())[Status.SENT] == 1
+
+    assert await engine.purge(T0 + 1) == 1
+    assert await engine.counts() == dict.fromkeys(Status, 0)
+    assert await engine.batch_counts("b-1") is None
+    assert (await engine.list(ListFilter(), 10)).items == []
+    k = engine.keys
+    for gone in (k.idempotency("shop", "k"), k.msgid("shop", 5), k.index_all, k.settled):
+        assert not await raw.exists(gone)
+
+
+async def test_every_key_is_under_the_prefix_and_of_a_known_shape(
+    engine: RedisBackend, prefix: str, raw: aioredis.Redis
+) -> None:
+    app = f"shop:{prefix[-6:]}"  # a separator in the app name must not escape the prefix
+    sent, retried = await engine.enqueue(
+        [message(app, key="order-1", batch="b-1"), message(app)], T0
+    )
+    leases = {lease.id: lease for lease in await engine.lease_batch("w", 10, 30, T0)}
+    await engine.settle(
+        [
+            Settlement(leases[sent.id], Outcome.SENT, msgid=77),
+            Settlement(leases[retried.id], Outcome.RETRY, next_attempt_at=T0 + 60),
+        ],
+        T0,
+    )
+    await engine.apply_report(app, 88, "success", T0)
+    await engine.remember_nonce(app, "n-1", 300, T0)
+    await engine.pause_app(Pause(app, "QUOTA", since=T0, until=T0 + 60))
+    await engine.take_send_budget(app, 10, 1, T0)
+    store = engine.token_store()
+    await store.save(app, CachedToken("t", T0 + 7200, T0, fence=1))
+    await store.try_lock(app, "owner", 15)
+
+    k = RedisKeys(prefix)
+    expected = {
+        k.message(sent.id), k.message(retried.id), k.counts, k.app_counts(app), k.batch("b-1"),
+        k.index_all, k.index_status("sent"), k.index_status("queued"), k.index_app(app),
+        k.index_batch("b-1"), k.apps, k.ready(app), k.retry(app), k.settled,
+        k.idempotency(app, "order-1"), k.msgid(app, 77), k.pending_report(app, 88),
+        k.nonce(app, "n-1"), k.paused, k.pause(app), k.bucket(app), k.token(app),
+        k.token_lock(app), k.token_fence(app),
+    }  # fmt: skip
+    assert await prefix_keys(prefix) == expected
+    marker = prefix[-6:]
+    everywhere = {key async for key in raw.scan_iter(match=f"*{marker}*", count=1000)}
+    assert everywhere == expected
+
+
+# -- failures ----------------------------------------------------------------------------
+
+
+async def test_an_unreachable_redis_is_storage_unavailable_and_not_ready() -> None:
+    engine = RedisBackend(f"redis://127.0.0.1:{free_port()}/0", prefix="wxgate-test-nowhere")
+    await engine.start()
+    try:
+        assert not await engine.ping()
+        with pytest.raises(StorageUnavailable, match="Redis unavailable"):
+            await engine.enqueue([message()], T0)
+        with pytest.raises(StorageUnavailable):
+            await engine.lease_batch("w", 10, 30, T0)
+    finally:
+        await engine.close()
+
+
+async def test_a_closed_engine_refuses_calls(engine: RedisBackend) -> None:
+    await engine.close()
+    with pytest.raises(StorageUnavailable, match="closed"):
+        await engine.counts()

@@ -1,0 +1,849 @@
+"""The Redis engine: any number of gateway processes on any number of hosts, one Redis.
+
+Records are hashes; each app's ready messages are a Stream read by one consumer
+group; retry times, leases, dead letters and settled records are sorted sets;
+every change of a message's state is one Lua script (`redis_scripts`), which
+writes the record, its queue entry, its counters and its indexes together.
+Key shapes are in `redis_keys`. Choices the protocol leaves open, made here:
+
+- one ready stream (and one retry set) per app, not one for all: an excluded app
+  (paused, breaker open, full) is simply not read, so its backlog costs nothing
+  and never stands in front of the other apps' messages. A lease call shares its
+  `limit` among the open apps (with more apps than `limit`, the line of apps turns
+  every call); within an app, oldest due first (a retry joins the end of its
+  stream when its time comes);
+- a lease's deadline, in the record and in the `leases` sorted set (by the
+  caller's clock), decides when it has expired; XAUTOCLAIM, after `lease_s` of
+  real idle time, takes over stream entries a dead consumer read but never
+  leased. Either way the record decides: a live lease is never taken;
+- while `sending`, next_attempt_at is the lease deadline; every settle but
+  RELEASE counts an attempt; a settlement with no error keeps the last error;
+  list() items and leased records carry no events (as the SQLite engine);
+- the send budget, nonces and pauses compare the caller's `now` with stored
+  times (Redis TTLs only let Redis forget them): the contract's fake timelines
+  work, and hosts need synchronised clocks (NTP) — a host running d seconds
+  ahead can take at most d seconds of rate once;
+- a settled record expires `retention_s` after it settled (or after its report).
+  Counters and indexes still count it until `purge()` runs, which cleans up
+  after expired records too (the `settled` set keeps what that needs);
+- an idempotency key lives `retention_s` from enqueue, renewed when its message
+  settles: a repeat within that window answers the first message;
+- `enqueue` writes all its messages in one MULTI/EXEC of scripts of at most
+  ENQUEUE_CHUNK messages each: all or nothing for the whole call;
+- `list()` walks the narrowest index of its filters (batch; else the smaller of
+  status and app; else all) newest first and checks the other filters on each
+  record. A recipient (touser) has no index: filtering by it reads at most
+  LIST_SCAN records per call, and a page may come back short with a cursor.
+
+Durability is Redis's own: "stored" means in Redis's memory and, with
+`appendonly yes`, in its AOF (`appendfsync always` loses nothing on a power cut,
+`everysec` up to a second). Redis must run with `maxmemory-policy noeviction`:
+an evicted key is a lost message. Scripts need Redis 7.0 or later.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Concatenate, Final, Literal, ParamSpec, TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import (
+    BusyLoadingError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from wxgate.backends import redis_scripts as lua
+from wxgate.backends.base import (
+    BackendError,
+    DeadLetterFilter,
+    Enqueued,
+    Event,
+    Lease,
+    ListFilter,
+    MessageRecord,
+    NewMessage,
+    Outcome,
+    Page,
+    Pause,
+    ReportApplied,
+    Settlement,
+    Status,
+    StorageUnavailable,
+    report_target,
+)
+from wxgate.backends.guarded_tokens import GuardedTokenStore
+from wxgate.backends.redis_keys import GROUP, RedisKeys
+from wxgate.backends.redis_tokens import RedisTokenStore
+from wxgate.clock import Clock, SystemClock
+from wxgate.wechat.tokenstore import TokenStore
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+ENQUEUE_CHUNK: Final = 1000  # messages per script; a call is one MULTI/EXEC of them
+PROMOTE_MAX: Final = 1000  # retries moved back per app per lease call
+MAX_READ_ROUNDS: Final = 3  # stream reads per lease call while apps may have more
+LIST_SCAN: Final = 2000  # records one list() call reads at most
+LIST_STEP: Final = 200  # index entries read per round trip
+PURGE_CHUNK: Final = 500
+REPLAY_CHUNK: Final = 500
+RESUME_CHUNK: Final = 500  # held-back messages made due per script when a pause is lifted
+PENDING_REPORT_TTL_S: Final = 3600  # how long a report waits for its msgid
+BUDGET_IDLE_S: Final = 60  # beyond refilling, how long an idle bucket is kept
+
+_UNAVAILABLE: Final = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    ReadOnlyError,
+    OutOfMemoryError,
+)
+_KIND: Final = {
+    Outcome.SENT: "sent",
+    Outcome.RETRY: "retry",
+    Outcome.FAILED: "failed",
+    Outcome.DEAD: "dead",
+    Outcome.RELEASE: "released",
+}
+_TARGET: Final = {
+    Outcome.SENT: Status.SENT,
+    Outcome.RETRY: Status.QUEUED,
+    Outcome.FAILED: Status.FAILED,
+    Outcome.DEAD: Status.DEAD,
+    Outcome.RELEASE: Status.QUEUED,
+}
+_SCRIPTS: Final = (
+    lua.ENQUEUE, lua.PROMOTE, lua.LEASE, lua.SETTLE, lua.KEEP_REPORT, lua.REPORT, lua.REPLAY,
+    lua.PURGE, lua.REMEMBER_NONCE, lua.TAKE_BUDGET, lua.MAKE_DUE,
+)  # fmt: skip
+
+
+def _storage_call(
+    method: Callable[Concatenate[RedisBackend, _P], Awaitable[_T]],
+) -> Callable[Concatenate[RedisBackend, _P], Awaitable[_T]]:
+    """Redis's errors as the storage contract's: unreachable -> StorageUnavailable."""
+
+    @functools.wraps(method)
+    async def call(self: RedisBackend, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        if self._state != "open":
+            raise StorageUnavailable(f"the Redis backend is {self._state}, not open")
+        try:
+            return await method(self, *args, **kwargs)
+        except NoScriptError as exc:
+            # Redis restarted or was flushed: nothing of the call ran; load them again.
+            self._scripts_loaded = False
+            raise StorageUnavailable("Redis had lost the engine's scripts") from exc
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
+        except RedisError as exc:
+            raise BackendError(f"Redis refused a command: {exc}") from exc
+
+    return call
+
+
+def _num(value: float) -> str:
+    """A time as a script argument: exact, and a valid JSON number."""
+    return repr(float(value))
+
+
+def _opt(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ref:
+    """What a queue entry names: the message and the keys its scripts need."""
+
+    id: str
+    app: str
+    batch_id: str | None
+
+    @classmethod
+    def of(cls, text: str) -> _Ref:
+        message_id, app, batch_id = orjson.loads(text)
+        return cls(message_id, app, batch_id or None)
+
+    def text(self) -> str:
+        return orjson.dumps([self.id, self.app, self.batch_id or ""]).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """A message a lease call found: a stream entry (read or claimed) or an expired lease."""
+
+    ref_text: str
+    entry: str = ""  # "" for an expired lease found in the leases set
+
+    @property
+    def ref(self) -> _Ref:
+        return _Ref.of(self.ref_text)
+
+
+@dataclass(frozen=True, slots=True)
+class _LeaseCall:
+    owner: str
+    token: str
+    now: str
+    deadline: str
+    deadline_at: float
+    excluded: frozenset[str]
+
+
+class RedisBackend:
+    """The distributed engine (see the module docstring)."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "wxgate",
+        retention_s: int = 7 * 24 * 3600,
+        clock: Clock | None = None,
+        consumer: str | None = None,
+    ) -> None:
+        if retention_s < 2:
+            raise ValueError("retention_s must be at least 2 seconds")
+        self._keys = RedisKeys(prefix)
+        self._retention_s = int(retention_s)
+        self._clock = clock if clock is not None else SystemClock()
+        self._consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        # Connections are made on first use, so a Redis that is down at start-up
+        # shows as "not ready" instead of stopping the process.
+        self._client: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True)
+        self._shas = {text: self._client.register_script(text).sha for text in _SCRIPTS}
+        self._scripts_loaded = False
+        self._claim_cursors: dict[str, str] = {}
+        self._rotation = 0  # which app is first in line for this handle's next read
+        self._status_indexes = [self._keys.index_status(status) for status in Status]
+        # A restart or failover is StorageUnavailable here too, as for every queue call.
+        self._tokens = GuardedTokenStore(RedisTokenStore(self._client, self._keys), _UNAVAILABLE)
+        self._state: Literal["new", "open", "closed"] = "new"
+
+    @property
+    def keys(self) -> RedisKeys:
+        return self._keys
+
+    @property
+    def consumer(self) -> str:
+        """This handle's consumer name in the ready streams' group."""
+        return self._consumer
+
+    # -- life cycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._state == "new":
+            self._state = "open"
+
+    async def close(self) -> None:
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        await self._client.aclose()
+
+    async def ping(self) -> bool:
+        if self._state != "open":
+            return False
+        try:
+            return bool(await self._client.ping())
+        except RedisError:
+            return False
+
+    # -- scripts -----------------------------------------------------------------------
+
+    async def _pipeline(self, *, transaction: bool = False) -> Any:
+        if not self._scripts_loaded:
+            pipe = self._client.pipeline(transaction=False)
+            for text in _SCRIPTS:
+                pipe.script_load(text)
+            await pipe.execute()
+            self._scripts_loaded = True
+        return self._client.pipeline(transaction=transaction)
+
+    def _queue(self, pipe: Any, script: str, keys: Sequence[str], args: Sequence[object]) -> None:
+        pipe.evalsha(self._shas[script], len(keys), *keys, *args)
+
+    async def _run(self, script: str, keys: Sequence[str], args: Sequence[object]) -> Any:
+        pipe = await self._pipeline()
+        self._queue(pipe, script, keys, args)
+        [result] = await pipe.execute()
+        return result
+
+    def _book(self, app: str, batch_id: str | None, message_key: str) -> list[str]:
+        """Counters and status indexes a status change updates (see redis_scripts)."""
+        batch = self._keys.batch(batch_id) if batch_id else message_key
+        return [self._keys.counts, self._keys.app_counts(app), batch, *self._status_indexes]
+
+    # -- intake ------------------------------------------------------------------------
+
+    @_storage_call
+    async def enqueue(self, messages: Sequence[NewMessage], now: float) -> list[Enqueued]:
+        if not messages:
+            return []
+        pipe = await self._pipeline(transaction=len(messages) > ENQUEUE_CHUNK)
+        for start in range(0, len(messages), ENQUEUE_CHUNK):
+            keys, args = self._enqueue_call(messages[start : start + ENQUEUE_CHUNK], now)
+            self._queue(pipe, lua.ENQUEUE, keys, args)
+        firsts = [first for chunk in await pipe.execute() for first in chunk]
+        return await self._enqueued(messages, firsts)
+
+    def _enqueue_call(
+        self, messages: Sequence[NewMessage], now: float
+    ) -> tuple[list[str], list[object]]:
+        k = self._keys
+        accepted = orjson.dumps({"at": now, "kind": "accepted", "note": "", "errcode": None})
+        keys = [k.counts, k.index_all, k.index_status(Status.QUEUED), k.apps]
+        args: list[object] = [_num(now), self._retention_s, accepted.decode()]
+        for m in messages:
+            message_key = k.message(m.id)
+            idem = k.idempotency(m.app, m.idempotency_key) if m.idempotency_key else message_key
+            batch = k.batch(m.batch_id) if m.batch_id else message_key
+            batch_index = k.index_batch(m.batch_id) if m.batch_id else message_key
+            keys += [message_key, idem, k.ready(m.app), k.app_counts(m.app), k.index_app(m.app)]
+            keys += [batch, batch_index]
+            args += [m.id, m.app, m.touser, m.template_id, orjson.dumps(m.payload).decode()]
+            args += [_opt(m.idempotency_key), _opt(m.trace_id), _opt(m.batch_id)]
+            args.append(_Ref(m.id, m.app, m.batch_id).text())
+        return keys, args
+
+    async def _enqueued(self, messages: Sequence[NewMessage], firsts: list[str]) -> list[Enqueued]:
+        """The answers; a repeated key's answer carries its first message's current status."""
+        repeated = sorted({first for first in firsts if first})
+        status: dict[str, Status] = {}
+        if repeated:
+            pipe = self._client.pipeline(transaction=False)
+            for message_id in repeated:
+                pipe.hget(self._keys.message(message_id), "status")
+            for message_id, value in zip(repeated, await pipe.execute(), strict=True):
+                # None only if the first message was purged in the instant since the
+                # script saw its key; it was queued when it was stored.
+                status[message_id] = Status(value) if value else Status.QUEUED
+        return [
+            Enqueued(first, status[first], False) if first else Enqueued(m.id, Status.QUEUED, True)
+            for m, first in zip(messages, firsts, strict=True)
+        ]
+
+    # -- the queue ---------------------------------------------------------------------
+
+    @_storage_call
+    async def lease_batch(
+        self,
+        worker_id: str,
+        limit: int,
+        lease_s: float,
+        now: float,
+        exclude_apps: frozenset[str] = frozenset(),
+    ) -> list[Lease]:
+        if limit <= 0:
+            return []
+        call = _LeaseCall(
+            owner=worker_id,
+            token=secrets.token_hex(8),  # one per call: any re-lease gets another
+            now=_num(now),
+            deadline=_num(now + lease_s),
+            deadline_at=now + lease_s,
+            excluded=exclude_apps,
+        )
+        pipe = await self._pipeline()
+        pipe.smembers(self._keys.apps)
+        pipe.zrangebyscore(self._keys.leases, "-inf", call.now, start=0, num=limit)
+        apps, expired = await pipe.execute()
+        open_apps = sorted(set(apps) - exclude_apps)
+        claimed = await self._promote_and_claim(open_apps, call, limit, lease_s)
+        # Claimed entries are the oldest, then the expired leases, then new entries.
+        leases = await self._lease_found(call, claimed + [_Found(ref) for ref in expired], limit)
+        for _ in range(MAX_READ_ROUNDS):
+            if len(leases) >= limit or not open_apps:
+                break
+            found, open_apps = await self._read_new(open_apps, limit - len(leases))
+            leases += await self._lease_found(call, found, limit - len(leases))
+        return leases
+
+    async def _promote_and_claim(
+        self, apps: list[str], call: _LeaseCall, limit: int, lease_s: float
+    ) -> list[_Found]:
+        """Move due retries to their streams; take over entries idle past a lease."""
+        if not apps:
+            return []
+        k = self._keys
+        pipe = await self._pipeline()
+        for app in apps:
+            self._queue(pipe, lua.PROMOTE, [k.retry(app), k.ready(app)], [call.now, PROMOTE_MAX])
+        idle_ms = max(1, int(lease_s * 1000))
+        for app in apps:
+            cursor = self._claim_cursors.get(app, "0-0")
+            pipe.xautoclaim(k.ready(app), GROUP, self._consumer, idle_ms, cursor, count=limit)
+        answers = await pipe.execute()
+        found: list[_Found] = []
+        for app, (cursor, entries, _deleted) in zip(apps, answers[len(apps) :], strict=True):
+            self._claim_cursors[app] = cursor
+            found += [_Found(fields["ref"], entry) for entry, fields in entries if fields]
+        return found
+
+    async def _read_new(self, apps: list[str], room: int) -> tuple[list[_Found], list[str]]:
+        """New entries, `room` at most, shared among the apps; and the apps that may have
+        more. One XREADGROUP per app, each with its own count, in one round trip."""
+        shares = _shares(apps, room, self._rotation)
+        self._rotation += len(shares)
+        pipe = self._client.pipeline(transaction=False)
+        for app, share in shares:
+            streams = {self._keys.ready(app): ">"}
+            pipe.xreadgroup(GROUP, self._consumer, streams, count=share)
+        found: list[tuple[tuple[int, int], _Found]] = []
+        more: list[str] = []
+        for (app, share), answer in zip(shares, await pipe.execute(), strict=True):
+            entries = answer[0][1] if answer else []
+            if len(entries) == share:
+                more.append(app)
+            for entry, fields in entries:
+                ms, seq = entry.split("-")
+                found.append(((int(ms), int(seq)), _Found(fields["ref"], entry)))
+        found.sort(key=lambda item: item[0])  # oldest first across the apps
+        return [item for _, item in found], more
+
+    async def _lease_found(self, call: _LeaseCall, found: list[_Found], room: int) -> list[Lease]:
+        """Lease up to `room` of `found`; the stream entries past it are set aside (back to
+        their retry set, due now); an expired lease of an excluded app goes back to queued."""
+        if not found:
+            return []
+        pipe = await self._pipeline()
+        taken = 0
+        for item in found:
+            ref = item.ref
+            if ref.app in call.excluded:
+                mode = "park"
+            elif taken < room:
+                mode = "lease"
+                taken += 1
+            elif item.entry:
+                mode = "park"
+            else:
+                continue  # an expired lease past `room` waits in the leases set
+            self._queue(pipe, lua.LEASE, self._lease_keys(ref), self._lease_args(call, item, mode))
+        leases = []
+        for fields in await pipe.execute():
+            if fields:
+                record = _record(dict(zip(lua.LEASED_FIELDS, fields, strict=True)))
+                leases.append(Lease(record, call.token, call.deadline_at))
+        return leases
+
+    def _lease_keys(self, ref: _Ref) -> list[str]:
+        k = self._keys
+        message_key = k.message(ref.id)
+        return [
+            message_key,
+            k.ready(ref.app),
+            k.retry(ref.app),
+            k.leases,
+            *self._book(ref.app, ref.batch_id, message_key),
+        ]
+
+    @staticmethod
+    def _lease_args(call: _LeaseCall, item: _Found, mode: str) -> list[object]:
+        ref = item.ref
+        return [
+            ref.id, item.ref_text, item.entry, call.now, call.deadline, call.token, call.owner,
+            mode, call.now,
+        ]  # fmt: skip
+
+    @_storage_call
+    async def settle(self, settlements: Sequence[Settlement], now: float) -> list[bool]:
+        if not settlements:
+            return []
+        pipe = await self._pipeline()
+        for s in settlements:
+            self._queue(pipe, lua.SETTLE, self._settle_keys(s), self._settle_args(s, now))
+        return [written == 1 for written in await pipe.execute()]
+
+    def _settle_keys(self, s: Settlement) -> list[str]:
+        k, record = self._keys, s.lease.record
+        message_key = k.message(record.id)
+        stores_msgid = s.outcome is Outcome.SENT and s.msgid is not None
+        return [
+            message_key,
+            k.ready(record.app),
+            k.retry(record.app),
+            k.leases,
+            k.dead,
+            k.settled,
+            k.idempotency(record.app, record.idempotency_key)
+            if record.idempotency_key
+            else message_key,
+            k.msgid(record.app, s.msgid) if stores_msgid and s.msgid is not None else message_key,
+            k.pending_report(record.app, s.msgid)
+            if stores_msgid and s.msgid is not None
+            else message_key,
+            *self._book(record.app, record.batch_id, message_key),
+        ]
+
+    def _settle_args(self, s: Settlement, now: float) -> list[object]:
+        target = _TARGET[s.outcome]
+        waits = s.outcome in (Outcome.RETRY, Outcome.RELEASE)
+        next_at = (now if s.next_attempt_at is None else s.next_attempt_at) if waits else None
+        answered = s.errcode is not None or s.errmsg is not None or s.category is not None
+        line = {"at": now, "kind": _KIND[s.outcome], "note": s.note, "errcode": s.errcode}
+        return [
+            s.lease.id,
+            s.lease.token,
+            _num(now),
+            target.value,
+            0 if s.outcome is Outcome.RELEASE else 1,
+            "" if next_at is None else _num(next_at),
+            _opt(s.msgid if target is Status.SENT else None),
+            "1" if answered else "",
+            _opt(s.errcode),
+            _opt(s.errmsg),
+            _opt(s.category),
+            orjson.dumps(line).decode(),
+            self._retention_s,
+        ]
+
+    @_storage_call
+    async def replay(self, ids: Sequence[str], now: float) -> int:
+        return await self._replay(ids, now)
+
+    async def _replay(self, ids: Sequence[str], now: float) -> int:
+        if not ids:
+            return 0
+        pipe = self._client.pipeline(transaction=False)
+        for message_id in ids:
+            pipe.hmget(self._keys.message(message_id), "app", "batch_id", "idempotency_key")
+        found = [
+            (message_id, app, batch_id, key)
+            for message_id, (app, batch_id, key) in zip(ids, await pipe.execute(), strict=True)
+            if app is not None
+        ]
+        if not found:
+            return 0
+        event = orjson.dumps({"at": now, "kind": "replayed", "note": "", "errcode": None})
+        pipe = await self._pipeline()
+        for message_id, app, batch_id, key in found:
+            self._queue(
+                pipe,
+                lua.REPLAY,
+                self._replay_keys(message_id, app, batch_id, key),
+                [message_id, _num(now), event.decode(), self._retention_s],
+            )
+        return sum(await pipe.execute())
+
+    def _replay_keys(
+        self, message_id: str, app: str, batch_id: str | None, key: str | None
+    ) -> list[str]:
+        k = self._keys
+        message_key = k.message(message_id)
+        return [
+            message_key,
+            k.ready(app),
+            k.settled,
+            k.dead,
+            k.idempotency(app, key) if key else message_key,
+            *self._book(app, batch_id, message_key),
+        ]
+
+    @_storage_call
+    async def replay_dead(self, flt: DeadLetterFilter, now: float) -> int:
+        low = "-inf" if flt.since is None else _num(flt.since)
+        high = "+inf" if flt.until is None else _num(flt.until)
+        moved = skipped = 0
+        while True:
+            refs = await self._client.zrangebyscore(
+                self._keys.dead, low, high, start=skipped, num=REPLAY_CHUNK
+            )
+            if not refs:
+                return moved
+            chosen = await self._dead_matching([_Ref.of(text) for text in refs], flt)
+            count = await self._replay(chosen, now)
+            moved += count
+            # What was replayed left the set; what was not is stepped over next time.
+            skipped += len(refs) - count
+
+    async def _dead_matching(self, refs: list[_Ref], flt: DeadLetterFilter) -> list[str]:
+        refs = [ref for ref in refs if flt.app is None or ref.app == flt.app]
+        if flt.errcode is None:
+            return [ref.id for ref in refs]
+        pipe = self._client.pipeline(transaction=False)
+        for ref in refs:
+            pipe.hget(self._keys.message(ref.id), "last_errcode")
+        codes = await pipe.execute()
+        wanted = str(flt.errcode)
+        return [ref.id for ref, code in zip(refs, codes, strict=True) if code == wanted]
+
+    # -- delivery reports --------------------------------------------------------------
+
+    @_storage_call
+    async def apply_report(
+        self, app: str, msgid: int, report_status: str, now: float
+    ) -> ReportApplied:
+        target = report_target(report_status)
+        kept = {"status": report_status, "target": target.value, "received_at": _num(now)}
+        message_id = await self._run(
+            lua.KEEP_REPORT,
+            [self._keys.msgid(app, msgid), self._keys.pending_report(app, msgid)],
+            [orjson.dumps(kept).decode(), PENDING_REPORT_TTL_S],
+        )
+        if message_id is None:
+            return ReportApplied(None, None, False)
+        message_key = self._keys.message(message_id)
+        batch_id = await self._client.hget(message_key, "batch_id")
+        keys = [message_key, self._keys.settled, *self._book(app, batch_id, message_key)]
+        args = [message_id, report_status, target.value, _num(now), self._retention_s]
+        answer = await self._run(lua.REPORT, keys, args)
+        if answer is None:  # the message was purged; its msgid key was going with it
+            return ReportApplied(None, None, False)
+        status, changed = answer
+        return ReportApplied(message_id, Status(status), changed == 1)
+
+    @_storage_call
+    async def remember_nonce(self, app: str, nonce: str, ttl_s: float, now: float) -> bool:
+        args = [_num(now), _num(now + ttl_s), max(1, math.ceil(ttl_s))]
+        return await self._run(lua.REMEMBER_NONCE, [self._keys.nonce(app, nonce)], args) == 1
+
+    # -- shared worker state -----------------------------------------------------------
+
+    @_storage_call
+    async def pause_app(self, pause: Pause) -> None:
+        value = orjson.dumps(
+            {
+                "reason": pause.reason,
+                "since": pause.since,
+                "until": pause.until,
+                "errcode": pause.errcode,
+                "note": pause.note,
+            }
+        )
+        # A timed pause's key outlives its end; pauses() compares `until` with `now`.
+        ttl = None if pause.until is None else max(1, math.ceil(pause.until - pause.since)) + 1
+        pipe = self._client.pipeline(transaction=True)
+        pipe.set(self._keys.pause(pause.app), value, ex=ttl)
+        pipe.sadd(self._keys.paused, pause.app)
+        await pipe.execute()
+
+    @_storage_call
+    async def resume_app(self, app: str, now: float) -> bool:
+        raw = await self._client.get(self._keys.pause(app))
+        if raw is None or not await self._client.delete(self._keys.pause(app)):
+            return False
+        until = orjson.loads(raw).get("until")
+        if until is not None:
+            await self._make_due(app, until, now)
+        return True
+
+    async def _make_due(self, app: str, since: float, now: float) -> None:
+        """What a timed pause held back (retry time >= its end) becomes due at `now`."""
+        retry = self._keys.retry(app)
+        refs = await self._client.zrangebyscore(retry, since, "+inf")
+        for start in range(0, len(refs), RESUME_CHUNK):
+            chunk = refs[start : start + RESUME_CHUNK]
+            keys = [retry, *(self._keys.message(_Ref.of(ref).id) for ref in chunk)]
+            await self._run(lua.MAKE_DUE, keys, [now, *chunk])
+
+    @_storage_call
+    async def pauses(self, now: float) -> dict[str, Pause]:
+        apps = sorted(await self._client.smembers(self._keys.paused))
+        if not apps:
+            return {}
+        values = await self._client.mget([self._keys.pause(app) for app in apps])
+        found = {}
+        for app, value in zip(apps, values, strict=True):
+            if value is None:
+                continue
+            fields = orjson.loads(value)
+            pause = Pause(app, **fields)
+            if pause.until is None or pause.until > now:
+                found[app] = pause
+        return found
+
+    @_storage_call
+    async def take_send_budget(self, app: str, rate_per_s: float, want: int, now: float) -> int:
+        if want <= 0 or rate_per_s <= 0:
+            return 0
+        # At least one whole send fits, so a rate under 1/s still sends.
+        capacity = max(rate_per_s, 1.0)
+        idle_s = math.ceil(capacity / rate_per_s) + BUDGET_IDLE_S
+        args = [_num(rate_per_s), _num(capacity), want, _num(now), idle_s]
+        return int(await self._run(lua.TAKE_BUDGET, [self._keys.bucket(app)], args))
+
+    def token_store(self) -> TokenStore:
+        return self._tokens
+
+    @_storage_call
+    async def purge(self, older_than: float) -> int:
+        total = 0
+        while True:
+            members = await self._client.zrangebyscore(
+                self._keys.settled, "-inf", f"({_num(older_than)}", start=0, num=PURGE_CHUNK
+            )
+            if not members:
+                return total
+            pipe = await self._pipeline()
+            for member in members:
+                keys, args = self._purge_call(member)
+                self._queue(pipe, lua.PURGE, keys, args)
+            total += sum(await pipe.execute())
+            if len(members) < PURGE_CHUNK:
+                return total
+
+    def _purge_call(self, member: str) -> tuple[list[str], list[object]]:
+        ref_text, status, key, msgid = orjson.loads(member)
+        ref = _Ref.of(ref_text)
+        k = self._keys
+        message_key = k.message(ref.id)
+        keys = [
+            message_key,
+            k.settled,
+            k.dead,
+            k.idempotency(ref.app, key) if key else message_key,
+            k.msgid(ref.app, int(msgid)) if msgid else message_key,
+            k.index_all,
+            k.index_app(ref.app),
+            k.index_batch(ref.batch_id) if ref.batch_id else message_key,
+            *self._book(ref.app, ref.batch_id, message_key),
+        ]
+        return keys, [member, ref.id, status, ref_text, "1" if ref.batch_id else ""]
+
+    # -- reads -------------------------------------------------------------------------
+
+    @_storage_call
+    async def get(self, message_id: str) -> MessageRecord | None:
+        fields = await self._client.hgetall(self._keys.message(message_id))
+        if not fields:
+            return None
+        return _record(fields, events=fields.get("events", ""))
+
+    @_storage_call
+    async def batch_counts(self, batch_id: str) -> dict[Status, int] | None:
+        fields = await self._client.hgetall(self._keys.batch(batch_id))
+        return _per_status(fields) if fields else None
+
+    @_storage_call
+    async def counts(self, app: str | None = None) -> dict[Status, int]:
+        key = self._keys.counts if app is None else self._keys.app_counts(app)
+        return _per_status(await self._client.hgetall(key))
+
+    @_storage_call
+    async def list(self, flt: ListFilter, limit: int, cursor: str | None = None) -> Page:
+        """Newest first; items carry no events (get() has them)."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        index = await self._list_index(flt)
+        items: list[MessageRecord] = []
+        upper = "+" if cursor is None else f"({cursor}"
+        scanned = 0
+        while scanned < LIST_SCAN:
+            ids = await self._client.zrevrangebylex(index, upper, "-", start=0, num=LIST_STEP)
+            for record in await self._records(ids):
+                if record is not None and _matches(record, flt):
+                    items.append(record)
+                    if len(items) > limit:
+                        return Page(items[:limit], items[limit - 1].id)
+            if len(ids) < LIST_STEP:
+                return Page(items, None)
+            scanned += len(ids)
+            upper = f"({ids[-1]}"
+        # The scan budget is spent: a short page, continued after the last id read.
+        return Page(items, upper[1:])
+
+    async def _list_index(self, flt: ListFilter) -> str:
+        k = self._keys
+        if flt.batch_id is not None:
+            return k.index_batch(flt.batch_id)
+        candidates = []
+        if flt.status is not None:
+            candidates.append(k.index_status(Status(flt.status)))
+        if flt.app is not None:
+            candidates.append(k.index_app(flt.app))
+        if len(candidates) < 2:
+            return candidates[0] if candidates else k.index_all
+        pipe = self._client.pipeline(transaction=False)
+        for candidate in candidates:
+            pipe.zcard(candidate)
+        sizes = await pipe.execute()
+        return min(zip(sizes, candidates, strict=True))[1]
+
+    async def _records(self, ids: Iterable[str]) -> list[MessageRecord | None]:
+        pipe = self._client.pipeline(transaction=False)
+        for message_id in ids:
+            pipe.hmget(self._keys.message(message_id), lua.LEASED_FIELDS)
+        return [
+            _record(dict(zip(lua.LEASED_FIELDS, values, strict=True))) if values[0] else None
+            for values in await pipe.execute()
+        ]
+
+
+def _shares(apps: list[str], room: int, rotation: int) -> list[tuple[str, int]]:
+    """How many new entries to read from each app: `room` in all, as even as can be; with
+    more apps than room, the apps first in line (the line turns with every call)."""
+    start = rotation % len(apps)
+    chosen = (apps[start:] + apps[:start])[:room]
+    base, extra = divmod(room, len(chosen))
+    return [(app, base + (1 if n < extra else 0)) for n, app in enumerate(chosen)]
+
+
+# -- records -------------------------------------------------------------------------------
+
+
+def _matches(record: MessageRecord, flt: ListFilter) -> bool:
+    return (
+        (flt.status is None or record.status == flt.status)
+        and (flt.app is None or record.app == flt.app)
+        and (flt.touser is None or record.touser == flt.touser)
+        and (flt.batch_id is None or record.batch_id == flt.batch_id)
+    )
+
+
+def _per_status(fields: dict[str, str]) -> dict[Status, int]:
+    return {status: int(fields.get(status.value, 0)) for status in Status}
+
+
+def _float(value: str | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _int(value: str | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _record(fields: dict[str, Any], events: str | None = None) -> MessageRecord:
+    return MessageRecord(
+        id=fields["id"],
+        app=fields["app"],
+        touser=fields["touser"],
+        template_id=fields["template_id"],
+        payload=orjson.loads(fields["payload"]),
+        status=Status(fields["status"]),
+        attempts=int(fields["attempts"]),
+        next_attempt_at=float(fields["next_attempt_at"]),
+        idempotency_key=fields.get("idempotency_key"),
+        msgid=_int(fields.get("msgid")),
+        last_errcode=_int(fields.get("last_errcode")),
+        last_errmsg=fields.get("last_errmsg"),
+        last_category=fields.get("last_category"),
+        report_status=fields.get("report_status"),
+        trace_id=fields.get("trace_id"),
+        batch_id=fields.get("batch_id"),
+        created_at=float(fields["created_at"]),
+        updated_at=float(fields["updated_at"]),
+        sent_at=_float(fields.get("sent_at")),
+        delivered_at=_float(fields.get("delivered_at")),
+        events=_events(events) if events else [],
+    )
+
+
+def _events(text: str) -> list[Event]:
+    return [
+        Event(item["at"], item["kind"], item.get("note") or "", item.get("errcode"))
+        for item in map(orjson.loads, text.split("\n"))
+    ]

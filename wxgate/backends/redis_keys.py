@@ -1,0 +1,138 @@
+"""Every Redis key the Redis engine and its token store use, under one prefix.
+
+A key is `{prefix}:{kind}:{part}...`. Free-form parts (app names, idempotency keys,
+batch ids, nonces) are escaped so that no two different part lists can ever
+spell the same key: `%` becomes `%25` and `:` becomes `%3A`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+# The consumer group every worker of every process reads the ready streams in.
+GROUP: Final = "wxgate-workers"
+
+
+def escape(part: str) -> str:
+    """A free-form key part that cannot contain the separator."""
+    return part.replace("%", "%25").replace(":", "%3A")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """The key shapes; `prefix` keeps one gateway's keys apart from anything else."""
+
+    prefix: str = "wxgate"
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    # -- records and their indexes ----------------------------------------------------
+
+    def message(self, message_id: str) -> str:
+        """Hash: one message record (fields as in `MessageRecord`, events as JSON lines)."""
+        return self._key("msg", escape(message_id))
+
+    @property
+    def counts(self) -> str:
+        """Hash: messages per status, every app."""
+        return self._key("counts")
+
+    def app_counts(self, app: str) -> str:
+        """Hash: messages per status of one app."""
+        return self._key("counts", escape(app))
+
+    def batch(self, batch_id: str) -> str:
+        """Hash: messages per status of one batch, `total` and `created_at`."""
+        return self._key("batch", escape(batch_id))
+
+    @property
+    def index_all(self) -> str:
+        """Sorted set, score 0, ULID members: every message, for listing newest first."""
+        return self._key("idx", "all")
+
+    def index_status(self, status: str) -> str:
+        return self._key("idx", "status", escape(status))
+
+    def index_app(self, app: str) -> str:
+        return self._key("idx", "app", escape(app))
+
+    def index_batch(self, batch_id: str) -> str:
+        return self._key("idx", "batch", escape(batch_id))
+
+    # -- the queue --------------------------------------------------------------------
+
+    @property
+    def apps(self) -> str:
+        """Set: the apps that have a ready stream."""
+        return self._key("apps")
+
+    def ready(self, app: str) -> str:
+        """Stream: one app's messages ready to lease (entry field `ref`), group GROUP."""
+        return self._key("ready", escape(app))
+
+    def retry(self, app: str) -> str:
+        """Sorted set: one app's queued messages waiting for a time (score), member ref."""
+        return self._key("retry", escape(app))
+
+    @property
+    def leases(self) -> str:
+        """Sorted set: messages in `sending`, score the lease deadline, member ref."""
+        return self._key("leases")
+
+    @property
+    def dead(self) -> str:
+        """Sorted set: dead letters, score when they died, member ref."""
+        return self._key("dead")
+
+    @property
+    def settled(self) -> str:
+        """Sorted set: settled messages, score last update, member what purge needs."""
+        return self._key("settled")
+
+    # -- keyed lookups with a lifetime ------------------------------------------------
+
+    def idempotency(self, app: str, key: str) -> str:
+        """String: the id of the first message with this key."""
+        return self._key("idem", escape(app), escape(key))
+
+    def msgid(self, app: str, msgid: int) -> str:
+        """String: the id of the message WeChat answered `msgid` for."""
+        return self._key("msgid", escape(app), str(msgid))
+
+    def pending_report(self, app: str, msgid: int) -> str:
+        """String (JSON): a delivery report that came before its msgid was stored."""
+        return self._key("report", escape(app), str(msgid))
+
+    def nonce(self, app: str, nonce: str) -> str:
+        return self._key("nonce", escape(app), escape(nonce))
+
+    # -- shared worker state ----------------------------------------------------------
+
+    @property
+    def paused(self) -> str:
+        """Set: apps that have (or had) a pause key."""
+        return self._key("paused")
+
+    def pause(self, app: str) -> str:
+        """String (JSON): one app's pause; expires with a timed pause."""
+        return self._key("pause", escape(app))
+
+    def bucket(self, app: str) -> str:
+        """Hash: one app's send budget (tokens, updated)."""
+        return self._key("bucket", escape(app))
+
+    # -- access tokens ----------------------------------------------------------------
+
+    def token(self, app: str) -> str:
+        """Hash: one app's cached access token."""
+        return self._key("token", escape(app))
+
+    def token_lock(self, app: str) -> str:
+        """String: the owner of one app's token fetch lock (expires with the lease)."""
+        return self._key("token_lock", escape(app))
+
+    def token_fence(self, app: str) -> str:
+        """Counter: the fencing number of one app's lock; only grows."""
+        return self._key("token_fence", escape(app))

@@ -1,0 +1,498 @@
+"""The Lua scripts of the Redis engine: every state change of a message, each atomic.
+
+A script touches only the keys it is given in KEYS (their names come from
+`redis_keys`); key names that depend on a record (its app, batch, idempotency
+key) are derived by the caller from the record's immutable fields. Each script
+documents its KEYS and ARGV. Every ARGV value is a string: times are Python
+`repr(float)`s (exact), compared with `tonumber`; msgids stay decimal strings.
+
+The `#!lua` line makes Redis (7.0+) refuse a script before it runs when memory
+is full, so a script is never cut off half way by an out-of-memory error.
+
+"Book" is the block of ten keys a status change updates: the counters of
+everyone, of the app and of the batch (the message key itself stands in when
+there is no batch; it is then never touched), and the seven status indexes.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from wxgate.backends.base import MAX_EVENTS, Status
+from wxgate.backends.redis_keys import GROUP
+
+# The record fields a lease hands back (every field but the events), in this order.
+LEASED_FIELDS: Final = (
+    "id", "app", "touser", "template_id", "payload", "status", "attempts",
+    "next_attempt_at", "idempotency_key", "msgid", "last_errcode", "last_errmsg",
+    "last_category", "report_status", "trace_id", "batch_id", "created_at",
+    "updated_at", "sent_at", "delivered_at",
+)  # fmt: skip
+BOOK_SIZE: Final = 3 + len(Status)
+
+_STATUSES = ", ".join(f"'{status.value}'" for status in Status)
+_LEASED = ", ".join(f"'{name}'" for name in LEASED_FIELDS)
+
+_PRELUDE = f"""#!lua
+local STATUSES = {{{_STATUSES}}}
+local SETTLED = {{sent = true, delivered = true, rejected = true, failed = true, dead = true}}
+local GROUP = '{GROUP}'
+local MAX_EVENTS = {MAX_EVENTS}
+local LEASE_FIELDS = {{'lease_owner', 'lease_token', 'lease_deadline', 'lease_entry'}}
+
+local function book(first, has_batch)
+  local b = {{counts = KEYS[first], app = KEYS[first + 1], idx = {{}}}}
+  if has_batch then b.batch = KEYS[first + 2] end
+  for i, status in ipairs(STATUSES) do b.idx[status] = KEYS[first + 2 + i] end
+  return b
+end
+
+local function count(b, status, by)
+  redis.call('HINCRBY', b.counts, status, by)
+  redis.call('HINCRBY', b.app, status, by)
+  if b.batch then redis.call('HINCRBY', b.batch, status, by) end
+end
+
+local function move(b, id, from, to)
+  if from then
+    count(b, from, -1)
+    redis.call('ZREM', b.idx[from], id)
+  end
+  if to then
+    count(b, to, 1)
+    redis.call('ZADD', b.idx[to], 0, id)
+  end
+end
+
+local function has_batch(msg)
+  return redis.call('HEXISTS', msg, 'batch_id') == 1
+end
+
+-- Events are JSON lines; past MAX_EVENTS the oldest line is dropped.
+local function appended(events, n, line)
+  n = tonumber(n or '0') + 1
+  if events and events ~= '' then events = events .. '\\n' .. line else events = line end
+  while n > MAX_EVENTS do
+    events = string.sub(events, string.find(events, '\\n', 1, true) + 1)
+    n = n - 1
+  end
+  return events, n
+end
+
+local function add_event(msg, line)
+  local stored = redis.call('HMGET', msg, 'events', 'n_events')
+  local events, n = appended(stored[1], stored[2], line)
+  redis.call('HSET', msg, 'events', events, 'n_events', n)
+end
+
+-- An event whose note is known only here; `at` is already a JSON number.
+local function event(at, kind, note)
+  return '{{"at":' .. at .. ',"kind":"' .. kind .. '","note":' .. cjson.encode(note)
+    .. ',"errcode":null}}'
+end
+
+local function set_or_clear(msg, field, value)
+  if value == '' then redis.call('HDEL', msg, field) else redis.call('HSET', msg, field, value) end
+end
+
+-- What purge needs when the record itself has expired: ref, status, key, msgid.
+local function member(ref, status, key, msgid)
+  return cjson.encode({{ref, status, key or '', msgid or ''}})
+end
+
+local function settled_member(msg, status)
+  local f = redis.call('HMGET', msg, 'ref', 'idempotency_key', 'msgid')
+  return member(f[1], status, f[2], f[3])
+end
+
+local function settle_record(msg, settled, status, now, retention)
+  redis.call('EXPIRE', msg, retention)
+  redis.call('ZADD', settled, now, settled_member(msg, status))
+end
+
+local function push(stream, ref)
+  if redis.call('EXISTS', stream) == 0 then
+    redis.call('XGROUP', 'CREATE', stream, GROUP, '0', 'MKSTREAM')
+  end
+  redis.call('XADD', stream, '*', 'ref', ref)
+end
+
+local function ack(stream, entry)
+  if entry and entry ~= '' then
+    redis.call('XACK', stream, GROUP, entry)
+    redis.call('XDEL', stream, entry)
+  end
+end
+
+local function end_lease(msg)
+  redis.call('HDEL', msg, unpack(LEASE_FIELDS))
+end
+"""
+
+# KEYS: counts, index_all, index_status(queued), apps; then per message 7 keys:
+#   message, idempotency (the message key when none), ready(app), app_counts,
+#   index_app, batch, index_batch (the message key when no batch).
+# ARGV: now, idempotency ttl, accepted event line; then per message 9 values:
+#   id, app, touser, template_id, payload, idempotency_key, trace_id, batch_id, ref
+#   ('' for an absent optional value).
+# Returns per message '' (stored) or the id of the first message with its key.
+ENQUEUE: Final = (
+    _PRELUDE
+    + """
+local now, ttl, accepted = ARGV[1], ARGV[2], ARGV[3]
+local answers = {}
+for i = 0, (#ARGV - 3) / 9 - 1 do
+  local k, a = 4 + i * 7, 3 + i * 9
+  local msg, idem, stream = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local id, app, key, trace, batch_id = ARGV[a + 1], ARGV[a + 2], ARGV[a + 6], ARGV[a + 7],
+    ARGV[a + 8]
+  local first = false
+  if key ~= '' then first = redis.call('SET', idem, id, 'NX', 'GET', 'EX', ttl) end
+  if first then
+    answers[i + 1] = first
+  else
+    redis.call('HSET', msg, 'id', id, 'app', app, 'touser', ARGV[a + 3],
+      'template_id', ARGV[a + 4], 'payload', ARGV[a + 5], 'status', 'queued', 'attempts', 0,
+      'next_attempt_at', now, 'created_at', now, 'updated_at', now, 'events', accepted,
+      'n_events', 1, 'ref', ARGV[a + 9])
+    if key ~= '' then redis.call('HSET', msg, 'idempotency_key', key) end
+    if trace ~= '' then redis.call('HSET', msg, 'trace_id', trace) end
+    push(stream, ARGV[a + 9])
+    redis.call('SADD', KEYS[4], app)
+    redis.call('HINCRBY', KEYS[1], 'queued', 1)
+    redis.call('HINCRBY', KEYS[k + 4], 'queued', 1)
+    for _, index in ipairs({KEYS[2], KEYS[3], KEYS[k + 5]}) do redis.call('ZADD', index, 0, id) end
+    if batch_id ~= '' then
+      redis.call('HSET', msg, 'batch_id', batch_id)
+      redis.call('HINCRBY', KEYS[k + 6], 'queued', 1)
+      redis.call('HINCRBY', KEYS[k + 6], 'total', 1)
+      redis.call('ZADD', KEYS[k + 7], 0, id)
+    end
+    answers[i + 1] = ''
+  end
+  -- Every batch named exists, even one whose messages all repeated known keys.
+  if batch_id ~= '' then redis.call('HSETNX', KEYS[k + 6], 'created_at', now) end
+end
+return answers
+"""
+)
+
+# Retry times that have come: one app's retry set back to its ready stream.
+# KEYS: retry(app), ready(app). ARGV: now, most to move. Returns how many moved.
+PROMOTE: Final = (
+    _PRELUDE
+    + """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, ref in ipairs(due) do
+  push(KEYS[2], ref)
+end
+if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
+return #due
+"""
+)
+
+# Lease one message, found as a stream entry (read or claimed) or as an expired lease.
+# KEYS: message, ready(app), retry(app), leases, then the book (5..14).
+# ARGV: id, ref, entry ('' for an expired lease), now, deadline, token, owner,
+#   mode ('lease', or 'park': back to the retry set at requeue_at), requeue_at.
+# Returns the record's LEASED_FIELDS when leased, else false. An entry whose message
+# is not leasable is never lost: settled or gone -> acknowledged; not yet due or
+# parked -> acknowledged and put in the retry set; live lease -> left alone.
+LEASE: Final = (
+    _PRELUDE
+    + f"""
+local msg, stream, retry, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local id, ref, entry, now, deadline, token, owner, mode, requeue_at = unpack(ARGV)
+local f = redis.call('HMGET', msg, 'status', 'batch_id', 'next_attempt_at', 'lease_entry',
+  'lease_deadline', 'lease_owner')
+local status, stored = f[1], f[4]
+if not status or SETTLED[status] then
+  ack(stream, entry)
+  redis.call('ZREM', leases, ref)
+  return false
+end
+local b = book(5, f[2])
+if status == 'queued' then
+  if entry == '' then
+    redis.call('ZREM', leases, ref)
+    return false
+  end
+  local due = f[3]
+  if mode == 'park' or tonumber(due) > tonumber(now) then
+    if mode == 'park' and tonumber(requeue_at) > tonumber(due) then due = requeue_at end
+    ack(stream, entry)
+    redis.call('ZADD', retry, due, ref)
+    return false
+  end
+  move(b, id, 'queued', 'sending')
+else
+  if entry ~= '' and stored and entry ~= stored then
+    ack(stream, entry)
+    return false
+  end
+  if tonumber(f[5]) > tonumber(now) then return false end
+  redis.call('HINCRBY', msg, 'attempts', 1)
+  add_event(msg, event(now, 'lease_expired', 'lease of ' .. (f[6] or '?') .. ' expired'))
+  if mode == 'park' then
+    ack(stream, stored or entry)
+    redis.call('ZREM', leases, ref)
+    redis.call('ZADD', retry, requeue_at, ref)
+    end_lease(msg)
+    redis.call('HSET', msg, 'status', 'queued', 'updated_at', now)
+    move(b, id, 'sending', 'queued')
+    return false
+  end
+  if entry == '' then entry = stored end
+end
+redis.call('HSET', msg, 'status', 'sending', 'lease_owner', owner, 'lease_token', token,
+  'lease_deadline', deadline, 'next_attempt_at', deadline, 'updated_at', now,
+  'lease_entry', entry or '')
+redis.call('ZADD', leases, deadline, ref)
+return redis.call('HMGET', msg, {_LEASED})
+"""
+)
+
+# Settle one lease, if its token still holds it.
+# KEYS: message, ready(app), retry(app), leases, dead, settled, idempotency (the
+#   message key when none), msgid (the message key when none), pending report
+#   (likewise), then the book (10..19).
+# ARGV: id, token, now, target status, counted (0/1), next_attempt_at ('' none),
+#   msgid ('' none), answered ('1'/''), errcode, errmsg, category, event line,
+#   retention seconds.
+# Returns 1 when written, 0 when the lease was lost (nothing written).
+SETTLE: Final = (
+    _PRELUDE
+    + """
+local msg, stream, retry, leases, dead, settled = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
+  KEYS[6]
+local id, token, now, target, counted, next_at, msgid, answered, errcode, errmsg, category, line,
+  retention = unpack(ARGV)
+local f = redis.call('HMGET', msg, 'status', 'lease_token', 'lease_entry', 'ref', 'batch_id',
+  'idempotency_key', 'msgid', 'events', 'n_events', 'attempts')
+if f[1] ~= 'sending' or f[2] ~= token then return 0 end
+local ref, key, stored_msgid = f[4], f[6], f[7]
+local set = {'status', target, 'updated_at', now, 'attempts', tonumber(f[10]) + counted}
+local clear = {'lease_owner', 'lease_token', 'lease_deadline', 'lease_entry'}
+local function put(field, value)
+  if value == '' then
+    clear[#clear + 1] = field
+  else
+    set[#set + 1] = field
+    set[#set + 1] = value
+  end
+end
+if next_at ~= '' then put('next_attempt_at', next_at) end
+if answered == '1' then
+  put('last_errcode', errcode)
+  put('last_errmsg', errmsg)
+  put('last_category', category)
+end
+local events, n = appended(f[8], f[9], line)
+local final = target
+if target == 'queued' then
+  redis.call('ZADD', retry, next_at, ref)
+elseif target == 'sent' then
+  put('sent_at', now)
+  if msgid ~= '' then
+    put('msgid', msgid)
+    stored_msgid = msgid
+    redis.call('SET', KEYS[8], id, 'EX', retention)
+    -- The report may have beaten this settle; it waits under the msgid.
+    local kept = redis.call('GET', KEYS[9])
+    if kept then
+      local report = cjson.decode(kept)
+      redis.call('DEL', KEYS[9])
+      final = report.target
+      set[2] = final
+      put('report_status', report.status)
+      put('delivered_at', report.received_at)
+      events, n = appended(events, n, event(now, 'report', report.status))
+    end
+  end
+elseif target == 'dead' then
+  redis.call('ZADD', dead, now, ref)
+end
+put('events', events)
+put('n_events', n)
+-- The new state is written before the stream entry is acknowledged, in this one script.
+redis.call('HDEL', msg, unpack(clear))
+redis.call('HSET', msg, unpack(set))
+ack(stream, f[3])
+redis.call('ZREM', leases, ref)
+move(book(10, f[5]), id, 'sending', final)
+if SETTLED[final] then
+  redis.call('EXPIRE', msg, retention)
+  redis.call('ZADD', settled, now, member(ref, final, key, stored_msgid))
+  if key and redis.call('GET', KEYS[7]) == id then redis.call('EXPIRE', KEYS[7], retention) end
+end
+return 1
+"""
+)
+
+# A delivery report whose msgid is not stored yet is kept a while (the first one wins).
+# KEYS: msgid, pending report. ARGV: report JSON, ttl seconds.
+# Returns the message id when the msgid is stored (nothing kept), else false.
+KEEP_REPORT: Final = """#!lua
+local id = redis.call('GET', KEYS[1])
+if id then return id end
+redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2])
+return false
+"""
+
+# sent -> delivered/rejected.
+# KEYS: message, settled, then the book (3..12).
+# ARGV: id, report status, target status, now, retention seconds.
+# Returns {status, changed (0/1)}, or false when the record is gone.
+REPORT: Final = (
+    _PRELUDE
+    + """
+local msg, settled = KEYS[1], KEYS[2]
+local id, report, target, now, retention = unpack(ARGV)
+local status = redis.call('HGET', msg, 'status')
+if not status then return false end
+if status ~= 'sent' then return {status, 0} end
+redis.call('ZREM', settled, settled_member(msg, status))
+redis.call('HSET', msg, 'status', target, 'report_status', report, 'delivered_at', now,
+  'updated_at', now)
+add_event(msg, event(now, 'report', report))
+move(book(3, has_batch(msg)), id, status, target)
+settle_record(msg, settled, target, now, retention)
+return {target, 1}
+"""
+)
+
+# dead or failed -> queued, attempts reset, ready at once.
+# KEYS: message, ready(app), settled, dead, idempotency (the message key when none),
+#   then the book (6..15).
+# ARGV: id, now, event line, idempotency ttl. Returns 1 when moved, else 0.
+REPLAY: Final = (
+    _PRELUDE
+    + """
+local msg, stream, settled, dead, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id, now, line, ttl = unpack(ARGV)
+local status = redis.call('HGET', msg, 'status')
+if status ~= 'dead' and status ~= 'failed' then return 0 end
+local ref = redis.call('HGET', msg, 'ref')
+redis.call('ZREM', settled, settled_member(msg, status))
+redis.call('ZREM', dead, ref)
+end_lease(msg)
+redis.call('HSET', msg, 'status', 'queued', 'attempts', 0, 'next_attempt_at', now,
+  'updated_at', now)
+add_event(msg, line)
+redis.call('PERSIST', msg)
+if redis.call('HEXISTS', msg, 'idempotency_key') == 1 and redis.call('GET', idem) == id then
+  redis.call('EXPIRE', idem, ttl)
+end
+push(stream, ref)
+move(book(6, has_batch(msg)), id, status, 'queued')
+return 1
+"""
+)
+
+# An app's pause was lifted early: what it held back in the retry set becomes due now.
+# KEYS: retry(app), then one message key per ref. ARGV: now, then the refs.
+# Returns how many were made due (messages no longer queued are left alone).
+MAKE_DUE: Final = """#!lua
+local retry, now, moved = KEYS[1], ARGV[1], 0
+for i = 2, #ARGV do
+  local ref, msg = ARGV[i], KEYS[i]
+  if redis.call('HGET', msg, 'status') == 'queued' and redis.call('ZSCORE', retry, ref) then
+    redis.call('HSET', msg, 'next_attempt_at', now, 'updated_at', now)
+    redis.call('ZADD', retry, now, ref)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+# Delete one settled record (or clean up after one that expired), by its settled member.
+# KEYS: message, settled, dead, idempotency, msgid (the message key when none of
+#   either), index_all, index_app, index_batch (the message key when no batch), then
+#   the book (9..18).
+# ARGV: member, id, status, ref, has batch ('1'/'').
+# Returns 1 when purged, 0 when the member was gone already.
+PURGE: Final = (
+    _PRELUDE
+    + """
+local msg, settled, dead, idem, msgid = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local member, id, status, ref, batched = unpack(ARGV)
+if redis.call('ZREM', settled, member) == 0 then return 0 end
+redis.call('DEL', msg)
+redis.call('ZREM', dead, ref)
+local b = book(9, batched == '1')
+move(b, id, status, nil)
+redis.call('ZREM', KEYS[6], id)
+redis.call('ZREM', KEYS[7], id)
+if b.batch then
+  redis.call('ZREM', KEYS[8], id)
+  if redis.call('HINCRBY', b.batch, 'total', -1) <= 0 then redis.call('DEL', b.batch) end
+end
+for _, key in ipairs({idem, msgid}) do
+  if key ~= msg and redis.call('GET', key) == id then redis.call('DEL', key) end
+end
+return 1
+"""
+)
+
+# KEYS: nonce. ARGV: now, expires_at, ttl seconds (whole, for Redis to forget it).
+# The stored expiry decides, so `now` is the caller's clock. Returns 1 if fresh.
+REMEMBER_NONCE: Final = """#!lua
+local until_at = redis.call('GET', KEYS[1])
+if until_at and tonumber(until_at) > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+
+# The token bucket of `wxgate.delivery.ratelimit.TokenBucket`, shared by every worker.
+# KEYS: bucket. ARGV: rate, capacity, want, now, idle ttl seconds. Returns the grant.
+TAKE_BUDGET: Final = """#!lua
+local rate, capacity, want, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
+  tonumber(ARGV[4])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
+local tokens, updated = tonumber(state[1]), tonumber(state[2])
+if not tokens then
+  tokens, updated = capacity, now
+elseif now > updated then
+  tokens, updated = math.min(capacity, tokens + (now - updated) * rate), now
+end
+tokens = math.min(tokens, capacity)
+local granted = math.min(want, math.floor(tokens))
+tokens = tokens - granted
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
+  'updated', string.format('%.17g', updated))
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return granted
+"""
+
+# -- access tokens (RedisTokenStore) ---------------------------------------------------
+
+# KEYS: token. ARGV: token, expires_at, fetched_at, fence, forced_at. Returns 1 if stored.
+SAVE_TOKEN: Final = """#!lua
+local stored = redis.call('HGET', KEYS[1], 'fence')
+if stored and tonumber(stored) > tonumber(ARGV[4]) then return 0 end
+redis.call('HSET', KEYS[1], 'token', ARGV[1], 'expires_at', ARGV[2], 'fetched_at', ARGV[3],
+  'fence', ARGV[4], 'forced_at', ARGV[5])
+return 1
+"""
+
+# KEYS: token. ARGV: token. Expires it (fence kept) if it is still the stored one.
+INVALIDATE_TOKEN: Final = """#!lua
+local stored = redis.call('HMGET', KEYS[1], 'token', 'expires_at')
+if stored[1] ~= ARGV[1] or tonumber(stored[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'expires_at', '0')
+return 1
+"""
+
+# KEYS: lock, fence. ARGV: owner, ttl milliseconds. Returns the new fence, or false.
+TRY_LOCK: Final = """#!lua
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return false end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('INCR', KEYS[2])
+"""
+
+# KEYS: lock. ARGV: owner. Releases the lock only for its holder.
+UNLOCK: Final = """#!lua
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
