@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import structlog
 
 from wxgate.backends.base import Status
@@ -162,13 +163,25 @@ async def test_wrong_method_is_a_405_envelope(gateway: Gateway) -> None:
     assert reply.headers["Allow"]
 
 
-async def test_an_unhandled_error_is_a_500_envelope_with_the_trace_id(gateway: Gateway) -> None:
-    await gateway.backend.close()  # every backend call now raises
+async def test_an_unhandled_error_is_a_500_envelope_with_the_trace_id(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_args: object) -> None:
+        raise RuntimeError("a bug, not a storage outage")
+
+    monkeypatch.setattr(gateway.backend, "enqueue", broken)
     with structlog.testing.capture_logs() as logs:
         status, body, reply = await gateway.post("/v1/messages", message_body())
     assert status == 500 and body["code"] == 50000
     assert body["data"]["trace_id"] == reply.headers["X-Request-ID"]
     assert any(log["event"] == "unhandled_error" for log in logs)
+
+
+async def test_storage_that_is_away_answers_503_not_500(gateway: Gateway) -> None:
+    await gateway.backend.close()  # every backend call now raises StorageUnavailable
+    status, body, reply = await gateway.post("/v1/messages", message_body())
+    assert status == 503 and body["code"] == 50300
+    assert reply.headers["Retry-After"] == "1"
 
 
 async def test_a_failed_request_is_logged_once_without_headers_or_body(gateway: Gateway) -> None:

@@ -19,17 +19,20 @@ from starlette.responses import Response
 from wxgate.api.auth import ApiKeyMiddleware, ApiKeys, document_api_keys
 from wxgate.api.backpressure import Backpressure
 from wxgate.api.errors import ApiError
+from wxgate.api.fastpath import MessageFastPath
 from wxgate.api.middleware import BodyLimitMiddleware, ErrorLogMiddleware, TraceMiddleware
 from wxgate.api.routes import apps, batches, callback, dead_letters, messages, ops
 from wxgate.api.schemas import JsonResponse, failure
 from wxgate.api.state import ApiState, Readiness
-from wxgate.backends.base import Backend
+from wxgate.backends.base import Backend, StorageUnavailable
 from wxgate.clock import Clock, SystemClock
 from wxgate.config import Settings
 from wxgate.observability import Metrics, get_logger, register_secret
 from wxgate.wechat.callback import CallbackCodec
 
 _SYSTEM_CLOCK = SystemClock()  # stateless, so one instance serves as the default
+STORAGE_RETRY_AFTER_S = 1
+_log = get_logger("wxgate.api")
 
 
 def _field_error(error: dict[str, Any]) -> dict[str, Any]:
@@ -47,6 +50,16 @@ async def _on_api_error(_request: Request, exc: ApiError) -> Response:
 async def _on_validation_error(_request: Request, exc: RequestValidationError) -> Response:
     errors = [_field_error(error) for error in exc.errors()]
     return failure(400, 40000, "invalid request", {"errors": errors})
+
+
+async def _on_storage_unavailable(_request: Request, exc: StorageUnavailable) -> Response:
+    # Storage is away for a moment (a Redis restart, SQLite busy past its timeout) and
+    # nothing of the call took effect: 503, so the client retries (with the same
+    # idempotency key) and WeChat re-sends a callback, instead of a 500.
+    _log.warning("storage_unavailable", error=str(exc))
+    retry = {"Retry-After": str(STORAGE_RETRY_AFTER_S)}
+    data = {"retry_after_s": STORAGE_RETRY_AFTER_S}
+    return failure(503, 50300, "storage unavailable; retry later", data, retry)
 
 
 async def _on_http_error(_request: Request, exc: HTTPException) -> Response:
@@ -102,7 +115,6 @@ def create_app(
 
     With `serve_api=False` (a worker-only process) only /healthz, /readyz and /metrics
     are served, for the orchestrator's probes and Prometheus."""
-    log = get_logger("wxgate.api")
     server = settings.server
     app = FastAPI(
         title="wxgate",
@@ -112,6 +124,7 @@ def create_app(
             ApiError: _on_api_error,
             RequestValidationError: _on_validation_error,
             HTTPException: _on_http_error,
+            StorageUnavailable: _on_storage_unavailable,
         },
     )
     keys = ApiKeys(server.api_keys, server.rate_limit_per_key_per_s, server.rate_limit_burst)
@@ -127,13 +140,15 @@ def create_app(
     _include_routes(app, serve_api)
     _document_api_keys(app)
     # add_middleware wraps what is already there: the last one added runs first.
+    if serve_api:
+        app.add_middleware(MessageFastPath)
     app.add_middleware(BodyLimitMiddleware, max_bytes=server.max_body_bytes)
     protect_metrics = server.metrics_require_key
     app.add_middleware(ApiKeyMiddleware, keys=keys, clock=clock, protect_metrics=protect_metrics)
-    app.add_middleware(ErrorLogMiddleware, log=log)
+    app.add_middleware(ErrorLogMiddleware, log=_log)
     app.add_middleware(TraceMiddleware)
     if not server.api_keys:
-        log.warning(
+        _log.warning(
             "api_open", detail="server.api_keys is empty: /v1 accepts requests without a key"
         )
     return app

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from wxgate.api.errors import InvalidRequest
-from wxgate.api.schemas import MAX_IDEMPOTENCY_KEY, BatchIn, RecipientIn
+from wxgate.api.schemas import (
+    IDEMPOTENCY_KEY_RULE,
+    MAX_IDEMPOTENCY_KEY,
+    BatchIn,
+    RecipientIn,
+    control_character_in,
+)
 from wxgate.backends.base import NewMessage
 from wxgate.config import Settings
 from wxgate.wechat.template import Problem, TemplateMessage, TemplateValidationError, parse
@@ -43,6 +49,8 @@ def idempotency_key(in_body: str | None, in_header: str | None) -> str | None:
     loc = ["header", "Idempotency-Key"]
     if in_header is not None and not 0 < len(in_header) <= MAX_IDEMPOTENCY_KEY:
         raise InvalidRequest.at(loc, f"1 to {MAX_IDEMPOTENCY_KEY} characters")
+    if in_header is not None and control_character_in(in_header):
+        raise InvalidRequest.at(loc, IDEMPOTENCY_KEY_RULE)
     if in_body is not None and in_header is not None and in_body != in_header:
         raise InvalidRequest.at(loc, "differs from body.idempotency_key; send one of them")
     return in_body if in_body is not None else in_header

@@ -10,16 +10,21 @@ silently round it as a number.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.responses import Response
 
 from wxgate.backends.base import Event, MessageRecord, Page, Status
 
 MAX_RECIPIENTS = 10_000
 MAX_IDEMPOTENCY_KEY = 128
+# A key is echoed in records, log lines and (on Redis) key names: printable text only.
+IDEMPOTENCY_KEY_PATTERN = "^[^\\x00-\\x1f\\x7f]+$"
+IDEMPOTENCY_KEY_RULE = "no control characters allowed"
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 # A data map bigger than this is refused by its shape alone, before any rule runs
 # (WeChat templates have at most a few dozen keys; template.parse applies the real limit).
 MAX_DATA_KEYS_SHAPE = 64
@@ -69,7 +74,25 @@ class MiniProgramIn(_Model):
     pagepath: str
 
 
-IdempotencyKey = Annotated[str, Field(min_length=1, max_length=MAX_IDEMPOTENCY_KEY)]
+def control_character_in(value: str) -> bool:
+    return _CONTROL_CHARACTER.search(value) is not None
+
+
+def _printable_key(value: str) -> str:
+    if control_character_in(value):
+        raise ValueError(IDEMPOTENCY_KEY_RULE)
+    return value
+
+
+IdempotencyKey = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY,
+        json_schema_extra={"pattern": IDEMPOTENCY_KEY_PATTERN},
+    ),
+    AfterValidator(_printable_key),
+]
 DataMap = Annotated[dict[str, DataItemIn], Field(max_length=MAX_DATA_KEYS_SHAPE)]
 
 
@@ -128,9 +151,14 @@ class BatchIn(_Model):
     )
 
 
+# WeChat's errcodes are small; the bound keeps a filter within what storage can compare
+# (a number past 2^63 reached SQLite as an OverflowError: a 500, found by fuzzing).
+ERRCODE_BOUND = 2**31
+
+
 class DeadLetterReplayIn(_Model):
     app: str | None = None
-    errcode: int | None = None
+    errcode: int | None = Field(None, ge=-ERRCODE_BOUND, lt=ERRCODE_BOUND)
     since: float | None = Field(None, description="epoch seconds, on the time it went dead")
     until: float | None = None
 

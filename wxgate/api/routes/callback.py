@@ -3,16 +3,23 @@
 No API key here: WeChat signs its requests with the app's callback token instead.
 A POST is believed only after its signature (and, in safe mode, msg_signature)
 holds and its timestamp is within `server.callback_max_age_s` of now. Its nonce
-is then claimed: WeChat's retries of one push reuse the whole request, nonce
-included, so a nonce seen before is answered `success` and changes nothing.
-The nonce is claimed before the report is applied because in plaintext mode the
-signature does not cover the body: a captured query must not carry a second,
-forged body. A TEMPLATESENDJOBFINISH moves the message to delivered or rejected;
-other events are acknowledged and ignored. The answer is the literal `success`
-(text/plain), well within WeChat's 5 s.
+is then claimed twice, alone and with a digest of the body, before the report is
+applied. In plaintext mode the signature does not cover the body, so a used nonce
+with another body is a captured query carrying a forged one: answered `success`,
+nothing changed. The same nonce with the same body is the same push again (WeChat's
+retry, or ours of a claim whose answer storage lost as it failed) and is applied
+again, which changes nothing twice (applying a report is idempotent) but means a
+crash between claiming and applying never loses the report. A TEMPLATESENDJOBFINISH
+moves the message to delivered or rejected; other events are acknowledged and
+ignored. The answer is the literal `success` (text/plain), well within WeChat's 5 s.
 """
 
 from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -21,6 +28,7 @@ from starlette.responses import PlainTextResponse, Response
 from wxgate.api.errors import Forbidden, InvalidRequest, NotFound
 from wxgate.api.routing import JsonRoute
 from wxgate.api.state import ApiState, api_state
+from wxgate.backends.base import StorageUnavailable
 from wxgate.wechat.callback import (
     CallbackCodec,
     CallbackMessage,
@@ -32,6 +40,12 @@ from wxgate.wechat.errors import CallbackMalformedError, CallbackRejected
 router = APIRouter(prefix="/wechat/callback", tags=["wechat callback"], route_class=JsonRoute)
 
 SUCCESS = "success"  # WeChat's "received, do not retry"
+# WeChat waits 5 s for an answer, and retries a refusal at once. Storage away for a
+# moment (a Redis restart or failover) is waited for inside that window rather than
+# answered 503 at once, which would spend every retry in the same outage and lose
+# the report; once the nonce is claimed, a retry would even be taken for a duplicate.
+STORAGE_WAITS_S = (0.1, 0.2, 0.4, 0.8, 1.5)  # 3 s in all
+_T = TypeVar("_T")
 
 
 def _codec(state: ApiState, app: str) -> CallbackCodec:
@@ -66,6 +80,35 @@ def _open(state: ApiState, app: str, request: Request, body: bytes) -> CallbackM
     return message
 
 
+async def _stored(write: Callable[[], Awaitable[_T]]) -> _T:
+    """`write()`, tried again while storage is unavailable, for up to 3 s."""
+    for wait_s in STORAGE_WAITS_S:
+        try:
+            return await write()
+        except StorageUnavailable:
+            await asyncio.sleep(wait_s)
+    return await write()  # still unavailable: the API's 503, and WeChat's own retry
+
+
+def push_key(nonce: str, body: bytes) -> str:
+    """What remembers one push: its nonce and a digest of its body."""
+    return f"{nonce}:{hashlib.sha256(body).hexdigest()[:32]}"
+
+
+async def _new_or_repeated(state: ApiState, app: str, nonce: str, body: bytes) -> bool:
+    """False for a used nonce with another body (a forgery), True otherwise.
+
+    The push is claimed first, then its nonce, and a retry (of a claim whose outcome
+    storage left unknown as it failed) starts again from the push: a claim that was
+    made then reads as "seen", so the push counts as a repeat, never as a forgery."""
+    now = state.clock.now()
+    # A timestamp may be max_age old or ahead, so a nonce is remembered for both spans.
+    ttl = 2 * state.settings.server.callback_max_age_s
+    push_new = await state.backend.remember_nonce(app, push_key(nonce, body), ttl, now)
+    nonce_new = await state.backend.remember_nonce(app, nonce, ttl, now)
+    return nonce_new or not push_new
+
+
 @router.get("/{app}", response_class=PlainTextResponse, summary="WeChat's URL check")
 async def verify_url(request: Request, app: str) -> Response:
     """Answers the raw `echostr` when the signature holds (403 otherwise)."""
@@ -84,16 +127,18 @@ async def receive_push(request: Request, app: str) -> Response:
     """Plaintext or safe mode. 403 (nothing changed) for a bad signature or a stale
     timestamp, 400 for a malformed document, `success` otherwise."""
     state = api_state(request)
-    message = _open(state, app, request, await request.body())
+    body = await request.body()
+    message = _open(state, app, request, body)
     now = state.clock.now()
     nonce = request.query_params.get("nonce", "")
-    # A timestamp may be max_age old or ahead, so its nonce is remembered for both spans.
-    ttl = 2 * state.settings.server.callback_max_age_s
-    if not await state.backend.remember_nonce(app, nonce, ttl, now):
+    if not await _stored(lambda: _new_or_repeated(state, app, nonce, body)):
         _count(state, app, "duplicate")
         return PlainTextResponse(SUCCESS)
     if isinstance(message, TemplateSendJobFinish):
-        applied = await state.backend.apply_report(app, message.msgid, message.status, now)
+        report = message
+        applied = await _stored(
+            lambda: state.backend.apply_report(app, report.msgid, report.status, now)
+        )
         _count(state, app, "applied" if applied.message_id is not None else "unknown_msgid")
     else:
         _count(state, app, "ignored")

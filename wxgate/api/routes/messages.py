@@ -7,12 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from wxgate.api import intake
 from wxgate.api.errors import Conflict, NotFound
 from wxgate.api.middleware import trace_id_of
 from wxgate.api.routing import JsonRoute
 from wxgate.api.schemas import (
+    IDEMPOTENCY_KEY_PATTERN,
     MAX_IDEMPOTENCY_KEY,
     Accepted,
     Envelope,
@@ -23,7 +25,7 @@ from wxgate.api.schemas import (
     page_json,
     record_json,
 )
-from wxgate.api.state import api_state
+from wxgate.api.state import ApiState, api_state
 from wxgate.backends.base import REPLAYABLE, ListFilter, Status
 from wxgate.operations import replay_messages
 
@@ -35,7 +37,12 @@ IDEMPOTENCY_KEY_HEADER = {
     "in": "header",
     "required": False,
     "description": "the same as body.idempotency_key (send one, or the same in both)",
-    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_IDEMPOTENCY_KEY,
+        "pattern": IDEMPOTENCY_KEY_PATTERN,
+    },
 }
 
 
@@ -58,13 +65,21 @@ IDEMPOTENCY_KEY_HEADER = {
 async def send_message(request: Request, body: MessageIn) -> Response:
     """Stored durably before the answer; a worker delivers it. WeChat's content rules
     apply here, so what WeChat would refuse is refused now (400, field by field)."""
-    state = api_state(request)
+    raw: dict[str, Any] = await request.json()  # parsed once already, cached by Starlette
+    header_key = request.headers.get("idempotency-key")
+    return await accept_message(api_state(request), body, raw, header_key, request.scope)
+
+
+async def accept_message(
+    state: ApiState, body: MessageIn, raw: dict[str, Any], header_key: str | None, scope: Scope
+) -> Response:
+    """The answer to a valid POST /v1/messages body (`raw`, as `body` validated it): this
+    route's, and the fast path's (`wxgate.api.fastpath`), so both answer alike."""
     started = state.clock.monotonic()
     await state.backpressure.check()
     app = intake.resolve_app(state.settings, body.app)
-    key = intake.idempotency_key(body.idempotency_key, request.headers.get("idempotency-key"))
-    raw: dict[str, Any] = await request.json()  # parsed once already, cached by Starlette
-    message, warnings = intake.one_message(raw, app, key, trace_id_of(request.scope))
+    key = intake.idempotency_key(body.idempotency_key, header_key)
+    message, warnings = intake.one_message(raw, app, key, trace_id_of(scope))
     [result] = await state.backend.enqueue([message], state.clock.now())
     if result.created:
         state.metrics.messages.labels(app=app, outcome="accepted").inc()

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from wxgate.api.routing import JsonRoute
 from wxgate.api.schemas import failure, ok
 from wxgate.api.state import ApiState, api_state
+from wxgate.backends.base import StorageUnavailable
 from wxgate.observability import get_logger
 
 router = APIRouter(tags=["operations"], route_class=JsonRoute)
@@ -61,6 +62,12 @@ async def readyz(request: Request) -> Response:
 @router.get("/metrics", summary="Prometheus metrics (text format)")
 async def metrics(request: Request) -> Response:
     state = api_state(request)
-    for status, count in (await state.backend.counts()).items():
-        state.metrics.queue_depth.labels(status=str(status)).set(count)
+    try:
+        counts = await state.backend.counts()
+    except StorageUnavailable as exc:
+        # Metrics matter most while storage is away: serve them, the queue depth as last seen.
+        _log.warning("queue_depth_not_refreshed", error=str(exc))
+    else:
+        for status, count in counts.items():
+            state.metrics.queue_depth.labels(status=str(status)).set(count)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
