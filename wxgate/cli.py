@@ -147,7 +147,7 @@ def demo() -> None:
 
     configure_logging("WARNING", "console")
     if not _run(run_demo(console)):
-        err_console.print("[red]some messages did not reach a terminal status in time[/red]")
+        err_console.print("[red]some messages did not end as expected in time[/red]")
         raise typer.Exit(1)
 
 
@@ -423,9 +423,23 @@ def dlq_list(
 
     settings = _settings(config)
     flt = ListFilter(status=Status.DEAD, app=app_name)
-    page = _run(_with_backend(settings, lambda b: b.list(flt, limit)))
-    items = [r for r in page.items if errcode is None or r.last_errcode == errcode]
+    items = _run(_with_backend(settings, lambda b: _dead_letters(b, flt, errcode, limit)))
     console.print(_records_table(items, f"{len(items)} dead letter(s)"))
+
+
+async def _dead_letters(backend: Any, flt: Any, errcode: int | None, limit: int) -> list[Any]:
+    """Up to `limit` dead letters (with `errcode`, when given), newest first. Storage
+    filters by status and app only, so with an errcode pages are read until `limit`
+    match or none are left (filtering a single page would miss older matches)."""
+    found: list[Any] = []
+    cursor = None
+    while len(found) < limit:
+        page = await backend.list(flt, limit if errcode is None else 1000, cursor)
+        found += [r for r in page.items if errcode is None or r.last_errcode == errcode]
+        cursor = page.next_cursor
+        if cursor is None or errcode is None:
+            break
+    return found[:limit]
 
 
 @dlq_app.command("replay")
@@ -601,7 +615,10 @@ def apps_resume(
     app_name: Annotated[str, typer.Argument(help="App name.")], config: ConfigOption = None
 ) -> None:
     """Lift an app's pause (after fixing its config)."""
+    from wxgate.clock import SystemClock
+
     settings = _settings(config)
     name = _app_name(settings, app_name)
-    resumed = _run(_with_backend(settings, lambda b: b.resume_app(name)))
+    now = SystemClock().now()
+    resumed = _run(_with_backend(settings, lambda b: b.resume_app(name, now)))
     console.print(f"{name}: {'resumed' if resumed else 'was not paused'}")

@@ -57,8 +57,20 @@ STYLE = {
 class Sample:
     touser: str
     template_id: str
-    expect: str
+    expect: str  # the expected outcome, as the table shows it
     data: dict[str, dict[str, str]]
+    # The same, checked against the record: status, and errcode or report when given.
+    status: str = "delivered"
+    errcode: int | None = None
+    report_status: str | None = None
+
+    def met_by(self, record: dict[str, Any] | None) -> bool:
+        """Whether `record` ended the way the classification says this sample should."""
+        if record is None or record["status"] != self.status:
+            return False
+        if self.errcode is not None and record.get("last_errcode") != self.errcode:
+            return False
+        return self.report_status is None or record.get("report_status") == self.report_status
 
 
 def _order(n: int) -> dict[str, dict[str, str]]:
@@ -70,17 +82,34 @@ def _order(n: int) -> dict[str, dict[str, str]]:
     }
 
 
+SHIPPED = "tmpl_order_shipped"
 SAMPLES = (
-    Sample("oAlice_demo", "tmpl_order_shipped", "delivered", _order(1)),
-    Sample("oBob_demo", "tmpl_order_shipped", "delivered", _order(2)),
-    Sample("oCarol_demo", "tmpl_order_shipped", "delivered", _order(3)),
-    Sample("busy_dave", "tmpl_order_shipped", "delivered after 2 retries (-1)", _order(4)),
-    Sample("blocked_erin", "tmpl_order_shipped", "rejected: user block", _order(5)),
-    Sample("sysfail_frank", "tmpl_order_shipped", "rejected: system failed", _order(6)),
-    Sample("invalid_grace", "tmpl_order_shipped", "failed 40003 (RECIPIENT)", _order(7)),
-    Sample("unfollowed_heidi", "tmpl_order_shipped", "failed 43004 (RECIPIENT)", _order(8)),
-    Sample("refused_ivan", "tmpl_order_shipped", "failed 43101 (RECIPIENT)", _order(9)),
-    Sample("oJudy_demo", "bad_retired_template", "failed 40037 (REQUEST)", _order(10)),
+    Sample("oAlice_demo", SHIPPED, "delivered", _order(1)),
+    Sample("oBob_demo", SHIPPED, "delivered", _order(2)),
+    Sample("oCarol_demo", SHIPPED, "delivered", _order(3)),
+    Sample("busy_dave", SHIPPED, "delivered after 2 retries (-1)", _order(4)),
+    Sample(
+        "blocked_erin",
+        SHIPPED,
+        "rejected: user block",
+        _order(5),
+        "rejected",
+        report_status="failed:user block",
+    ),
+    Sample(
+        "sysfail_frank",
+        SHIPPED,
+        "rejected: system failed",
+        _order(6),
+        "rejected",
+        report_status="failed: system failed",
+    ),
+    Sample("invalid_grace", SHIPPED, "failed 40003 (RECIPIENT)", _order(7), "failed", 40003),
+    Sample("unfollowed_heidi", SHIPPED, "failed 43004 (RECIPIENT)", _order(8), "failed", 43004),
+    Sample("refused_ivan", SHIPPED, "failed 43101 (RECIPIENT)", _order(9), "failed", 43101),
+    Sample(
+        "oJudy_demo", "bad_retired_template", "failed 40037 (REQUEST)", _order(10), "failed", 40037
+    ),
 )
 
 
@@ -160,7 +189,9 @@ async def _watch(
     ids: list[str],
     console: Console,
     deadline_s: float,
-) -> bool:
+) -> list[dict[str, Any] | None]:
+    """Redraw the table until every message is terminal or the deadline passes; the
+    records as last seen."""
     started = time.monotonic()
     records: list[dict[str, Any] | None] = [None] * len(ids)
     with Live(console=console, refresh_per_second=8) as live:
@@ -171,14 +202,14 @@ async def _watch(
             elapsed = time.monotonic() - started
             live.update(_table(list(zip(SAMPLES, records, strict=True)), elapsed))
             if all(rec is not None and rec["status"] in TERMINAL for rec in records):
-                return True
+                return records
             if elapsed > deadline_s:
-                return False
+                return records
             await asyncio.sleep(0.2)
 
 
 async def run_demo(console: Console | None = None, deadline_s: float = 25.0) -> bool:
-    """Run the demo; True when every message reached a terminal status in time."""
+    """Run the demo; True when every sample ended as expected (`Sample.met_by`) in time."""
     console = console or Console()
     api_key = "wxg_demo_" + secrets.token_urlsafe(24)
     port = _free_port()
@@ -201,14 +232,19 @@ async def run_demo(console: Console | None = None, deadline_s: float = 25.0) -> 
             headers = {"Authorization": f"Bearer {api_key}"}
             async with aiohttp.ClientSession() as session:
                 ids = await _post_all(session, base, headers)
-                done = await _watch(session, base, headers, ids, console, deadline_s)
+                records = await _watch(session, base, headers, ids, console, deadline_s)
             stats = await _sandbox_stats(sandbox.base_url)
             console.print(
                 f"sandbox saw {stats['token_fetches_total']} token fetch(es), "
                 f"{stats['sends_total']} sends by errcode {stats['sends']}, "
                 f"{stats['callbacks']['acknowledged']} reports acknowledged by the gateway"
             )
-            return done
+            missed = [
+                s.touser for s, rec in zip(SAMPLES, records, strict=True) if not s.met_by(rec)
+            ]
+            if missed:
+                console.print(f"[red]not as expected: {', '.join(missed)}[/red]")
+            return not missed
         finally:
             await http.stop()
             await gateway.stop()

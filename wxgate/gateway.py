@@ -9,12 +9,17 @@ hand back what they hold, the WeChat session closes, storage flushes and closes.
 from __future__ import annotations
 
 import asyncio
+import gc
+import math
+import signal
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 import uvicorn
 from fastapi import FastAPI
 
 from wxgate.api.app import create_app
+from wxgate.api.protocol import BoundedHttpToolsProtocol
 from wxgate.backends.base import Backend
 from wxgate.clock import Clock, SystemClock
 from wxgate.config import Role, Settings
@@ -54,6 +59,9 @@ def register_settings_secrets(settings: Settings) -> None:
     for app in settings.apps.values():
         for secret in (app.secret, app.callback_token, app.encoding_aes_key):
             register_secret(secret.get_secret_value())
+    redis_password = urlparse(settings.storage.redis_url).password
+    if redis_password:
+        register_secret(redis_password)
 
 
 @dataclass
@@ -182,7 +190,15 @@ async def serve_in_background(
 ) -> BackgroundServer:
     """Start serving `app` and return once the socket listens (port 0: any free port)."""
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            http=BoundedHttpToolsProtocol,
+        )
     )
     task = asyncio.create_task(server.serve(), name="wxgate-http")
     # uvicorn offers no start-up event, only this flag.
@@ -194,10 +210,22 @@ async def serve_in_background(
     return BackgroundServer(server, task)
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _request_exit(server: uvicorn.Server) -> None:
+    server.should_exit = True
+
+
 async def serve(
     settings: Settings, role: Role = "all", host: str | None = None, port: int | None = None
 ) -> None:
-    """Run a gateway until SIGINT/SIGTERM, HTTP on the configured (or given) address."""
+    """Run a gateway until SIGINT/SIGTERM, HTTP on the configured (or given) address.
+
+    uvicorn takes the first signal to stop HTTP, then raises it again for the handler
+    it found in place. Without one of ours there, that is the default handler, which
+    kills the process before the workers hand back their leases; ours only asks
+    uvicorn to exit, so the gateway's ordered stop below still runs."""
     gateway = Gateway(settings, role=role)
     await gateway.start()
     assert gateway.app is not None
@@ -208,10 +236,22 @@ async def serve(
         log_config=None,
         access_log=False,
         lifespan="off",
-        timeout_graceful_shutdown=int(settings.delivery.shutdown_grace_s) or None,
+        http=BoundedHttpToolsProtocol,
+        # Rounded up: int() made any grace under 1 s "no limit" (None).
+        timeout_graceful_shutdown=math.ceil(settings.delivery.shutdown_grace_s) or None,
     )
     server = uvicorn.Server(config)
+    loop = asyncio.get_running_loop()
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, _request_exit, server)
+    # Start-up leaves ~88,000 long-lived objects (FastAPI, pydantic, the routes) that
+    # every full collection scanned again: measured, two 43-47 ms stalls of the event
+    # loop in 10 s of 2,000 requests/s, each a burst of requests over 10 ms. Frozen,
+    # they are never scanned again; what the gateway allocates later is collected as usual.
+    gc.freeze()
     try:
         await server.serve()
     finally:
         await gateway.stop()
+        for signum in _STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
