@@ -7,9 +7,10 @@ from bounded sets only: app, outcome, category, errcode via `errcode_label`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from wxgate.backends.base import Outcome
 from wxgate.delivery.breaker import BreakerState
@@ -74,11 +75,21 @@ class MetricsListener:
     def on_event(self, event: WorkerEvent) -> None:
         self._handlers[type(event)](event)
 
+    @functools.cache  # noqa: B019  # one listener per worker; labels come from bounded sets
+    def _counter(self, app: str, outcome: str) -> Any:
+        return self._metrics.messages.labels(app, outcome)
+
+    @functools.cache  # noqa: B019
+    def _latency(self, app: str) -> Any:
+        return self._metrics.send_seconds.labels(app)
+
     def _settled(self, event: MessageSettled) -> None:
+        # The labelled children are cached: .labels() cost ~6 us per settled message
+        # on the delivery hot path (measured by the benchmark's profile).
         m = self._metrics
-        m.messages.labels(event.app, event.outcome.value).inc()
+        self._counter(event.app, event.outcome.value).inc()
         if event.latency_s is not None:
-            m.send_seconds.labels(event.app).observe(event.latency_s)
+            self._latency(event.app).observe(event.latency_s)
         if event.category in _NOT_ERRORS:
             return
         code = errcode_label(event.errcode)
