@@ -1,0 +1,1 @@
+"""Security tests against a running gateway: access, callbacks, hostile input, secrets, fuzzing."""
