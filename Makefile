@@ -30,8 +30,9 @@ demo: $(STAMP)
 sandbox: $(STAMP)
 	$(BIN)/wxgate sandbox
 
+# BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS="--quick" (see docs/performance.md).
 bench: $(VENV)/.bench-installed
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos.run --full

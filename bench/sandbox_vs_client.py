@@ -11,7 +11,7 @@ and the ratio capacity / client, which must be at least 2. Because other work
 on the machine skews wall-clock rates, it also prints sends per CPU-second of
 the client and of the sandbox (from /proc and process_time) and their ratio.
 
-    .venv/bin/python bench/sandbox_vs_client.py --seconds 5 --rounds 3
+    .venv/bin/python -m bench.sandbox_vs_client --seconds 5 --rounds 3
 """
 
 from __future__ import annotations
@@ -31,60 +31,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from bench.ceiling import SEND_PATH, WARMUP_S, send_for
+from bench.payload import template_send_body
+from bench.procs import cpu_seconds
+
 SANDBOX_CORE = "0"
 CLIENT_CORE = "1"
 APPID = "wxsandbox000000001"
 SECRET = "sandbox-secret"
-SEND_PATH = "/cgi-bin/message/template/send"
-WARMUP_S = 0.5
-
-# A realistic template message: four typed keywords, a link, a client_msg_id.
-BODY_FORMAT = (
-    '{"touser":"oBench%(user)07dxxxxxxxxxxxxxxx","template_id":'
-    '"Doclyl5uP7Aciu-qZ7mJNPtWkbkYnWBWVja26EGbNyk","url":"https://example.com/orders/%(n)d",'
-    '"client_msg_id":"%(client)s-%(n)d","data":{"thing1":{"value":"订单已发货"},'
-    '"time2":{"value":"2024-05-01 15:01"},"amount3":{"value":"¥128.00"},'
-    '"character_string4":{"value":"SF1234567890"}}}'
-)
-
-
-def _body(client: str, n: int) -> bytes:
-    return (BODY_FORMAT % {"user": n % 1_000_000, "n": n, "client": client}).encode()
-
-
-# -- the aiohttp client (one process, 64 concurrent sends) --------------------------------
-
-
-async def _aiohttp_client(url: str, token: str, seconds: float, concurrency: int) -> dict[str, Any]:
-    import aiohttp
-    import orjson
-
-    counts = {"ok": 0, "errors": 0, "all": 0}
-    client = f"a{os.getpid()}"
-    cpu_start, start = time.process_time(), time.monotonic()
-    counting_from, stop_at = start + WARMUP_S, start + WARMUP_S + seconds
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        target = f"{url}{SEND_PATH}?access_token={token}"
-        headers = {"Content-Type": "application/json"}
-
-        async def sender(worker: int) -> None:
-            n = worker
-            while (now := time.monotonic()) < stop_at:
-                async with session.post(target, data=_body(client, n), headers=headers) as resp:
-                    answer = orjson.loads(await resp.read())
-                n += concurrency
-                counts["all"] += 1
-                if now >= counting_from:
-                    counts["ok" if answer.get("errcode") == 0 else "errors"] += 1
-
-        await asyncio.gather(*(sender(i) for i in range(concurrency)))
-    return {
-        "sends": counts["ok"],
-        "errors": counts["errors"],
-        "all_sends": counts["all"],
-        "cpu_s": time.process_time() - cpu_start,
-    }
 
 
 # -- the raw load generator (to find the sandbox's capacity) ------------------------------
@@ -125,7 +79,7 @@ class _RawConnection(asyncio.Protocol):
     def _send(self) -> None:
         state = self._state
         state["n"] += 1
-        body = _body(state["client"], state["n"])
+        body = template_send_body(state["client"], state["n"])
         assert self._transport is not None
         self._transport.write(
             b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
@@ -163,7 +117,7 @@ async def _raw_client(url: str, token: str, seconds: float, connections: int) ->
 def _client_main(args: argparse.Namespace) -> None:
     import uvloop
 
-    run = _aiohttp_client if args.role == "aiohttp" else _raw_client
+    run = send_for if args.role == "aiohttp" else _raw_client
     result = uvloop.run(run(args.url, args.token, args.seconds, args.concurrency))
     print(json.dumps(result))
 
@@ -191,17 +145,13 @@ def _start_sandbox(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     return process, f"http://127.0.0.1:{port_file.read_text().strip()}"
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _run_clients(
     role: str, url: str, token: str, args: argparse.Namespace, n: int
 ) -> list[dict[str, Any]]:
     command = [
-        "taskset", "-c", CLIENT_CORE, sys.executable, __file__, "--role", role, "--url", url,
-        "--token", token, "--seconds", str(args.seconds), "--concurrency", str(args.concurrency),
+        "taskset", "-c", CLIENT_CORE, sys.executable, "-m", "bench.sandbox_vs_client",
+        "--role", role, "--url", url, "--token", token,
+        "--seconds", str(args.seconds), "--concurrency", str(args.concurrency),
     ]  # fmt: skip
     processes = [subprocess.Popen(command, stdout=subprocess.PIPE) for _ in range(n)]
     results = [json.loads(p.communicate()[0]) for p in processes]
@@ -229,9 +179,9 @@ class Round:
 def _round(url: str, pid: int, args: argparse.Namespace) -> Round:
     [client] = _run_clients("aiohttp", url, _fresh_token(url), args, 1)
     token = _fresh_token(url)
-    cpu_before = _cpu_seconds(pid)
+    cpu_before = cpu_seconds(pid)
     load = _run_clients("raw", url, token, args, args.load_processes)
-    cpu = _cpu_seconds(pid) - cpu_before
+    cpu = cpu_seconds(pid) - cpu_before
     handled = _http_json(f"{url}/sandbox/stats")["sends_total"]  # warm-up included, like cpu
     return Round(
         client=client["sends"] / args.seconds,
