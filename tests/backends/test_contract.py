@@ -25,7 +25,9 @@ from wxgate.backends.base import (
     Settlement,
     Status,
     new_id,
+    send_burst,
 )
+from wxgate.delivery.ratelimit import WHOLE_EPSILON
 from wxgate.wechat.tokenstore import CachedToken
 
 T0 = 1_700_000_000.0
@@ -746,9 +748,10 @@ async def test_pausing_again_replaces_the_pause(backend: Backend) -> None:
 # -- send budget -----------------------------------------------------------------------
 
 
-async def test_send_budget_starts_with_one_second_of_rate(backend: Backend) -> None:
-    assert await backend.take_send_budget("shop", 20, 50, T0) == 20
-    assert await backend.take_send_budget("shop", 20, 50, T0) == 0
+async def test_send_budget_starts_with_a_tenth_of_a_second_of_rate(backend: Backend) -> None:
+    assert await backend.take_send_budget("shop", 200, 50, T0) == 20
+    assert await backend.take_send_budget("shop", 200, 50, T0) == 0
+    assert await backend.take_send_budget("shop", 200, 50, T0 + 0.05) == 10
 
 
 async def test_send_budget_never_grants_more_than_the_rate_over_any_window(
@@ -758,15 +761,16 @@ async def test_send_budget_never_grants_more_than_the_rate_over_any_window(
     times = [T0 + i * 0.05 for i in range(200)]
     grants = [await backend.take_send_budget("shop", rate, 3, t) for t in times]
 
-    # Over any span: at most the one second it starts with plus the rate times the span.
+    # Over any span: at most the burst it starts with plus the rate times the span.
+    burst = send_burst(rate)
     for i, j in itertools.combinations(range(len(times)), 2):
-        assert sum(grants[i : j + 1]) <= rate * (times[j] - times[i]) + rate + 1e-9
+        assert sum(grants[i : j + 1]) <= rate * (times[j] - times[i]) + burst + WHOLE_EPSILON
     assert sum(grants) >= rate * (times[-1] - times[0])  # and it does grant the rate
 
 
 async def test_send_budget_is_per_app(backend: Backend) -> None:
-    assert await backend.take_send_budget("shop", 5, 5, T0) == 5
-    assert await backend.take_send_budget("bank", 5, 5, T0) == 5
+    assert await backend.take_send_budget("shop", 50, 5, T0) == 5
+    assert await backend.take_send_budget("bank", 50, 5, T0) == 5
 
 
 # -- tokens, purge, liveness -----------------------------------------------------------

@@ -62,7 +62,7 @@ async def test_many_waiters_keep_to_the_rate_and_share_the_burst_calls() -> None
         await asyncio.gather(*(budget.acquire() for _ in range(waiters)))
 
     await on_fake_time(clock, everyone())
-    assert clock.now() - started >= (waiters - rate) / rate - 1e-9
+    assert clock.now() - started >= (waiters - rate) / rate - 1e-3  # WHOLE_EPSILON slack
     assert sum(n for _, n in shared.granted) == waiters
     # The first waiter asks alone; the second asks for everyone queued behind it, so
     # the burst goes out in two budget calls, not ten.

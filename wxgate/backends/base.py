@@ -35,6 +35,17 @@ def report_target(report_status: str) -> Status:
     return Status.DELIVERED if report_status == "success" else Status.REJECTED
 
 
+SEND_BURST_S = 0.1
+
+
+def send_burst(rate_per_s: float) -> float:
+    """The send bucket's capacity: a tenth of a second of rate (at least one send).
+
+    A bucket holding a whole second would let 2x the rate through in the first
+    second after an idle spell; a tenth keeps every 1-second window within 10%."""
+    return max(rate_per_s * SEND_BURST_S, 1.0)
+
+
 class BackendError(Exception):
     """Storage failed; nothing of the failed call took effect."""
 
@@ -288,8 +299,9 @@ class Backend(Protocol):
         ...
 
     async def take_send_budget(self, app: str, rate_per_s: float, want: int, now: float) -> int:
-        """Take up to `want` sends from the app's token bucket (capacity = one second
-        of rate); return how many were granted. Shared by every worker of the engine."""
+        """Take up to `want` sends from the app's token bucket (capacity:
+        `send_burst(rate_per_s)`); return how many were granted. Shared by every
+        worker of the engine."""
         ...
 
     def token_store(self) -> TokenStore:

@@ -82,6 +82,7 @@ from wxgate.backends.base import (
     Status,
     StorageUnavailable,
     report_target,
+    send_burst,
 )
 from wxgate.backends.guarded_tokens import GuardedTokenStore
 from wxgate.backends.redis_keys import GROUP, RedisKeys
@@ -670,8 +671,7 @@ class RedisBackend:
     async def take_send_budget(self, app: str, rate_per_s: float, want: int, now: float) -> int:
         if want <= 0 or rate_per_s <= 0:
             return 0
-        # At least one whole send fits, so a rate under 1/s still sends.
-        capacity = max(rate_per_s, 1.0)
+        capacity = send_burst(rate_per_s)
         idle_s = math.ceil(capacity / rate_per_s) + BUDGET_IDLE_S
         args = [_num(rate_per_s), _num(capacity), want, _num(now), idle_s]
         return int(await self._run(lua.TAKE_BUDGET, [self._keys.bucket(app)], args))

@@ -456,7 +456,7 @@ elseif now > updated then
   tokens, updated = math.min(capacity, tokens + (now - updated) * rate), now
 end
 tokens = math.min(tokens, capacity)
-local granted = math.min(want, math.floor(tokens))
+local granted = math.min(want, math.floor(tokens + 1e-3))  -- ratelimit.WHOLE_EPSILON
 tokens = tokens - granted
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
   'updated', string.format('%.17g', updated))

@@ -56,6 +56,7 @@ from wxgate.backends.base import (
     Status,
     StorageUnavailable,
     report_target,
+    send_burst,
 )
 from wxgate.backends.guarded_tokens import GuardedTokenStore
 from wxgate.backends.sqlite_schema import SETTLED_SQL, create_schema
@@ -579,8 +580,7 @@ class SqliteBackend:
     async def take_send_budget(self, app: str, rate_per_s: float, want: int, now: float) -> int:
         if want <= 0 or rate_per_s <= 0:
             return 0
-        # At least one whole send fits, so a rate under 1/s still sends.
-        capacity = max(rate_per_s, 1.0)
+        capacity = send_burst(rate_per_s)
         bucket = self._buckets.get(app)
         if bucket is None:
             bucket = self._buckets[app] = TokenBucket(rate_per_s, capacity)

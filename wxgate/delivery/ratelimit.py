@@ -16,6 +16,11 @@ from dataclasses import dataclass
 
 from wxgate.clock import Clock
 
+# Whole tokens are granted with this much slack: epoch timestamps near 1.7e9 carry
+# ~2e-7 s of float error, so 0.05 s x 200/s can refill 9.99995. The Redis engine's
+# Lua bucket uses the same value.
+WHOLE_EPSILON = 1e-3
+
 
 @dataclass(slots=True)
 class TokenBucket:
@@ -41,7 +46,8 @@ class TokenBucket:
     def take(self, want: int, now: float) -> int:
         """Take up to `want` whole tokens; return how many were granted."""
         self._refill(now)
-        granted = min(want, int(self.tokens))
+        # The epsilon forgives float error in the refill (0.05 s x 200/s = 9.999...).
+        granted = min(want, int(self.tokens + WHOLE_EPSILON))
         self.tokens -= granted
         return granted
 
