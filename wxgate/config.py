@@ -67,8 +67,10 @@ class StorageSettings(_Section):
     group_commit_ms: float = Field(1.0, ge=0, le=100)
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "wxgate"
-    # How long terminal records are kept (Redis TTL, SQLite purge).
+    # How long terminal records are kept (Redis TTL, SQLite purge), and how often
+    # worker processes purge what is older.
     retention_s: int = Field(7 * 24 * 3600, ge=60)
+    purge_interval_s: float = Field(3600.0, gt=0)
 
 
 class DeliverySettings(_Section):

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from wxgate.api.app import create_app
 from wxgate.api.protocol import BoundedHttpToolsProtocol
-from wxgate.backends.base import Backend
+from wxgate.backends.base import Backend, StorageUnavailable
 from wxgate.clock import Clock, SystemClock
 from wxgate.config import Role, Settings
 from wxgate.delivery.events import MetricsListener
@@ -54,6 +54,12 @@ def make_backend(settings: Settings, clock: Clock) -> Backend:
     )
 
 
+def _report_worker_end(task: asyncio.Task[None]) -> None:
+    """A worker that ends on its own (not by stop()) must not go unnoticed."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the delivery worker stopped", error=repr(task.exception()))
+
+
 def register_settings_secrets(settings: Settings) -> None:
     """Tell the log scrubber every secret the settings hold."""
     for app in settings.apps.values():
@@ -79,6 +85,7 @@ class Gateway:
     worker: Worker | None = None
     app: FastAPI | None = None
     _worker_task: asyncio.Task[None] | None = None
+    _purge_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         register_settings_secrets(self.settings)
@@ -147,6 +154,22 @@ class Gateway:
             listeners=[MetricsListener(self.metrics)],
         )
         self._worker_task = asyncio.create_task(self.worker.run(), name="wxgate-worker")
+        self._worker_task.add_done_callback(_report_worker_end)
+        self._purge_task = asyncio.create_task(self._purge_loop(), name="wxgate-purge")
+
+    async def _purge_loop(self) -> None:
+        """Delete settled records past their retention, now and then (worker roles only)."""
+        assert self.backend is not None
+        storage = self.settings.storage
+        while True:
+            await self.clock.sleep(storage.purge_interval_s)
+            try:
+                purged = await self.backend.purge(self.clock.now() - storage.retention_s)
+            except StorageUnavailable as exc:
+                log.warning("purge skipped: storage unavailable", error=str(exc))
+                continue
+            if purged:
+                log.info("purged settled records past retention", count=purged)
 
     async def _readiness(self) -> dict[str, bool]:
         if self.worker is None:
@@ -156,6 +179,9 @@ class Gateway:
     async def stop(self) -> None:
         """Workers first (they hand back their leases), then WeChat, then storage."""
         grace = self.settings.delivery.shutdown_grace_s
+        if self._purge_task is not None:
+            self._purge_task.cancel()
+            await asyncio.gather(self._purge_task, return_exceptions=True)
         if self.worker is not None:
             await self.worker.stop(grace)
         if self._worker_task is not None:
