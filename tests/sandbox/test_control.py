@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.sandbox.helpers import WeChatCalls, message
+from wxgate.sandbox.config import DEFAULT_APPID
 from wxgate.sandbox.control import SandboxControl
 from wxgate.sandbox.errors import ControlError
 
@@ -89,3 +90,45 @@ async def test_clock_refuses_to_go_back_or_to_nowhere(
     with pytest.raises(ControlError) as refused:
         await sandbox_control.advance_clock(seconds)
     assert refused.value.status == 400
+
+
+async def test_send_rate_finds_the_busiest_window_of_an_accounts_sends(
+    wechat: WeChatCalls, sandbox_control: SandboxControl, token: str
+):
+    started = await sandbox_control.now()
+    for n in range(3):
+        await wechat.send(token, message(client_msg_id=f"a{n}"))
+    await sandbox_control.advance_clock(5)
+    for n in range(4):  # four within a second, and a duplicate counts: WeChat saw it
+        await wechat.send(token, message(client_msg_id="b" if n else "b0"))
+    await wechat.send("not-a-token", message())  # refused before any account: not counted
+    rate = await sandbox_control.send_rate(window_s=1)
+    account = rate["accounts"][DEFAULT_APPID]
+    assert account["sends"] == 7
+    assert account["busiest"]["sends"] == 4
+    assert account["busiest"]["from"] >= started + 5
+    everything = await sandbox_control.send_rate(window_s=60, appid=DEFAULT_APPID)
+    assert everything["accounts"][DEFAULT_APPID]["busiest"]["sends"] == 7
+    nothing = await sandbox_control.send_rate(appid="wxother")
+    assert nothing["accounts"]["wxother"] == {
+        "sends": 0,
+        "busiest": {"sends": 0, "from": None, "to": None},
+    }
+
+
+@pytest.mark.parametrize("window", ["0", "-1", "nan", "x", "86401"])
+async def test_send_rate_refuses_a_window_that_is_not_a_positive_duration(
+    sandbox_control: SandboxControl, window: str
+):
+    with pytest.raises(ControlError) as refused:
+        await sandbox_control._call("GET", "/sandbox/send-rate", params={"window_s": window})
+    assert refused.value.status == 400
+    assert "window_s" in refused.value.message
+
+
+async def test_reset_forgets_send_arrivals(
+    wechat: WeChatCalls, sandbox_control: SandboxControl, token: str
+):
+    await wechat.send(token, message())
+    await sandbox_control.reset()
+    assert (await sandbox_control.send_rate())["accounts"] == {}

@@ -46,6 +46,12 @@ class SandboxControl:
         """The accepted sends matching the filters (appid, touser, client_msg_id, limit, offset)."""
         return (await self.inbox(**filters))["items"]
 
+    async def send_rate(self, window_s: float = 1.0, appid: str | None = None) -> dict[str, Any]:
+        """Per appid: template sends so far and the busiest window of `window_s` seconds,
+        `{"window_s": w, "accounts": {appid: {"sends": n, "busiest": {"sends", "from", "to"}}}}`."""
+        params = {"window_s": repr(window_s), **({"appid": appid} if appid else {})}
+        return await self._call("GET", "/sandbox/send-rate", params=params)
+
     async def faults(self) -> dict[str, Any]:
         return await self._call("GET", "/sandbox/faults")
 

@@ -32,6 +32,7 @@ from wxgate.sandbox.http import (
 from wxgate.sandbox.inbox import DEFAULT_LIMIT, MAX_LIMIT
 from wxgate.sandbox.wechat import SimulatedWeChat
 
+MAX_RATE_WINDOW_S = 86_400.0
 HANG_S = 60.0  # a hung request is held this long, then its connection is closed
 REQUIRE_POST = 43002
 
@@ -128,6 +129,7 @@ class Router:
             templates + b"del_private_template": _business(wechat.delete_template, post=True),
             b"/sandbox/messages": _control(self._messages, b"GET"),
             b"/sandbox/stats": _control(self._stats, b"GET"),
+            b"/sandbox/send-rate": _control(self._send_rate, b"GET"),
             b"/sandbox/faults": _control(self._faults, b"GET", b"POST"),
             b"/sandbox/reset": _control(self._reset, b"POST"),
             b"/sandbox/clock": _control(self._clock_endpoint, b"GET", b"POST"),
@@ -194,6 +196,31 @@ class Router:
         return self._wechat.stats.to_json(
             inbox=len(self._wechat.inbox), callbacks_pending=self._callbacks.pending
         )
+
+    def _send_rate(self, _method: bytes, params: dict[str, str], _body: bytes) -> dict[str, Any]:
+        """Per account: template sends so far and the busiest `window_s` (default 1 s)."""
+        raw = params.get("window_s", "1")
+        try:
+            window_s = float(raw)
+        except ValueError:
+            window_s = math.nan
+        if not 0 < window_s <= MAX_RATE_WINDOW_S:
+            raise ControlRequestError(
+                f"window_s must be a number of seconds in (0, {MAX_RATE_WINDOW_S}]"
+            )
+        arrivals = self._wechat.arrivals
+        wanted = params.get("appid")
+        appids = arrivals.appids() if wanted is None else [wanted]
+        return {
+            "window_s": window_s,
+            "accounts": {
+                appid: {
+                    "sends": arrivals.count(appid),
+                    "busiest": arrivals.busiest(appid, window_s).to_json(),
+                }
+                for appid in appids
+            },
+        }
 
     def _faults(self, method: bytes, _params: dict[str, str], body: bytes) -> dict[str, Any]:
         if method == b"POST":

@@ -32,6 +32,7 @@ from wxgate.sandbox.limits import (
     per_day,
     per_minute,
 )
+from wxgate.sandbox.rate import SendArrivals
 from wxgate.sandbox.stats import STABLE_TOKEN, STABLE_TOKEN_FORCE, TOKEN, SandboxStats
 from wxgate.sandbox.templates import TemplateLibrary
 from wxgate.sandbox.tokens import AccountTokens, TokenRegistry
@@ -184,6 +185,7 @@ class SimulatedWeChat:
         self._valid_pairs: set[tuple[str, str]] = set()
         self.stats = SandboxStats()
         self.inbox = Inbox()
+        self.arrivals = SendArrivals()
         self.faults = FaultSettings()
         self.reset()
 
@@ -192,6 +194,7 @@ class SimulatedWeChat:
         self.accounts = {a.appid: AccountState(a) for a in self._configured}
         self.tokens = TokenRegistry(self._token_ttl_s)
         self.inbox.clear()
+        self.arrivals.clear()
         self.stats.clear()
         self.faults = FaultSettings()
         self._clock.reset()
@@ -278,6 +281,7 @@ class SimulatedWeChat:
 
     def _send(self, token: str | None, body: bytes) -> bytes:
         state, now = self._authorised(token)
+        self.arrivals.record(state.account.appid, now)
         message = _json_object(body)
         if self.faults.errcode_table:
             self._injected_errcode()
