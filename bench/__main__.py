@@ -9,6 +9,7 @@ with --quick, so a smoke run never replaces the committed figures).
     .venv/bin/python -m bench                      # the full run, 3 rounds (~9 min)
     .venv/bin/python -m bench --quick              # small counts, 1 round (< 60 s)
     .venv/bin/python -m bench --cases ceiling,delivery --rounds 5
+    .venv/bin/python -m bench --cases ceiling,scale --out /tmp/scale  # 1 and 2 workers on Redis
     .venv/bin/python -m bench --profile            # py-spy profiles of every gateway
 """
 
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench import ceiling, delivery, end_to_end, memory, peer, tokens
+from bench import ceiling, delivery, end_to_end, memory, peer, scale, tokens
 from bench.case import FULL, QUICK, Bench, Case
 from bench.chart import draw
 from bench.procs import COMMANDS, Sandbox, placement
@@ -38,6 +39,7 @@ CASES: tuple[Case, ...] = (
     ceiling.CASE,
     peer.CASE,
     delivery.CASE,
+    scale.CASE,
     end_to_end.CASE,
     tokens.CASE,
     memory.CASE,

@@ -7,8 +7,9 @@ from the round goes to `Bench.note`, and lands in the JSON.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from bench.procs import (
     Storage,
     StorageProbe,
     drop_redis_keys,
+    start_gateways,
 )
 from bench.profile import Recording
 from bench.results import Spec
@@ -98,20 +100,38 @@ class Bench:
     ) -> AsyncIterator[tuple[Gateway, StorageProbe]]:
         """A gateway on fresh storage (filled first by `prefill`), and the driver's probe
         into that storage; both closed, and Redis keys dropped, afterwards."""
+        async with self.gateways(engine, role, (core,), prefill) as (gateways, probe):
+            yield gateways[0], probe
+
+    @contextlib.asynccontextmanager
+    async def gateways(
+        self,
+        engine: str,
+        role: str,
+        cores: Sequence[int | None],
+        prefill: Callable[[Backend], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[tuple[list[Gateway], StorageProbe]]:
+        """One gateway per entry of `cores` (None: unpinned), all on the same fresh storage
+        and config file, started together; otherwise as `gateway`."""
         storage = Storage.fresh(self.workdir, engine)
         config = GatewayConfig.write(self.workdir, self.sandbox.url, storage)
         try:
             async with StorageProbe(config.settings) as probe:
                 if prefill is not None:
                     await prefill(probe.backend)
-                gateway = await Gateway.start(config, role, core)
-                recording = await self._profile(gateway, f"{storage.redis_prefix}-{role}")
+                gateways = await start_gateways(config, role, cores)
+                name = f"{storage.redis_prefix}-{role}"
+                recordings = [
+                    await self._profile(gateway, name if n == 1 else f"{name}-{n}")
+                    for n, gateway in enumerate(gateways, 1)
+                ]
                 try:
-                    yield gateway, probe
+                    yield gateways, probe
                 finally:
-                    await gateway.stop()
-                    if recording is not None:
-                        await recording.finish()
+                    await asyncio.gather(*(gateway.stop() for gateway in gateways))
+                    for recording in recordings:
+                        if recording is not None:
+                            await recording.finish()
         finally:
             if engine == "redis":
                 await drop_redis_keys(storage, self.redis_url)

@@ -10,6 +10,7 @@ from bench.results import Row, Run
 PANELS = (
     ("throughput", "Throughput (messages or sends per second of wall time)"),
     ("per_cpu", "Per CPU-second of the measured process (other load on the machine skews it less)"),
+    ("scaling", "Worker deliveries/s on Redis: 2 workers over 1, measured in the same round"),
     ("latency", "Intake latency at 2,000 req/s (ms)"),
     ("tokens", "Token fetches from cold"),
     ("memory", "Gateway RSS, 1,000,000 queued (MB)"),
@@ -35,6 +36,8 @@ def draw(run: Run, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = [(key, title) for key, title in PANELS if any(r.spec.chart == key for r in run.rows)]
+    if not panels:  # every selected case was skipped
+        return
     heights = [max(1, sum(r.spec.chart == key for r in run.rows)) for key, _ in panels]
     figure, axes = plt.subplots(
         len(panels), 1, figsize=(11, 1.2 + 0.55 * sum(heights) + 0.9 * len(panels)),

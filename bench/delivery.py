@@ -49,7 +49,9 @@ def _per_cpu_spec(engine: str) -> Spec:
 SPECS = (_spec("sqlite"), _spec("redis"), _per_cpu_spec("sqlite"), _per_cpu_spec("redis"))
 
 
-def _prefill(count: int) -> Callable[[Backend], Awaitable[None]]:
+def prefill(count: int) -> Callable[[Backend], Awaitable[None]]:
+    """`count` messages to the default app, enqueued in chunks, for a worker to empty."""
+
     async def fill(backend: Backend) -> None:
         for first in range(0, count, PREFILL_CHUNK):
             last = min(count, first + PREFILL_CHUNK)
@@ -62,7 +64,7 @@ def _prefill(count: int) -> Callable[[Backend], Awaitable[None]]:
 async def _deliver(bench: Bench, engine: str) -> tuple[float, float]:
     count = bench.sizes.deliveries
     await bench.sandbox.control.reset()
-    async with bench.gateway(engine, "worker", prefill=_prefill(count)) as (gateway, probe):
+    async with bench.gateway(engine, "worker", prefill=prefill(count)) as (gateway, probe):
         timeout = 60 + count / 500
         started = await bench.sandbox.wait_for_sends(1, timeout, poll_s=0.005)
         cpu_started = cpu_seconds(gateway.pid)

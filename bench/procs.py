@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,8 @@ def placement() -> dict[str, str]:
         "measured process (gateway, ceiling client, wechatpy)": f"core {MEASURED_CORE}",
         "load generators feeding the gateway": f"core {LOAD_CORE}",
         "token race processes": "unpinned",
+        "scale-out: 1 worker": f"core {MEASURED_CORE}",
+        "scale-out: 2 workers": f"unpinned, and both on core {MEASURED_CORE}",
     }
 
 
@@ -339,27 +342,34 @@ rate_limit_per_s = {UNLIMITED_RATE}
 
 @dataclass
 class Gateway:
-    """`wxgate serve --config F --role R` as a process."""
+    """`wxgate serve --config F --role R [--port P]` as a process."""
 
     process: asyncio.subprocess.Process
     config: GatewayConfig
     log_path: Path
+    port: int | None = None  # overrides the config's port, so processes can share a config
 
     @classmethod
-    async def start(cls, config: GatewayConfig, role: str, core: int | None) -> Gateway:
-        log_path = config.path.with_suffix(f".{role}.log")
+    async def start(
+        cls, config: GatewayConfig, role: str, core: int | None, port: int | None = None
+    ) -> Gateway:
         command = [*wxgate_command(), "serve", "--config", str(config.path), "--role", role]
+        kind, suffix = f"gateway --role {role}", f".{role}.log"
+        if port is not None:
+            command += ["--port", str(port)]
+            kind, suffix = f"{kind} --port", f".{role}-{port}.log"
+        log_path = config.path.with_suffix(suffix)
         command = pinned(command, core)
-        _remember(f"gateway --role {role}", command, config.path.parent)
+        _remember(kind, command, config.path.parent)
         with log_path.open("ab") as log:
             process = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
-        gateway = cls(process, config, log_path)
+        gateway = cls(process, config, log_path, port)
         await gateway._wait_until_healthy()
         return gateway
 
     @property
     def url(self) -> str:
-        return self.config.url
+        return self.config.url if self.port is None else f"http://127.0.0.1:{self.port}"
 
     @property
     def key(self) -> str:
@@ -405,6 +415,24 @@ class Gateway:
 
     async def stop(self) -> None:
         await _stop(self.process)
+
+
+async def start_gateways(
+    config: GatewayConfig, role: str, cores: Sequence[int | None]
+) -> list[Gateway]:
+    """One gateway per entry of `cores`, started at once on one config: the first on the
+    config's port, the others on ports of their own. If one fails, the others are stopped."""
+    ports = [None, *(free_port() for _ in cores[1:])]
+    started = await asyncio.gather(
+        *(Gateway.start(config, role, core, port) for core, port in zip(cores, ports, strict=True)),
+        return_exceptions=True,
+    )
+    gateways = [gateway for gateway in started if isinstance(gateway, Gateway)]
+    failures = [failure for failure in started if isinstance(failure, BaseException)]
+    if failures:
+        await asyncio.gather(*(gateway.stop() for gateway in gateways))
+        raise failures[0]
+    return gateways
 
 
 # -- reading a gateway's storage from the driver --------------------------------------------

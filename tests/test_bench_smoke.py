@@ -1,9 +1,9 @@
-"""The benchmark harness cannot rot: its quick mode runs two cases end to end.
+"""The benchmark harness cannot rot: its quick mode runs a few cases end to end.
 
 Real processes throughout (the sandbox, the ceiling's client, four token-race
-processes); the figures are not judged for speed here, only for being measured
-and reported: the table on stdout, the JSON with every figure, the chart when
-matplotlib (the bench extra) is installed.
+processes, worker processes on a real redis-server); the figures are not judged
+for speed here, only for being measured and reported: the table on stdout, the
+JSON with every figure, the chart when matplotlib (the bench extra) is installed.
 """
 
 from __future__ import annotations
@@ -35,3 +35,41 @@ def test_quick_bench_reports_the_ceiling_and_a_single_token_fetch(tmp_path: Path
     assert report["machine"]["cores"] and "sandbox" in report["commands"]
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "latest.png").stat().st_size > 0
+
+
+def _quick_bench(tmp_path: Path, *args: str) -> tuple[str, dict]:
+    command = [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path), *args]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout, json.loads((tmp_path / "latest.json").read_text())
+
+
+@pytest.mark.timeout(60)
+def test_quick_scale_case_reports_one_and_two_workers_on_redis(tmp_path: Path) -> None:
+    stdout, report = _quick_bench(tmp_path, "--cases", "scale")
+    if "Redis rows skipped" in stdout:
+        pytest.skip("the scale case needs a redis-server at 127.0.0.1:6379")
+    figures = {figure["key"]: figure for figure in report["figures"]}
+    rates = ["scale.redis.1", "scale.redis.2", "scale.redis.2.core1"]
+    assert set(figures) == {
+        *rates,
+        *(f"{key}.per_cpu" for key in rates),
+        "scale.redis.2.vs1",
+        "scale.redis.2.core1.vs1",
+    }
+    assert all(figures[key]["median"] > 0 for key in figures)
+    notes = report["details"]["scale"]
+    assert [note["variant"] for note in notes] == ["1", "2", "2.core1"]
+    assert notes[1]["worker1_cpu_s"] > 0 and notes[1]["worker2_cpu_s"] > 0
+    assert all("sandbox_cpu_s" in note and "cpu0_busy_s" in note for note in notes)
+
+
+@pytest.mark.timeout(60)
+def test_quick_scale_case_is_skipped_with_its_reason_when_redis_does_not_answer(
+    tmp_path: Path,
+) -> None:
+    stdout, report = _quick_bench(
+        tmp_path, "--cases", "scale", "--redis-url", "redis://127.0.0.1:1/0"
+    )
+    assert "Redis rows skipped" in stdout and "scale: skipped" in stdout
+    assert report["figures"] == []
