@@ -132,6 +132,22 @@ async def test_a_failing_command_fails_alone_in_its_group(backend: SqliteBackend
     assert (await backend.counts())[Status.QUEUED] == 10
 
 
+async def test_commands_around_a_failing_one_are_written_once(backend: SqliteBackend) -> None:
+    # The group first runs without savepoints; a failure rolls it all back and runs it
+    # again, so what came before the bad command must not be written twice.
+    twice = message()
+    before = [backend.enqueue([message()], T0) for _ in range(5)]
+    bad = backend.enqueue([twice, twice], T0)
+    after = [backend.enqueue([message()], T0) for _ in range(5)]
+
+    results = await asyncio.gather(*before, bad, *after, return_exceptions=True)
+    assert isinstance(results[5], sqlite3.IntegrityError)
+    assert all(isinstance(r, list) for r in results[:5] + results[6:])
+    assert backend.stats.largest_group > 5
+    count = raw(Path(backend.path)).execute("SELECT count(*) FROM messages").fetchone()[0]
+    assert count == 10
+
+
 async def test_a_cancelled_caller_does_not_undo_its_write(backend: SqliteBackend) -> None:
     new = message()
     task = asyncio.create_task(backend.enqueue([new], T0))
