@@ -748,8 +748,8 @@ async def test_pausing_again_replaces_the_pause(backend: Backend) -> None:
 # -- send budget -----------------------------------------------------------------------
 
 
-async def test_send_budget_starts_with_a_tenth_of_a_second_of_rate(backend: Backend) -> None:
-    assert await backend.take_send_budget("shop", 200, 50, T0) == 20
+async def test_send_budget_starts_with_a_twentieth_of_a_second_of_rate(backend: Backend) -> None:
+    assert await backend.take_send_budget("shop", 200, 50, T0) == 10
     assert await backend.take_send_budget("shop", 200, 50, T0) == 0
     assert await backend.take_send_budget("shop", 200, 50, T0 + 0.05) == 10
 
@@ -769,8 +769,8 @@ async def test_send_budget_never_grants_more_than_the_rate_over_any_window(
 
 
 async def test_send_budget_is_per_app(backend: Backend) -> None:
-    assert await backend.take_send_budget("shop", 50, 5, T0) == 5
-    assert await backend.take_send_budget("bank", 50, 5, T0) == 5
+    assert await backend.take_send_budget("shop", 100, 5, T0) == 5
+    assert await backend.take_send_budget("bank", 100, 5, T0) == 5
 
 
 # -- tokens, purge, liveness -----------------------------------------------------------

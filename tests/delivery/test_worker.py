@@ -9,7 +9,7 @@ import asyncio
 
 from structlog.testing import capture_logs
 
-from wxgate.backends.base import NewMessage, Status
+from wxgate.backends.base import NewMessage, Status, send_burst
 from wxgate.delivery.breaker import BreakerState
 from wxgate.delivery.events import (
     AppPaused,
@@ -19,6 +19,7 @@ from wxgate.delivery.events import (
     MetricsListener,
 )
 from wxgate.delivery.policy import next_quota_reset
+from wxgate.delivery.ratelimit import WHOLE_EPSILON
 from wxgate.observability import Metrics
 
 from .conftest import MakeRig, eventually, on_fake_time
@@ -246,6 +247,37 @@ async def test_sends_keep_to_the_apps_rate_limit(make_rig: MakeRig) -> None:
     assert elapsed >= (count - rate) / rate - 1e-6
     assert elapsed < (count - rate) / rate + 1.0  # waits no longer than the budget needs
     assert len(await rig.inbox()) == count
+
+
+async def test_the_resend_after_a_token_error_takes_a_send_permit_of_its_own(
+    make_rig: MakeRig,
+) -> None:
+    rate = 10
+    rig = await make_rig(app={"rate_limit_per_s": rate})
+    await rig.enqueue("o_warm")
+    await on_fake_time(rig.clock, rig.worker.drain())  # the token is fetched
+    await rig.control.set_faults(expire_tokens=True)
+    await rig.enqueue(*(f"o_storm_{n}" for n in range(20)))
+    before = (await rig.control.stats())["sends_total"]
+    started = rig.clock.now()
+
+    assert await on_fake_time(rig.clock, rig.worker.drain()) == 20
+
+    requests = (await rig.control.stats())["sends_total"] - before
+    elapsed = rig.clock.now() - started
+    assert requests == 21  # one answered 42001, then resent with the new token
+    # every request WeChat saw, the resend included, came out of the budget
+    assert requests <= send_burst(rate) + rate * elapsed + WHOLE_EPSILON
+
+
+async def test_no_permit_is_spent_on_a_message_that_cannot_be_sent(make_rig: MakeRig) -> None:
+    rig = await make_rig(app={"rate_limit_per_s": 1})
+    await rig.backend.enqueue([NewMessage("shop", {"touser": "o_x"})], rig.clock.now())
+    (good,) = await rig.enqueue("o_after_a_bad_payload")
+    started = rig.clock.now()
+    assert await on_fake_time(rig.clock, rig.worker.drain()) == 2
+    assert (await rig.record(good)).status is Status.SENT
+    assert rig.clock.now() == started  # the one permit there was went to the good message
 
 
 async def test_settled_messages_are_reported_to_listeners_after_the_write(

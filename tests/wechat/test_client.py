@@ -184,6 +184,40 @@ async def test_a_token_rotated_by_another_party_is_recovered_by_one_refresh_and_
     assert stats["token_fetches"]["token"] == 3  # ours twice, the other party's once
 
 
+async def test_pace_is_awaited_after_the_token_and_before_each_request_the_resend_too(
+    http: WeChatHttp, sandbox: Any, sandbox_control: Any
+) -> None:
+    account = Account(http, sandbox.base_url, mode="classic")
+    seen: list[tuple[int, int]] = []  # (token fetches, sends WeChat had) at each pace
+
+    async def pace() -> None:
+        stats = await sandbox_control.stats()
+        seen.append((len(account.fetches), stats["sends_total"]))
+
+    assert isinstance(await account.client.send_template(message("oA", "1"), pace=pace), SendOk)
+    await TokenFetcher(http, sandbox.base_url).classic_token(APPID, SECRET)  # another system
+    await sandbox_control.advance_clock(301)  # ours now answers 40001
+    assert isinstance(await account.client.send_template(message("oB", "2"), pace=pace), SendOk)
+
+    # first send: after the fetch, before any request; second: before the request that
+    # got 40001, and before the resend, after the refresh
+    assert seen == [(1, 0), (1, 1), (2, 2)]
+
+
+async def test_a_pace_that_raises_stops_the_send_before_any_request(
+    http: WeChatHttp, sandbox: Any, sandbox_control: Any
+) -> None:
+    account = Account(http, sandbox.base_url)
+
+    async def no_budget() -> None:
+        raise LookupError("no budget")
+
+    with pytest.raises(LookupError):
+        await account.client.send_template(message(), pace=no_budget)
+    assert (await sandbox_control.stats())["sends_total"] == 0
+    assert account.events == []
+
+
 class ForcingParty:
     """The real fetcher, while another system force-refreshes the stable token right after
     every fetch of ours (30 s apart on the sandbox clock, as WeChat requires)."""

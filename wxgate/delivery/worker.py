@@ -50,7 +50,7 @@ from wxgate.delivery.events import (
 from wxgate.delivery.policy import CONFIG_ACTION, Action, Decision
 from wxgate.delivery.ratelimit import SendBudget
 from wxgate.observability import get_logger
-from wxgate.wechat.client import AccountClient, SendResult
+from wxgate.wechat.client import AccountClient, Pace, SendResult
 from wxgate.wechat.errors import Category, RequestError, WeChatError, acted_on_as
 from wxgate.wechat.template import TemplateMessage, TemplateValidationError
 
@@ -110,6 +110,16 @@ class AppRuntime:
     name: str
     settings: AppSettings
     client: AccountClient
+
+
+class Withheld(Exception):
+    """No request may go out for this message now (raised by the pace hook, so before
+    WeChat saw it): it goes back to the queue uncounted, due at `next_attempt_at`."""
+
+    def __init__(self, next_attempt_at: float, why: str) -> None:
+        super().__init__(why)
+        self.next_attempt_at = next_attempt_at
+        self.why = why
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,31 +381,47 @@ class Worker:
         if policy.attempts_exhausted(record.attempts, self._settings):
             log.warning("dead: the lease expired too often", attempts=record.attempts)
             return _Concluded(Settlement(lease, Outcome.DEAD, note="lease expired too often"))
-        held_back = await self._clearance(lease)
+        held_back = self._held_back(record.app, take_probe=False)
         if held_back is not None:
             return _Concluded(self._release(lease, *held_back))
         if self._clock.now() >= lease.deadline:
             log.info("lease ran out before the send; another worker will take the message")
             return None
-        result, latency_s = await self._send(runtime.client, record)
+        try:
+            result, latency_s = await self._send(runtime.client, record, self._pace(lease))
+        except Withheld as withheld:
+            return _Concluded(self._release(lease, withheld.next_attempt_at, withheld.why))
         settlement = await self._conclude(lease, result, log, sent=latency_s is not None)
         if latency_s is None:
             return _Concluded(settlement)
         category = result.category if isinstance(result, WeChatError) else Category.OK
         return _Concluded(settlement, latency_s, category.value)
 
-    async def _clearance(self, lease: Lease) -> tuple[float, str] | None:
-        """None when the message may be sent now, else (next_attempt_at, why not)."""
+    def _pace(self, lease: Lease) -> Pace:
+        """What the client awaits right before each request of this message (the resend
+        after a TOKEN answer included), once it has the token: a permit of the app's send
+        budget, then the pause and breaker checks again, as they may have changed while
+        it waited. Taken there, no token fetch or refresh stands between a permit and
+        its request, so requests reach WeChat as evenly as the permits were granted.
+        Raises Withheld when the request may not go out."""
         app = lease.record.app
-        held_back = self._held_back(app, take_probe=False)
-        if held_back is not None:
-            return held_back
+        budget = self._budgets[app]
         # Budget is waited for during the first half of the lease only, so the send
         # itself still fits in it; a message that waited longer goes back uncounted.
         until = lease.deadline - self._settings.lease_s / 2
-        if not await self._budgets[app].acquire(until):
-            return self._clock.now(), "no send budget within half the lease"
-        return self._held_back(app, take_probe=True)
+        first = True
+
+        async def pace() -> None:
+            nonlocal first
+            if not await budget.acquire(until):
+                raise Withheld(self._clock.now(), "no send budget within half the lease")
+            # One breaker probe per message: a resend rides on the first request's.
+            held_back = self._held_back(app, take_probe=first)
+            first = False
+            if held_back is not None:
+                raise Withheld(*held_back)
+
+        return pace
 
     def _held_back(self, app: str, *, take_probe: bool) -> tuple[float, str] | None:
         """(next_attempt_at, why) when the app may not send now, else None."""
@@ -409,16 +435,17 @@ class Worker:
         return now, "circuit breaker open"
 
     async def _send(
-        self, client: AccountClient, record: MessageRecord
+        self, client: AccountClient, record: MessageRecord, pace: Pace
     ) -> tuple[SendResult, float | None]:
-        """WeChat's answer and the send's duration (None when nothing could be sent)."""
+        """WeChat's answer and the send's duration (None when nothing could be sent);
+        Withheld (from `pace`) when no request went out."""
         try:
             message = TemplateMessage.from_wechat(record.payload).with_client_msg_id(record.id)
         except TemplateValidationError as exc:
             where = ", ".join(".".join(map(str, p.loc)) for p in exc.problems)
             return RequestError(None, f"stored payload is not a template message: {where}"), None
         started = self._clock.monotonic()
-        result = await client.send_template(message)
+        result = await client.send_template(message, pace=pace)
         return result, self._clock.monotonic() - started
 
     async def _conclude(

@@ -10,7 +10,7 @@ so no token or AppSecret can leak through an error message.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -197,6 +197,13 @@ class SendOk:
 
 SendResult = SendOk | WeChatError
 
+# Awaited right before each request of a send goes out, the resend after a TOKEN
+# answer included, once the token is in hand: where a caller waits for its send
+# budget, so that nothing (a token fetch, a refresh) stands between the permit and
+# the request. It raises to stop the send (the worker's `Withheld`); whatever it
+# raises propagates out of send_template unchanged.
+Pace = Callable[[], Awaitable[None]]
+
 
 class ClientEvent(StrEnum):
     """What `AccountClient` reports to its `on_event` hook (for metrics)."""
@@ -245,10 +252,14 @@ class AccountClient:
         self._base = api_base.rstrip("/")
         self._on_event = on_event
 
-    async def send_template(self, message: TemplateMessage) -> SendResult:
-        """Send one template message; every WeChat, transport or token outcome is returned."""
+    async def send_template(
+        self, message: TemplateMessage, *, pace: Pace | None = None
+    ) -> SendResult:
+        """Send one template message; every WeChat, transport or token outcome is returned.
+
+        `pace`, when given, is awaited before each request (see `Pace`)."""
         try:
-            answer = await self._call("POST", SEND_PATH, json=message.to_wechat())
+            answer = await self._call("POST", SEND_PATH, json=message.to_wechat(), pace=pace)
         except WeChatError as error:
             return error
         if is_duplicate_accept(answer.get("errcode", 0)):
@@ -287,11 +298,16 @@ class AccountClient:
         await self._call("POST", DELETE_TEMPLATE_PATH, json={"template_id": template_id})
 
     async def _call(
-        self, method: str, path: str, *, json: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        pace: Pace | None = None,
     ) -> dict[str, Any]:
         """One API call with the token rule: on a TOKEN answer, invalidate that token, take a
         fresh one and send once more; a second TOKEN answer in a row is CONFIG."""
-        token = await self._tokens.get()
+        token = await self._paced_token(pace)
         answer = await self._request(method, path, token, json)
         error = _error_in(answer, Endpoint.API, f"{method} {path}")
         if error is None:
@@ -301,7 +317,7 @@ class AccountClient:
         log.debug("token rejected, resending once", path=path, errcode=error.errcode)
         await self._tokens.invalidate(token)
         self._emit(ClientEvent.TOKEN_RESEND)
-        token = await self._tokens.get()
+        token = await self._paced_token(pace)
         answer = await self._request(method, path, token, json)
         error = _error_in(answer, Endpoint.API, f"{method} {path}")
         if error is None:
@@ -309,6 +325,16 @@ class AccountClient:
         if error.category is Category.TOKEN:
             raise TokenRejectedTwiceError(error.errcode, error.errmsg, Category.CONFIG)
         raise error
+
+    async def _paced_token(self, pace: Pace | None) -> str:
+        """The token for the next request, after `pace`. Any fetch happens before pace, and
+        the token is read again after it (from the cache): one that another send found
+        rejected while this one waited for its permit is not used."""
+        token = await self._tokens.get()
+        if pace is None:
+            return token
+        await pace()
+        return await self._tokens.get()
 
     async def _request(
         self, method: str, path: str, token: str, json: dict[str, Any] | None
