@@ -24,7 +24,7 @@ import orjson
 from tests.chaos import checks
 from tests.chaos.checks import Figures, LeakScanner
 from tests.chaos.intake import IntakeClient, IntakeResult, Kind, plan_units
-from tests.chaos.stack import API_KEY, Engine, Stack, StackSettings
+from tests.chaos.stack import API_KEY, APPID, Engine, Stack, StackSettings
 
 POLL_S = 0.05
 SETTLED_POLLS = 3  # consecutive quiet polls before the run counts as settled
@@ -71,6 +71,30 @@ def full_plan(engine: Engine, **changes: Any) -> Plan:
         engine=engine, messages=10_000, kills=5, redis_restarts=1 if engine == "redis" else 0
     )
     return replace(plan, stack=replace(plan.stack, engine=engine), **changes)
+
+
+def scale_out_plan(**changes: Any) -> Plan:
+    """Issue 4's scale-out run: 5,000 messages into 2 API and 3 worker processes on one
+    Redis, no injected faults, one worker SIGKILLed mid-run and restarted, and an
+    account rate limit low enough (600/s) that the workers together press against it."""
+    plan = Plan(
+        engine="redis",
+        messages=5_000,
+        kills=1,
+        api_kills=0,
+        storms=0,
+        odd_share=0.0,
+        error_rate=0.0,
+        http_502_rate=0.0,
+        hang_rate=0.0,
+        reset_rate=0.0,
+        latency_ms=0.0,
+        settle_timeout_s=120.0,
+        stack=StackSettings(
+            engine="redis", apis=2, workers=3, rate_limit_per_s=600.0, log_level="INFO"
+        ),
+    )
+    return replace(plan, **changes)
 
 
 @dataclass
@@ -279,6 +303,10 @@ class Campaign:
         await self._with_events(records)
         inbox = await self._sandbox("GET", "/sandbox/messages", params={"limit": "1000000"})
         stats = await self._sandbox("GET", "/sandbox/stats")
+        rate = await self._sandbox(
+            "GET", "/sandbox/send-rate", params={"window_s": "1", "appid": APPID}
+        )
+        busiest_second = rate["accounts"][APPID]["busiest"]["sends"]
         for index in range(len(self.stack.workers)):
             await self._get(self.stack.worker_url(index) + "/metrics", f"metrics worker-{index}")
         for index in range(len(self.stack.apis)):
@@ -296,6 +324,7 @@ class Campaign:
         checks.check_reasons(figures, records)
         checks.check_reports(figures, stats["callbacks"])
         checks.check_tokens(figures, stats["token_fetches_total"], 1 + chaos.storms)
+        checks.check_rate(figures, busiest_second, self.plan.stack.rate_limit_per_s)
         checks.check_answers(figures, intake.answers)
 
     async def _records(self) -> dict[str, dict[str, Any]]:
