@@ -5,6 +5,9 @@ append what it acknowledged to ACKS (one line each), so a parent that SIGKILLs
 this process knows what must have survived.
 `lease PATH`: print "ready", wait for a line on stdin, lease until the queue is
 empty, then print the leased ids as one JSON list.
+`schema PATH AT`: wait until the epoch time AT, then create the engine's schema on a
+connection of its own (so several processes switch one new file to WAL at the same
+moment), then open the engine, enqueue one message and close.
 
 Run as `python -m tests.backends.sqlite_child ...` from the repository root.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import sqlite3
 import sys
 import time
 
@@ -21,6 +25,7 @@ import orjson
 
 from wxgate.backends.base import Lease, NewMessage, Outcome, Settlement
 from wxgate.backends.sqlite import SqliteBackend
+from wxgate.backends.sqlite_schema import create_schema
 
 LEASE_S = 0.5  # short, so the next life of this process re-leases what a kill left
 
@@ -86,6 +91,19 @@ async def lease_all(path: str) -> None:
     print(orjson.dumps(leased).decode(), flush=True)
 
 
+async def schema_at(path: str, at: str) -> None:
+    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    while time.time() < float(at):  # spin: the processes must race within microseconds
+        pass
+    create_schema(conn, time.time())
+    conn.close()
+    backend = SqliteBackend(path)
+    await backend.start()
+    await backend.enqueue([NewMessage("shop", {"touser": f"o-{os.getpid()}"})], time.time())
+    await backend.close()
+
+
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
-    asyncio.run(churn(*args) if mode == "churn" else lease_all(*args))
+    modes = {"churn": churn, "lease": lease_all, "schema": schema_at}
+    asyncio.run(modes[mode](*args))

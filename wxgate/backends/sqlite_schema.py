@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from wxgate.wechat.tokenstore import enable_wal
+
 SCHEMA_VERSION = 1
 
 # Statuses no worker will touch again, spelled once for SQL (they mirror base.SETTLED).
@@ -106,8 +108,7 @@ class SchemaVersionError(sqlite3.DatabaseError):
 
 def create_schema(conn: sqlite3.Connection, now: float) -> None:
     """Create every table and index (if missing) and record the schema version."""
-    # WAL is a property of the file: set once, kept by every later connection.
-    conn.execute("PRAGMA journal_mode=WAL")
+    enable_wal(conn)
     conn.execute("BEGIN IMMEDIATE")
     try:
         # Statements are split by hand: executescript would COMMIT the open transaction.

@@ -9,7 +9,9 @@ number, so a holder that stalls past its lease cannot overwrite a newer token.
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -135,6 +137,26 @@ _SCHEMA = (
 _BUSY_TIMEOUT_MS = 10_000
 
 
+def enable_wal(conn: sqlite3.Connection, timeout_s: float = _BUSY_TIMEOUT_MS / 1000) -> None:
+    """Put the file in WAL mode (a property of the file, kept by later connections).
+
+    Processes opening a new file at the same moment (an API and a worker started
+    together) race to switch it: each reads under a shared lock and then needs the
+    exclusive one, and SQLite answers one of them "database is locked" at once,
+    without waiting out the busy timeout, to break the deadlock. So this retries,
+    with a little jitter, until `timeout_s` has passed. Seen when the chaos stack
+    started two API processes on one fresh file: one exited before it was ready."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.02))
+
+
 class SqliteTokenStore:
     """Tokens and fetch locks in a SQLite file that several processes share.
 
@@ -163,7 +185,7 @@ class SqliteTokenStore:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        enable_wal(conn)
         # A token lost to a power cut is fetched again; no fsync per save is needed.
         conn.execute("PRAGMA synchronous = NORMAL")
         for statement in _SCHEMA:
