@@ -87,6 +87,8 @@ def figures_table(figures: Figures) -> Table:
          f"{figures.reports_lost} / {figures.reports_acknowledged_not_applied}"),
         ("token fetches (expected at most)",
          f"{figures.token_fetches} ({figures.token_fetches_expected})"),
+        ("busiest second of sends (rate limit)",
+         f"{figures.busiest_second} ({figures.rate_limit_per_s:g}/s)"),
         ("worker kills / API kills / token storms / redis restarts",
          f"{figures.kills} / {figures.api_kills} / {figures.storms} / {figures.redis_restarts}"),
         ("faults injected", ", ".join(f"{k} {v}" for k, v in figures.faults_injected.items())),
