@@ -1,8 +1,9 @@
 """The worker: leases due messages, sends them to WeChat, and settles what the policy decides.
 
 The only module that performs delivery I/O. Per message: lease, check attempts, pauses
-and the breaker, take send budget, send with client_msg_id = message id, `decide`, and
-settle; settlements are written in groups, and a settle is the durable write (never one
+and the breaker, send with client_msg_id = message id (the send budget's permit taken by
+the client's pace hook, right before each request once the token is in hand), `decide`,
+and settle; settlements are written in groups, and a settle is the durable write (never one
 before the decision). Shutdown: stop leasing, wait for sends up to a deadline, release
 what is left without counting an attempt, flush. `drain()` runs until nothing is due,
 so tests of backoff and pauses move a fake clock instead of sleeping.
