@@ -97,6 +97,8 @@ def summarise(paths: list[Path], top: int = 25) -> str:
     for path in paths:
         for line in path.read_text().splitlines():
             stack, _, count_text = line.rpartition(" ")
+            if not count_text.isdigit():
+                continue  # a line cut short when py-spy was stopped mid-write
             count = int(count_text)
             frames = _frames(stack)
             if not frames:
