@@ -505,22 +505,14 @@ def token_show(app_name: AppOption = None, config: ConfigOption = None) -> None:
 async def _token_manager_call(
     settings: Settings, app_name: str, use: Callable[[Any], Awaitable[_T]]
 ) -> _T:
-    from wxgate.wechat.client import TokenFetcher, WeChatHttp
-    from wxgate.wechat.token import TokenManager
+    from wxgate.gateway import token_manager
+    from wxgate.wechat.client import WeChatHttp
 
     app_settings = settings.apps[app_name]
 
     async def with_manager(backend: Any) -> _T:
         async with WeChatHttp(pool_size=2) as http:
-            manager = TokenManager(
-                app_name,
-                app_settings.appid,
-                app_settings.secret,
-                backend.token_store(),
-                TokenFetcher(http, app_settings.api_base),
-                mode=app_settings.token_mode,
-                refresh_margin_s=app_settings.refresh_margin_s,
-            )
+            manager = token_manager(app_name, app_settings, backend.token_store(), http)
             try:
                 return await use(manager)
             finally:

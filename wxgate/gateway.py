@@ -12,6 +12,7 @@ import asyncio
 import gc
 import math
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
@@ -22,12 +23,13 @@ from wxgate.api.app import create_app
 from wxgate.api.protocol import BoundedHttpToolsProtocol
 from wxgate.backends.base import Backend, StorageUnavailable
 from wxgate.clock import Clock, SystemClock
-from wxgate.config import Role, Settings
+from wxgate.config import AppSettings, Role, Settings
 from wxgate.delivery.events import MetricsListener
 from wxgate.delivery.worker import AppRuntime, Worker
 from wxgate.observability import Metrics, get_logger, register_secret
 from wxgate.wechat.client import AccountClient, TokenFetcher, WeChatHttp
 from wxgate.wechat.token import TokenManager
+from wxgate.wechat.tokenstore import TokenStore
 
 log = get_logger(__name__)
 
@@ -51,6 +53,30 @@ def make_backend(settings: Settings, clock: Clock) -> Backend:
         synchronous=storage.sqlite_synchronous,
         group_commit_ms=storage.group_commit_ms,
         clock=clock,
+    )
+
+
+def token_manager(
+    name: str,
+    app: AppSettings,
+    store: TokenStore,
+    http: WeChatHttp,
+    *,
+    clock: Clock | None = None,
+    on_fetch: Callable[[str, str], None] | None = None,
+) -> TokenManager:
+    """App `name`'s token manager as its settings say: credentials, mode, refresh margin,
+    fetching from its own `api_base`. The gateway's and the CLI's token commands share it."""
+    return TokenManager(
+        name,
+        app.appid,
+        app.secret,
+        store,
+        TokenFetcher(http, app.api_base),
+        mode=app.token_mode,
+        refresh_margin_s=app.refresh_margin_s,
+        clock=clock,
+        on_fetch=on_fetch,
     )
 
 
@@ -126,16 +152,8 @@ class Gateway:
             def on_fetch(endpoint: str, result: str, app_name: str = name) -> None:
                 fetches.labels(app_name, endpoint, result).inc()
 
-            manager = TokenManager(
-                name,
-                app.appid,
-                app.secret,
-                store,
-                TokenFetcher(self.http, app.api_base),
-                mode=app.token_mode,
-                refresh_margin_s=app.refresh_margin_s,
-                clock=self.clock,
-                on_fetch=on_fetch,
+            manager = token_manager(
+                name, app, store, self.http, clock=self.clock, on_fetch=on_fetch
             )
             self.tokens[name] = manager
             self.clients[name] = AccountClient(self.http, manager, app.api_base)

@@ -18,9 +18,9 @@ from wxgate.clock import FakeClock
 from wxgate.config import AppSettings, DeliverySettings
 from wxgate.delivery.events import WorkerEvent
 from wxgate.delivery.worker import AppRuntime, Worker
+from wxgate.gateway import token_manager
 from wxgate.sandbox.config import DEFAULT_APPID, DEFAULT_SECRET
-from wxgate.wechat.client import AccountClient, TokenFetcher, WeChatHttp
-from wxgate.wechat.token import TokenManager
+from wxgate.wechat.client import AccountClient, WeChatHttp
 
 APP = "shop"
 TEMPLATE = "tpl_order_shipped"
@@ -110,15 +110,7 @@ async def make_rig(sandbox: Any, sandbox_control: Any, tmp_path: Path) -> AsyncI
                     **(app or {}),
                 }
             )
-            tokens = TokenManager(
-                APP,
-                app_settings.appid,
-                app_settings.secret,
-                backend.token_store(),
-                TokenFetcher(http, app_settings.api_base),
-                mode=app_settings.token_mode,
-                clock=clock,
-            )
+            tokens = token_manager(APP, app_settings, backend.token_store(), http, clock=clock)
             stack.push_async_callback(tokens.close)
             runtime = AppRuntime(APP, app_settings, AccountClient(http, tokens, sandbox.base_url))
             settings = DeliverySettings(**{"backoff_cap_s": 8.0, **(delivery or {})})
