@@ -92,6 +92,17 @@ async def open_backend(db_path: Path) -> SqliteBackend:
     return backend
 
 
+async def stored_token(db_path: Path) -> str:
+    """The access token kept in the file, whole (what the CLI shows is masked)."""
+    backend = await open_backend(db_path)
+    try:
+        token = await backend.token_store().load(APP)
+        assert token is not None
+        return token.token
+    finally:
+        await backend.close()
+
+
 def payload(touser: str) -> dict[str, Any]:
     return {"touser": touser, "template_id": TEMPLATE, "data": {"thing2": {"value": "Shipped"}}}
 
@@ -343,16 +354,7 @@ def test_token_set_reads_stdin_and_token_show_masks_it(tmp_path: Path, db_path: 
     assert f"90_E…({len(EXTERNAL_TOKEN)} chars)" in shown.stdout
     assert re.search(r"(3600|3599) s", shown.stdout)
 
-    async def cached() -> str:
-        backend = await open_backend(db_path)
-        try:
-            token = await backend.token_store().load(APP)
-            assert token is not None
-            return token.token
-        finally:
-            await backend.close()
-
-    assert run(cached()) == EXTERNAL_TOKEN  # stored whole; only its display is masked
+    assert run(stored_token(db_path)) == EXTERNAL_TOKEN  # stored whole; only its display is masked
 
 
 def test_token_set_with_nothing_on_stdin_is_refused(tmp_path: Path, db_path: Path) -> None:
@@ -576,16 +578,7 @@ def test_token_refresh_and_show_never_print_the_fetched_token(
     refreshed = invoke("token", "refresh", "--config", str(config))
     shown = invoke("token", "show", "--config", str(config))
 
-    async def cached() -> str:
-        backend = await open_backend(db_path)
-        try:
-            token = await backend.token_store().load(APP)
-            assert token is not None
-            return token.token
-        finally:
-            await backend.close()
-
-    token = run(cached())
+    token = run(stored_token(db_path))
     assert refreshed.exit_code == 0 and shown.exit_code == 0, refreshed.output + shown.output
     for result in (refreshed, shown):
         assert token not in result.output and token[:12] not in result.output

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import statistics
 import time
 import uuid
 
 import redis.asyncio as aioredis
 
-from tests.backends.bench_sqlite import new_message
-from wxgate.backends.base import Outcome, Settlement
+from tests.backends.bench_sqlite import lease_and_settle, new_message
 from wxgate.backends.redis import RedisBackend
 
 
@@ -58,22 +58,6 @@ async def concurrent_singles(engine: RedisBackend, total: int = 20_000, callers:
     )
 
 
-async def lease_and_settle(engine: RedisBackend, total: int = 30_000, limit: int = 256) -> str:
-    for start in range(0, total, 1000):
-        await engine.enqueue([new_message(n) for n in range(start, start + 1000)], time.time())
-    started = time.perf_counter()
-    done = 0
-    while leases := await engine.lease_batch("bench", limit, 60, time.time()):
-        settlements = [
-            Settlement(lease, Outcome.SENT, msgid=2**53 + n, errcode=0)
-            for n, lease in enumerate(leases, start=done)
-        ]
-        await engine.settle(settlements, time.time())
-        done += len(leases)
-    elapsed = time.perf_counter() - started
-    return f"lease {limit} + settle sent: {done / elapsed:,.0f} msgs/s"
-
-
 async def delete_prefix(url: str, prefix: str) -> None:
     client = aioredis.Redis.from_url(url)
     try:
@@ -85,7 +69,8 @@ async def delete_prefix(url: str, prefix: str) -> None:
 
 
 async def main(url: str) -> None:
-    for bench in (batches_of_1000, one_call_of_10000, concurrent_singles, lease_and_settle):
+    settle = functools.partial(lease_and_settle, total=30_000)
+    for bench in (batches_of_1000, one_call_of_10000, concurrent_singles, settle):
         prefix = f"wxgate-bench-{uuid.uuid4().hex[:12]}"
         engine = RedisBackend(url, prefix=prefix)
         await engine.start()

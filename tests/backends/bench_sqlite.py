@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from wxgate.backends.base import NewMessage, Outcome, Settlement
+from wxgate.backends.base import Backend, NewMessage, Outcome, Settlement
 from wxgate.backends.sqlite import SqliteBackend
 
 PAYLOAD_DATA = {
@@ -73,7 +73,9 @@ async def concurrent_singles(engine: SqliteBackend, total: int = 20_000, callers
     )
 
 
-async def lease_and_settle(engine: SqliteBackend, total: int = 50_000, limit: int = 256) -> str:
+async def lease_and_settle(engine: Backend, total: int = 50_000, limit: int = 256) -> str:
+    """Fill the queue with `total`, then lease `limit` at a time and settle each as sent
+    (either engine: bench_redis runs it too)."""
     for start in range(0, total, 1000):
         await engine.enqueue([new_message(n) for n in range(start, start + 1000)], time.time())
     started = time.perf_counter()
