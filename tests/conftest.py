@@ -14,6 +14,7 @@ import logging
 import re
 import socket
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,20 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def sqlite_token_store(path: Path, clock: object = None) -> AsyncIterator[object]:
+    """The token store of a SQLite backend opened on `path` (the engine owns the file, so
+    a token store is one of its parts), closed with the backend."""
+    from wxgate.backends.sqlite import SqliteBackend
+
+    backend = SqliteBackend(path, clock=clock)  # type: ignore[arg-type]
+    await backend.start()
+    try:
+        yield backend.token_store()
+    finally:
+        await backend.close()
 
 
 @pytest.fixture

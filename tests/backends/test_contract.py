@@ -22,12 +22,14 @@ from wxgate.backends.base import (
     NewMessage,
     Outcome,
     Pause,
+    PauseReason,
+    Report,
     Settlement,
     Status,
     new_id,
     send_burst,
 )
-from wxgate.delivery.ratelimit import WHOLE_EPSILON
+from wxgate.tokenbucket import WHOLE_EPSILON
 from wxgate.wechat.tokenstore import CachedToken
 
 T0 = 1_700_000_000.0
@@ -595,7 +597,9 @@ async def test_counts_has_every_status_and_filters_by_app(backend: Backend) -> N
 
 async def test_success_report_marks_a_sent_message_delivered(backend: Backend) -> None:
     message_id = await sent_message(backend, BIG_MSGID, T0)
-    applied = await backend.apply_report("shop", BIG_MSGID, "success", T0 + 3)
+    applied = await backend.apply_report(
+        Report("shop", BIG_MSGID, Status.DELIVERED, "success"), T0 + 3
+    )
 
     assert (applied.message_id, applied.status, applied.changed) == (
         message_id,
@@ -615,7 +619,7 @@ async def test_success_report_marks_a_sent_message_delivered(backend: Backend) -
 @pytest.mark.parametrize("report", ["failed:user block", "failed: system failed"])
 async def test_failed_report_marks_a_sent_message_rejected(backend: Backend, report: str) -> None:
     message_id = await sent_message(backend, BIG_MSGID, T0)
-    applied = await backend.apply_report("shop", BIG_MSGID, report, T0 + 3)
+    applied = await backend.apply_report(Report("shop", BIG_MSGID, Status.REJECTED, report), T0 + 3)
 
     assert (applied.status, applied.changed) == (Status.REJECTED, True)
     record = await backend.get(message_id)
@@ -625,8 +629,10 @@ async def test_failed_report_marks_a_sent_message_rejected(backend: Backend, rep
 
 async def test_repeated_report_changes_nothing(backend: Backend) -> None:
     message_id = await sent_message(backend, BIG_MSGID, T0)
-    await backend.apply_report("shop", BIG_MSGID, "success", T0 + 3)
-    again = await backend.apply_report("shop", BIG_MSGID, "success", T0 + 9)
+    await backend.apply_report(Report("shop", BIG_MSGID, Status.DELIVERED, "success"), T0 + 3)
+    again = await backend.apply_report(
+        Report("shop", BIG_MSGID, Status.DELIVERED, "success"), T0 + 9
+    )
 
     assert (again.message_id, again.status, again.changed) == (message_id, Status.DELIVERED, False)
     record = await backend.get(message_id)
@@ -637,8 +643,10 @@ async def test_repeated_report_changes_nothing(backend: Backend) -> None:
 
 async def test_report_never_moves_a_delivered_message_back(backend: Backend) -> None:
     message_id = await sent_message(backend, BIG_MSGID, T0)
-    await backend.apply_report("shop", BIG_MSGID, "success", T0 + 3)
-    late = await backend.apply_report("shop", BIG_MSGID, "failed:user block", T0 + 4)
+    await backend.apply_report(Report("shop", BIG_MSGID, Status.DELIVERED, "success"), T0 + 3)
+    late = await backend.apply_report(
+        Report("shop", BIG_MSGID, Status.REJECTED, "failed:user block"), T0 + 4
+    )
 
     assert (late.status, late.changed) == (Status.DELIVERED, False)
     assert await status_of(backend, message_id) is Status.DELIVERED
@@ -650,7 +658,9 @@ async def test_report_before_its_msgid_is_stored_is_applied_by_the_settle(
     message_id = await enqueue_one(backend)
     lease = await lease_only(backend, message_id, T0)
 
-    early = await backend.apply_report("shop", BIG_MSGID, "failed:user block", T0 + 1)
+    early = await backend.apply_report(
+        Report("shop", BIG_MSGID, Status.REJECTED, "failed:user block"), T0 + 1
+    )
     assert (early.message_id, early.status, early.changed) == (None, None, False)
     assert await settle_one(backend, lease, Outcome.SENT, T0 + 2, msgid=BIG_MSGID)
 
@@ -661,14 +671,16 @@ async def test_report_before_its_msgid_is_stored_is_applied_by_the_settle(
 
 async def test_report_for_another_apps_msgid_changes_nothing(backend: Backend) -> None:
     message_id = await sent_message(backend, BIG_MSGID, T0, app="shop")
-    applied = await backend.apply_report("bank", BIG_MSGID, "success", T0 + 1)
+    applied = await backend.apply_report(
+        Report("bank", BIG_MSGID, Status.DELIVERED, "success"), T0 + 1
+    )
 
     assert (applied.message_id, applied.changed) == (None, False)
     assert await status_of(backend, message_id) is Status.SENT
 
 
 async def test_kept_report_of_another_app_is_not_applied_by_a_settle(backend: Backend) -> None:
-    await backend.apply_report("bank", BIG_MSGID, "success", T0)
+    await backend.apply_report(Report("bank", BIG_MSGID, Status.DELIVERED, "success"), T0)
     message_id = await sent_message(backend, BIG_MSGID, T0 + 1, app="shop")
     assert await status_of(backend, message_id) is Status.SENT
 
@@ -695,7 +707,7 @@ async def test_nonces_belong_to_one_app(backend: Backend) -> None:
 
 
 async def test_timed_pause_is_in_force_until_its_end(backend: Backend) -> None:
-    pause = Pause("shop", "QUOTA", since=T0, until=T0 + 100, errcode=45009, note="quota")
+    pause = Pause("shop", PauseReason.QUOTA, since=T0, until=T0 + 100, errcode=45009, note="quota")
     await backend.pause_app(pause)
 
     assert await backend.pauses(T0 + 99) == {"shop": pause}
@@ -703,7 +715,7 @@ async def test_timed_pause_is_in_force_until_its_end(backend: Backend) -> None:
 
 
 async def test_indefinite_pause_lasts_until_resumed(backend: Backend) -> None:
-    pause = Pause("shop", "CONFIG", since=T0, errcode=48001)
+    pause = Pause("shop", PauseReason.CONFIG, since=T0, errcode=48001)
     await backend.pause_app(pause)
 
     assert await backend.pauses(T0 + 10**7) == {"shop": pause}
@@ -720,7 +732,7 @@ async def test_resuming_a_timed_pause_makes_what_it_held_back_due_now(backend: B
     await backend.enqueue([held, waiting], T0)
     leases = {lease.id: lease for lease in await backend.lease_batch("w1", 10, 30, T0)}
     reset = T0 + 50_000
-    await backend.pause_app(Pause("shop", "QUOTA", since=T0, until=reset))
+    await backend.pause_app(Pause("shop", PauseReason.QUOTA, since=T0, until=reset))
     await backend.settle(
         [
             Settlement(leases[held.id], Outcome.RELEASE, next_attempt_at=reset),
@@ -737,12 +749,12 @@ async def test_resuming_a_timed_pause_makes_what_it_held_back_due_now(backend: B
 
 
 async def test_pausing_again_replaces_the_pause(backend: Backend) -> None:
-    await backend.pause_app(Pause("shop", "QUOTA", since=T0, until=T0 + 100))
-    await backend.pause_app(Pause("shop", "CONFIG", since=T0 + 5))
-    await backend.pause_app(Pause("bank", "QUOTA", since=T0, until=T0 + 50))
+    await backend.pause_app(Pause("shop", PauseReason.QUOTA, since=T0, until=T0 + 100))
+    await backend.pause_app(Pause("shop", PauseReason.CONFIG, since=T0 + 5))
+    await backend.pause_app(Pause("bank", PauseReason.QUOTA, since=T0, until=T0 + 50))
 
     pauses = await backend.pauses(T0 + 200)
-    assert pauses == {"shop": Pause("shop", "CONFIG", since=T0 + 5)}
+    assert pauses == {"shop": Pause("shop", PauseReason.CONFIG, since=T0 + 5)}
 
 
 # -- send budget -----------------------------------------------------------------------
@@ -796,8 +808,8 @@ async def test_purge_deletes_settled_records_last_updated_before_the_horizon(
         await sent_message(backend, 2, T0),
         await sent_message(backend, 3, T0),
     ]
-    await backend.apply_report("shop", 2, "success", T0)
-    await backend.apply_report("shop", 3, "failed:user block", T0)
+    await backend.apply_report(Report("shop", 2, Status.DELIVERED, "success"), T0)
+    await backend.apply_report(Report("shop", 3, Status.REJECTED, "failed:user block"), T0)
 
     assert await backend.purge(T0 + 100) == 5
     assert [await backend.get(i) for i in old] == [None] * 5

@@ -34,6 +34,8 @@ from wxgate.backends.base import (
     ListFilter,
     Outcome,
     Pause,
+    PauseReason,
+    Report,
     Settlement,
     Status,
     StorageUnavailable,
@@ -418,9 +420,9 @@ async def test_every_key_is_under_the_prefix_and_of_a_known_shape(
         ],
         T0,
     )
-    await engine.apply_report(app, 88, "success", T0)
+    await engine.apply_report(Report(app, 88, Status.DELIVERED, "success"), T0)
     await engine.remember_nonce(app, "n-1", 300, T0)
-    await engine.pause_app(Pause(app, "QUOTA", since=T0, until=T0 + 60))
+    await engine.pause_app(Pause(app, PauseReason.QUOTA, since=T0, until=T0 + 60))
     await engine.take_send_budget(app, 10, 1, T0)
     store = engine.token_store()
     await store.save(app, CachedToken("t", T0 + 7200, T0, fence=1))

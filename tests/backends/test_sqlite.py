@@ -78,6 +78,50 @@ async def test_a_file_from_a_newer_schema_is_refused(sqlite_path: Path) -> None:
         await SqliteBackend(sqlite_path).start()
 
 
+def _as_version_1(path: Path) -> None:
+    """Turn a file of today's schema back into version 1: reports kept before their
+    settle carried WeChat's text only, no decided status."""
+    conn = raw(path)
+    conn.execute("ALTER TABLE pending_reports DROP COLUMN target")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    rows = [("shop", 11, "success"), ("shop", 12, "failed:user block")]
+    conn.executemany(
+        "INSERT INTO pending_reports (app, msgid, report_status, received_at, expires_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [(app, msgid, text, T0, T0 + 3600) for app, msgid, text in rows],
+    )
+    conn.close()
+
+
+async def test_a_version_1_file_is_migrated_and_its_waiting_reports_still_apply(
+    sqlite_path: Path,
+) -> None:
+    first = SqliteBackend(sqlite_path)
+    await first.start()
+    answers = await first.enqueue([message(touser="o-1"), message(touser="o-2")], T0)
+    await first.close()
+    _as_version_1(sqlite_path)
+
+    second = SqliteBackend(sqlite_path)
+    await second.start()
+    try:
+        leases = await second.lease_batch("w", 10, 60, T0)
+        by_id = {lease.id: lease for lease in leases}
+        settlements = [
+            Settlement(by_id[answers[0].id], Outcome.SENT, msgid=11),
+            Settlement(by_id[answers[1].id], Outcome.SENT, msgid=12),
+        ]
+        assert await second.settle(settlements, T0 + 1) == [True, True]
+        delivered, rejected = [await second.get(answer.id) for answer in answers]
+    finally:
+        await second.close()
+    assert delivered is not None and delivered.status is Status.DELIVERED
+    assert rejected is not None and rejected.status is Status.REJECTED
+    assert rejected.report_status == "failed:user block"
+    version = raw(sqlite_path).execute("SELECT value FROM meta WHERE key = 'schema_version'")
+    assert version.fetchone() == (str(SCHEMA_VERSION),)
+
+
 async def test_lease_finds_due_messages_through_an_index(backend: SqliteBackend) -> None:
     # A full scan would make every poll cost the whole backlog.
     conn = raw(Path(backend.path))

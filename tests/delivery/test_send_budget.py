@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from wxgate.clock import FakeClock
-from wxgate.delivery.ratelimit import SendBudget, TokenBucket
+from wxgate.delivery.ratelimit import SendBudget
+from wxgate.tokenbucket import TokenBucket
 
 from .conftest import on_fake_time
 

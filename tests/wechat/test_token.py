@@ -19,7 +19,9 @@ from wxgate.config import TokenMode
 from wxgate.wechat.client import TokenFetcher, WeChatHttp
 from wxgate.wechat.errors import Category, ConfigError, Endpoint
 from wxgate.wechat.token import FetchedToken, ForceRefreshTooSoonError, TokenManager
-from wxgate.wechat.tokenstore import MemoryTokenStore, SqliteTokenStore, TokenStore
+from wxgate.wechat.tokenstore import MemoryTokenStore, TokenStore
+
+from ..conftest import sqlite_token_store
 
 APP = "default"
 APPID = "wxsandbox000000001"
@@ -237,10 +239,12 @@ async def test_force_refresh_is_refused_within_30_seconds_even_from_another_proc
     fetcher: TokenFetcher, sandbox_control: Any, sqlite_path: Path
 ) -> None:
     clock = FakeClock()
-    store_a, store_b = SqliteTokenStore(sqlite_path, clock=clock), SqliteTokenStore(sqlite_path)
-    one = manager(store_a, fetcher, clock=clock)
-    other = manager(store_b, fetcher, clock=clock)
-    try:
+    async with (
+        sqlite_token_store(sqlite_path, clock) as store_a,
+        sqlite_token_store(sqlite_path) as store_b,
+    ):
+        one = manager(store_a, fetcher, clock=clock)
+        other = manager(store_b, fetcher, clock=clock)
         before = await one.get()
         forced = await one.refresh(force=True)
         assert forced.token != before
@@ -253,9 +257,6 @@ async def test_force_refresh_is_refused_within_30_seconds_even_from_another_proc
         again = await other.refresh(force=True)
         assert again.token != forced.token
         assert (await fetches(sandbox_control))["stable_token_force"] == 2
-    finally:
-        await store_a.close()
-        await store_b.close()
 
 
 async def test_external_mode_reads_the_store_and_never_fetches(
@@ -325,8 +326,7 @@ async def test_a_wrong_secret_is_a_config_error_of_the_token_fetch(
 async def test_a_failed_fetch_leaves_the_lock_free_for_the_next_attempt(
     fetcher: TokenFetcher, sandbox_control: Any, sqlite_path: Path
 ) -> None:
-    store = SqliteTokenStore(sqlite_path)
-    try:
+    async with sqlite_token_store(sqlite_path) as store:
         tokens = manager(store, fetcher, secret="wrong-secret-1234")
         started = time.monotonic()
         for _ in range(3):
@@ -334,8 +334,6 @@ async def test_a_failed_fetch_leaves_the_lock_free_for_the_next_attempt(
                 await tokens.get()
         assert time.monotonic() - started < 2  # nobody waited for a 15 s lease
         assert (await fetches(sandbox_control))["stable_token"] == 3
-    finally:
-        await store.close()
 
 
 async def test_the_token_is_masked_in_every_repr(fetcher: TokenFetcher) -> None:

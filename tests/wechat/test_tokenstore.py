@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 
 from wxgate.clock import FakeClock
-from wxgate.wechat.tokenstore import CachedToken, MemoryTokenStore, SqliteTokenStore, TokenStore
+from wxgate.wechat.tokenstore import CachedToken, MemoryTokenStore, TokenStore
+
+from ..conftest import sqlite_token_store
 
 APP = "default"
 
@@ -24,15 +27,13 @@ def clock() -> FakeClock:
 async def store(
     request: pytest.FixtureRequest, sqlite_path: Path, clock: FakeClock
 ) -> AsyncIterator[TokenStore]:
-    made: TokenStore = (
-        MemoryTokenStore(clock=clock)
-        if request.param == "memory"
-        else SqliteTokenStore(sqlite_path, clock=clock)
-    )
-    try:
+    async with AsyncExitStack() as stack:
+        if request.param == "memory":
+            made: TokenStore = MemoryTokenStore(clock=clock)
+            stack.push_async_callback(made.close)
+        else:
+            made = await stack.enter_async_context(sqlite_token_store(sqlite_path, clock))
         yield made
-    finally:
-        await made.close()
 
 
 def token(value: str, fence: int, expires_at: float = 2e9) -> CachedToken:
@@ -122,8 +123,7 @@ async def test_fences_keep_growing_across_releases(store: TokenStore) -> None:
 
 
 async def test_two_sqlite_stores_on_one_file_share_tokens_and_the_lock(sqlite_path: Path) -> None:
-    one, two = SqliteTokenStore(sqlite_path), SqliteTokenStore(sqlite_path)
-    try:
+    async with sqlite_token_store(sqlite_path) as one, sqlite_token_store(sqlite_path) as two:
         fence = await one.try_lock(APP, "process-1", ttl_s=15)
         assert fence is not None
         assert await two.try_lock(APP, "process-2", ttl_s=15) is None
@@ -133,36 +133,27 @@ async def test_two_sqlite_stores_on_one_file_share_tokens_and_the_lock(sqlite_pa
         assert loaded is not None and loaded.token == "shared"
         later = await two.try_lock(APP, "process-2", ttl_s=15)
         assert later is not None and later > fence
-    finally:
-        await one.close()
-        await two.close()
 
 
-async def test_sqlite_store_adds_its_tables_to_an_existing_database_in_wal_mode(
-    sqlite_path: Path,
-) -> None:
-    with sqlite3.connect(sqlite_path) as conn:
-        conn.execute("CREATE TABLE messages (id TEXT PRIMARY KEY)")
-        conn.execute("INSERT INTO messages VALUES ('m1')")
-    store = SqliteTokenStore(sqlite_path)
-    try:
+async def test_a_sqlite_token_survives_closing_and_reopening_the_file(sqlite_path: Path) -> None:
+    async with sqlite_token_store(sqlite_path) as store:
         await store.save(APP, token("t", fence=1))
-    finally:
-        await store.close()
     with sqlite3.connect(sqlite_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT id FROM messages").fetchall() == [("m1",)]
-    reopened = SqliteTokenStore(sqlite_path)
-    try:
+    async with sqlite_token_store(sqlite_path) as reopened:
         loaded = await reopened.load(APP)
         assert loaded is not None and loaded.token == "t"
-    finally:
-        await reopened.close()
 
 
 async def test_a_busy_sqlite_file_does_not_block_the_event_loop(sqlite_path: Path) -> None:
-    store = SqliteTokenStore(sqlite_path)
-    await store.load(APP)  # creates the file and its tables
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(sqlite_token_store(sqlite_path))
+        await _lock_waits_for_a_blocker_without_blocking_the_loop(store, sqlite_path)
+
+
+async def _lock_waits_for_a_blocker_without_blocking_the_loop(
+    store: TokenStore, sqlite_path: Path
+) -> None:
     blocker = sqlite3.connect(sqlite_path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     ticks = 0
@@ -184,7 +175,6 @@ async def test_a_busy_sqlite_file_does_not_block_the_event_loop(sqlite_path: Pat
     finally:
         ticker.cancel()
         blocker.close()
-        await store.close()
 
 
 def test_cached_token_repr_never_shows_the_token() -> None:

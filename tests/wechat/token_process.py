@@ -11,13 +11,15 @@ import asyncio
 import hashlib
 import sys
 
+from wxgate.backends.sqlite import SqliteBackend
 from wxgate.wechat.client import TokenFetcher, WeChatHttp
 from wxgate.wechat.token import TokenManager
-from wxgate.wechat.tokenstore import SqliteTokenStore
 
 
 async def main(api_base: str, sqlite_path: str, appid: str, secret: str) -> None:
-    store = SqliteTokenStore(sqlite_path)
+    backend = SqliteBackend(sqlite_path)
+    await backend.start()
+    store = backend.token_store()
     try:
         async with WeChatHttp() as http:
             tokens = TokenManager("default", appid, secret, store, TokenFetcher(http, api_base))
@@ -27,7 +29,7 @@ async def main(api_base: str, sqlite_path: str, appid: str, secret: str) -> None
             token = await tokens.get()
             print(hashlib.sha256(token.encode()).hexdigest(), flush=True)
     finally:
-        await store.close()
+        await backend.close()
 
 
 if __name__ == "__main__":

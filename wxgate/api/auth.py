@@ -22,7 +22,7 @@ from wxgate.api.errors import ApiError, RateLimited, Unauthorized
 from wxgate.api.schemas import failure
 from wxgate.clock import Clock
 from wxgate.config import hash_api_key
-from wxgate.delivery.ratelimit import TokenBucket
+from wxgate.tokenbucket import TokenBucket
 
 PROTECTED_PREFIX = "/v1/"
 METRICS_PATH = "/metrics"

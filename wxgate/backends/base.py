@@ -12,11 +12,15 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import types
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Final, Protocol, Union, get_args, get_origin, get_type_hints
 
+import orjson
+
+from wxgate.wechat.errors import Category
 from wxgate.wechat.tokenstore import TokenStore
 
 
@@ -24,15 +28,10 @@ class Status(StrEnum):
     QUEUED = "queued"  # waiting for a worker, or for its retry time
     SENDING = "sending"  # leased by a worker until the lease deadline
     SENT = "sent"  # WeChat accepted it (errcode 0); its report may follow
-    DELIVERED = "delivered"  # TEMPLATESENDJOBFINISH said success
-    REJECTED = "rejected"  # TEMPLATESENDJOBFINISH said failed (user block, system failed)
+    DELIVERED = "delivered"  # WeChat's report said it reached the user
+    REJECTED = "rejected"  # WeChat's report said it did not (user block, system failed)
     FAILED = "failed"  # a permanent error for this message
     DEAD = "dead"  # retries exhausted or app misconfigured; replayable
-
-
-def report_target(report_status: str) -> Status:
-    """What a TEMPLATESENDJOBFINISH Status means: "success" delivered, anything else rejected."""
-    return Status.DELIVERED if report_status == "success" else Status.REJECTED
 
 
 SEND_BURST_S = 0.05
@@ -62,10 +61,26 @@ class StorageUnavailable(BackendError):
 # No worker will touch these again (a `sent` message only waits for its report).
 SETTLED = frozenset({Status.SENT, Status.DELIVERED, Status.REJECTED, Status.FAILED, Status.DEAD})
 REPLAYABLE = frozenset({Status.DEAD, Status.FAILED})
+PENDING_REPORT_TTL_S: Final = 3600  # how long a report that beat its settle waits for it
+
+
+class EventKind(StrEnum):
+    """What one line of a message's history records."""
+
+    ACCEPTED = "accepted"
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+    DEAD = "dead"
+    RELEASED = "released"
+    LEASE_EXPIRED = "lease_expired"
+    REPORT = "report"
+    REPLAYED = "replayed"
 
 
 class Outcome(StrEnum):
-    """How a worker settles a lease."""
+    """How a worker settles a lease; what each one writes is decided by the properties
+    below, so both engines apply the same rules and only serialise them."""
 
     SENT = "sent"  # -> sent, msgid stored (None for 40241 "duplicate")
     RETRY = "retry"  # -> queued until next_attempt_at, attempt counted
@@ -73,15 +88,70 @@ class Outcome(StrEnum):
     DEAD = "dead"  # -> dead (retries exhausted, or CONFIG)
     RELEASE = "release"  # -> queued until next_attempt_at, no attempt counted (pause, shutdown)
 
+    @property
+    def status(self) -> Status:
+        """The status the message takes."""
+        return _OUTCOME_STATUS[self]
+
+    @property
+    def event_kind(self) -> EventKind:
+        return _OUTCOME_EVENT[self]
+
+    @property
+    def counts_attempt(self) -> bool:
+        """Every settle but a release spends one of the message's attempts."""
+        return self is not Outcome.RELEASE
+
+    @property
+    def waits(self) -> bool:
+        """The message goes back to the queue until its next_attempt_at."""
+        return self is Outcome.RETRY or self is Outcome.RELEASE
+
+    @property
+    def keeps_msgid(self) -> bool:
+        """WeChat took the message: its msgid and sent_at are stored."""
+        return self is Outcome.SENT
+
+
+_OUTCOME_STATUS: Final = {
+    Outcome.SENT: Status.SENT,
+    Outcome.RETRY: Status.QUEUED,
+    Outcome.FAILED: Status.FAILED,
+    Outcome.DEAD: Status.DEAD,
+    Outcome.RELEASE: Status.QUEUED,
+}
+_OUTCOME_EVENT: Final = {
+    Outcome.SENT: EventKind.SENT,
+    Outcome.RETRY: EventKind.RETRY,
+    Outcome.FAILED: EventKind.FAILED,
+    Outcome.DEAD: EventKind.DEAD,
+    Outcome.RELEASE: EventKind.RELEASED,
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
     """One line of a message's history."""
 
     at: float
-    kind: str  # accepted, sent, retry, failed, dead, released, lease_expired, report, replayed
+    kind: EventKind
     note: str = ""
     errcode: int | None = None
+
+    def to_json(self) -> bytes:
+        """The line as both engines store it: a JSON object."""
+        return orjson.dumps(
+            {"at": self.at, "kind": self.kind, "note": self.note, "errcode": self.errcode}
+        )
+
+    @classmethod
+    def from_json(cls, item: Mapping[str, Any]) -> Event:
+        return cls(item["at"], EventKind(item["kind"]), item.get("note") or "", item.get("errcode"))
+
+
+def accepted_event(now: float) -> Event:
+    """The first line of every message's history."""
+    return Event(now, EventKind.ACCEPTED)
 
 
 MAX_EVENTS = 50  # the oldest lines are dropped beyond this
@@ -118,6 +188,9 @@ class Enqueued:
 
 @dataclass(slots=True)
 class MessageRecord:
+    """A stored message. Its fields (events apart) are the record's columns in both
+    engines: `RECORD_FIELDS` and `decode_record` are derived from this class."""
+
     id: str
     app: str
     touser: str
@@ -130,7 +203,7 @@ class MessageRecord:
     msgid: int | None = None
     last_errcode: int | None = None
     last_errmsg: str | None = None
-    last_category: str | None = None
+    last_category: Category | None = None
     report_status: str | None = None  # WeChat's raw Status string, e.g. "failed:user block"
     trace_id: str | None = None
     batch_id: str | None = None
@@ -139,6 +212,37 @@ class MessageRecord:
     sent_at: float | None = None
     delivered_at: float | None = None  # when the report (success or failure) came in
     events: list[Event] = field(default_factory=list)
+
+
+# The record's stored fields, in one order every engine uses (events are stored apart).
+RECORD_FIELDS: Final = tuple(f.name for f in fields(MessageRecord) if f.name != "events")
+
+
+def _decoder(annotation: Any) -> Callable[[Any], Any]:
+    """How a stored value becomes the field's type: str, int, float, an enum, or JSON."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+    if get_origin(annotation) is dict:
+        return orjson.loads
+    return annotation  # type: ignore[no-any-return]  # str, int, float and the StrEnums
+
+
+_HINTS = get_type_hints(MessageRecord)
+_DECODERS: Final = tuple(_decoder(_HINTS[name]) for name in RECORD_FIELDS)
+
+
+def decode_record(values: Sequence[Any], events: list[Event] | None = None) -> MessageRecord:
+    """A record from its stored values in RECORD_FIELDS order (None for an absent one).
+
+    Each value goes through its field's type, so text (Redis) and typed columns
+    (SQLite, whose RETURNING hands back integral REAL values as ints) read alike."""
+    return MessageRecord(
+        *[
+            None if value is None else decode(value)
+            for decode, value in zip(_DECODERS, values, strict=True)
+        ],
+        events=[] if events is None else events,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +266,52 @@ class Settlement:
     next_attempt_at: float | None = None  # RETRY and RELEASE
     errcode: int | None = None
     errmsg: str | None = None
-    category: str | None = None
+    category: Category | None = None
     note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SettleChange:
+    """What one settlement writes, decided here once; each engine only serialises it.
+
+    Applied only while the message is `sending` under the same lease token."""
+
+    id: str
+    token: str
+    status: Status
+    counted: int  # 1 when an attempt is spent, else 0
+    next_attempt_at: float | None  # None: keep the stored one (not waiting)
+    msgid: int | None  # stored only when WeChat took the message
+    sent_at: float | None
+    answered: bool  # WeChat (or the transport) answered: the last error is replaced
+    errcode: int | None
+    errmsg: str | None
+    category: Category | None
+    event: Event
+
+
+def settle_change(s: Settlement, now: float) -> SettleChange:
+    """The change a settlement makes at `now` (see Outcome's properties)."""
+    outcome = s.outcome
+    waits = outcome.waits
+    keeps = outcome.keeps_msgid
+    return SettleChange(
+        id=s.lease.id,
+        token=s.lease.token,
+        status=outcome.status,
+        counted=1 if outcome.counts_attempt else 0,
+        next_attempt_at=(now if s.next_attempt_at is None else s.next_attempt_at)
+        if waits
+        else None,
+        msgid=s.msgid if keeps else None,
+        sent_at=now if keeps else None,
+        # A settlement without any answer (a plain release) keeps the last one recorded.
+        answered=s.errcode is not None or s.errmsg is not None or s.category is not None,
+        errcode=s.errcode,
+        errmsg=s.errmsg,
+        category=s.category,
+        event=Event(now, outcome.event_kind, s.note, s.errcode),
+    )
 
 
 class PauseReason(StrEnum):
@@ -176,11 +324,31 @@ class Pause:
     """An app the workers leave alone until `until` (None: until an operator resumes it)."""
 
     app: str
-    reason: str  # a PauseReason value
+    reason: PauseReason
     since: float
     until: float | None = None
     errcode: int | None = None
     note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A delivery report (TEMPLATESENDJOBFINISH), already decided by the WeChat layer:
+    `status` is DELIVERED or REJECTED; `text` is WeChat's Status string, kept as said."""
+
+    app: str
+    msgid: int
+    status: Status
+    text: str
+
+    def __post_init__(self) -> None:
+        if self.status not in REPORTED:
+            raise ValueError(
+                f"a report moves a message to delivered or rejected, not {self.status}"
+            )
+
+
+REPORTED = frozenset({Status.DELIVERED, Status.REJECTED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,12 +446,10 @@ class Backend(Protocol):
         ...
 
     # -- delivery reports ---------------------------------------------------------
-    async def apply_report(
-        self, app: str, msgid: int, report_status: str, now: float
-    ) -> ReportApplied:
-        """sent -> delivered (report "success") or rejected (anything "failed..."), by
-        msgid. Idempotent. A report for a msgid not stored yet (the report can beat the
-        worker's settle) is kept and applied when a settle stores that msgid."""
+    async def apply_report(self, report: Report, now: float) -> ReportApplied:
+        """sent -> report.status (delivered or rejected), found by (app, msgid). Idempotent.
+        A report for a msgid not stored yet (the report can beat the worker's settle) is
+        kept for PENDING_REPORT_TTL_S and applied when a settle stores that msgid."""
         ...
 
     async def remember_nonce(self, app: str, nonce: str, ttl_s: float, now: float) -> bool:

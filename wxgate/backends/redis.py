@@ -66,23 +66,29 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wxgate.backends import redis_scripts as lua
 from wxgate.backends.base import (
+    PENDING_REPORT_TTL_S,
+    RECORD_FIELDS,
     BackendError,
     DeadLetterFilter,
     Enqueued,
     Event,
+    EventKind,
     Lease,
     ListFilter,
     MessageRecord,
     NewMessage,
-    Outcome,
     Page,
     Pause,
+    PauseReason,
+    Report,
     ReportApplied,
     Settlement,
     Status,
     StorageUnavailable,
-    report_target,
+    accepted_event,
+    decode_record,
     send_burst,
+    settle_change,
 )
 from wxgate.backends.guarded_tokens import GuardedTokenStore
 from wxgate.backends.redis_keys import GROUP, RedisKeys
@@ -101,7 +107,6 @@ LIST_STEP: Final = 200  # index entries read per round trip
 PURGE_CHUNK: Final = 500
 REPLAY_CHUNK: Final = 500
 RESUME_CHUNK: Final = 500  # held-back messages made due per script when a pause is lifted
-PENDING_REPORT_TTL_S: Final = 3600  # how long a report waits for its msgid
 BUDGET_IDLE_S: Final = 60  # beyond refilling, how long an idle bucket is kept
 
 _UNAVAILABLE: Final = (
@@ -111,20 +116,6 @@ _UNAVAILABLE: Final = (
     ReadOnlyError,
     OutOfMemoryError,
 )
-_KIND: Final = {
-    Outcome.SENT: "sent",
-    Outcome.RETRY: "retry",
-    Outcome.FAILED: "failed",
-    Outcome.DEAD: "dead",
-    Outcome.RELEASE: "released",
-}
-_TARGET: Final = {
-    Outcome.SENT: Status.SENT,
-    Outcome.RETRY: Status.QUEUED,
-    Outcome.FAILED: Status.FAILED,
-    Outcome.DEAD: Status.DEAD,
-    Outcome.RELEASE: Status.QUEUED,
-}
 _SCRIPTS: Final = (
     lua.ENQUEUE, lua.PROMOTE, lua.LEASE, lua.SETTLE, lua.KEEP_REPORT, lua.REPORT, lua.REPLAY,
     lua.PURGE, lua.REMEMBER_NONCE, lua.TAKE_BUDGET, lua.MAKE_DUE,
@@ -305,7 +296,7 @@ class RedisBackend:
         self, messages: Sequence[NewMessage], now: float
     ) -> tuple[list[str], list[object]]:
         k = self._keys
-        accepted = orjson.dumps({"at": now, "kind": "accepted", "note": "", "errcode": None})
+        accepted = accepted_event(now).to_json()
         keys = [k.counts, k.index_all, k.index_status(Status.QUEUED), k.apps]
         args: list[object] = [_num(now), self._retention_s, accepted.decode()]
         for m in messages:
@@ -437,7 +428,7 @@ class RedisBackend:
         leases = []
         for fields in await pipe.execute():
             if fields:
-                record = _record(dict(zip(lua.LEASED_FIELDS, fields, strict=True)))
+                record = decode_record(fields)
                 leases.append(Lease(record, call.token, call.deadline_at))
         return leases
 
@@ -472,7 +463,7 @@ class RedisBackend:
     def _settle_keys(self, s: Settlement) -> list[str]:
         k, record = self._keys, s.lease.record
         message_key = k.message(record.id)
-        stores_msgid = s.outcome is Outcome.SENT and s.msgid is not None
+        stores_msgid = s.outcome.keeps_msgid and s.msgid is not None
         return [
             message_key,
             k.ready(record.app),
@@ -491,24 +482,20 @@ class RedisBackend:
         ]
 
     def _settle_args(self, s: Settlement, now: float) -> list[object]:
-        target = _TARGET[s.outcome]
-        waits = s.outcome in (Outcome.RETRY, Outcome.RELEASE)
-        next_at = (now if s.next_attempt_at is None else s.next_attempt_at) if waits else None
-        answered = s.errcode is not None or s.errmsg is not None or s.category is not None
-        line = {"at": now, "kind": _KIND[s.outcome], "note": s.note, "errcode": s.errcode}
+        change = settle_change(s, now)
         return [
-            s.lease.id,
-            s.lease.token,
+            change.id,
+            change.token,
             _num(now),
-            target.value,
-            0 if s.outcome is Outcome.RELEASE else 1,
-            "" if next_at is None else _num(next_at),
-            _opt(s.msgid if target is Status.SENT else None),
-            "1" if answered else "",
-            _opt(s.errcode),
-            _opt(s.errmsg),
-            _opt(s.category),
-            orjson.dumps(line).decode(),
+            change.status.value,
+            change.counted,
+            "" if change.next_attempt_at is None else _num(change.next_attempt_at),
+            _opt(change.msgid),
+            "1" if change.answered else "",
+            _opt(change.errcode),
+            _opt(change.errmsg),
+            _opt(change.category),
+            change.event.to_json().decode(),
             self._retention_s,
         ]
 
@@ -529,7 +516,7 @@ class RedisBackend:
         ]
         if not found:
             return 0
-        event = orjson.dumps({"at": now, "kind": "replayed", "note": "", "errcode": None})
+        event = Event(now, EventKind.REPLAYED).to_json()
         pipe = await self._pipeline()
         for message_id, app, batch_id, key in found:
             self._queue(
@@ -585,14 +572,12 @@ class RedisBackend:
     # -- delivery reports --------------------------------------------------------------
 
     @_storage_call
-    async def apply_report(
-        self, app: str, msgid: int, report_status: str, now: float
-    ) -> ReportApplied:
-        target = report_target(report_status)
-        kept = {"status": report_status, "target": target.value, "received_at": _num(now)}
+    async def apply_report(self, report: Report, now: float) -> ReportApplied:
+        app, target = report.app, report.status
+        kept = {"status": report.text, "target": target.value, "received_at": _num(now)}
         message_id = await self._run(
             lua.KEEP_REPORT,
-            [self._keys.msgid(app, msgid), self._keys.pending_report(app, msgid)],
+            [self._keys.msgid(app, report.msgid), self._keys.pending_report(app, report.msgid)],
             [orjson.dumps(kept).decode(), PENDING_REPORT_TTL_S],
         )
         if message_id is None:
@@ -600,7 +585,7 @@ class RedisBackend:
         message_key = self._keys.message(message_id)
         batch_id = await self._client.hget(message_key, "batch_id")
         keys = [message_key, self._keys.settled, *self._book(app, batch_id, message_key)]
-        args = [message_id, report_status, target.value, _num(now), self._retention_s]
+        args = [message_id, report.text, target.value, _num(now), self._retention_s]
         answer = await self._run(lua.REPORT, keys, args)
         if answer is None:  # the message was purged; its msgid key was going with it
             return ReportApplied(None, None, False)
@@ -662,7 +647,7 @@ class RedisBackend:
             if value is None:
                 continue
             fields = orjson.loads(value)
-            pause = Pause(app, **fields)
+            pause = Pause(app, **{**fields, "reason": PauseReason(fields["reason"])})
             if pause.until is None or pause.until > now:
                 found[app] = pause
         return found
@@ -721,7 +706,7 @@ class RedisBackend:
         fields = await self._client.hgetall(self._keys.message(message_id))
         if not fields:
             return None
-        return _record(fields, events=fields.get("events", ""))
+        return _record(fields)
 
     @_storage_call
     async def batch_counts(self, batch_id: str) -> dict[Status, int] | None:
@@ -776,11 +761,8 @@ class RedisBackend:
     async def _records(self, ids: Iterable[str]) -> list[MessageRecord | None]:
         pipe = self._client.pipeline(transaction=False)
         for message_id in ids:
-            pipe.hmget(self._keys.message(message_id), lua.LEASED_FIELDS)
-        return [
-            _record(dict(zip(lua.LEASED_FIELDS, values, strict=True))) if values[0] else None
-            for values in await pipe.execute()
-        ]
+            pipe.hmget(self._keys.message(message_id), RECORD_FIELDS)
+        return [decode_record(values) if values[0] else None for values in await pipe.execute()]
 
 
 def _shares(apps: list[str], room: int, rotation: int) -> list[tuple[str, int]]:
@@ -808,42 +790,8 @@ def _per_status(fields: dict[str, str]) -> dict[Status, int]:
     return {status: int(fields.get(status.value, 0)) for status in Status}
 
 
-def _float(value: str | None) -> float | None:
-    return None if value is None else float(value)
-
-
-def _int(value: str | None) -> int | None:
-    return None if value is None else int(value)
-
-
-def _record(fields: dict[str, Any], events: str | None = None) -> MessageRecord:
-    return MessageRecord(
-        id=fields["id"],
-        app=fields["app"],
-        touser=fields["touser"],
-        template_id=fields["template_id"],
-        payload=orjson.loads(fields["payload"]),
-        status=Status(fields["status"]),
-        attempts=int(fields["attempts"]),
-        next_attempt_at=float(fields["next_attempt_at"]),
-        idempotency_key=fields.get("idempotency_key"),
-        msgid=_int(fields.get("msgid")),
-        last_errcode=_int(fields.get("last_errcode")),
-        last_errmsg=fields.get("last_errmsg"),
-        last_category=fields.get("last_category"),
-        report_status=fields.get("report_status"),
-        trace_id=fields.get("trace_id"),
-        batch_id=fields.get("batch_id"),
-        created_at=float(fields["created_at"]),
-        updated_at=float(fields["updated_at"]),
-        sent_at=_float(fields.get("sent_at")),
-        delivered_at=_float(fields.get("delivered_at")),
-        events=_events(events) if events else [],
-    )
-
-
-def _events(text: str) -> list[Event]:
-    return [
-        Event(item["at"], item["kind"], item.get("note") or "", item.get("errcode"))
-        for item in map(orjson.loads, text.split("\n"))
-    ]
+def _record(fields: dict[str, str]) -> MessageRecord:
+    """A record from its hash (HGETALL), events included."""
+    text = fields.get("events", "")
+    events = [Event.from_json(orjson.loads(line)) for line in text.split("\n")] if text else []
+    return decode_record([fields.get(name) for name in RECORD_FIELDS], events)

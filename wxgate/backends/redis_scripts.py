@@ -18,26 +18,21 @@ from __future__ import annotations
 
 from typing import Final
 
-from wxgate.backends.base import MAX_EVENTS, Status
+from wxgate.backends.base import MAX_EVENTS, RECORD_FIELDS, EventKind, Status
 from wxgate.backends.redis_keys import GROUP
 
-# The record fields a lease hands back (every field but the events), in this order.
-LEASED_FIELDS: Final = (
-    "id", "app", "touser", "template_id", "payload", "status", "attempts",
-    "next_attempt_at", "idempotency_key", "msgid", "last_errcode", "last_errmsg",
-    "last_category", "report_status", "trace_id", "batch_id", "created_at",
-    "updated_at", "sent_at", "delivered_at",
-)  # fmt: skip
 BOOK_SIZE: Final = 3 + len(Status)
 
 _STATUSES = ", ".join(f"'{status.value}'" for status in Status)
-_LEASED = ", ".join(f"'{name}'" for name in LEASED_FIELDS)
+# A lease hands back the record's fields (events apart) in base.RECORD_FIELDS order.
+_LEASED = ", ".join(f"'{name}'" for name in RECORD_FIELDS)
 
 _PRELUDE = f"""#!lua
 local STATUSES = {{{_STATUSES}}}
 local SETTLED = {{sent = true, delivered = true, rejected = true, failed = true, dead = true}}
 local GROUP = '{GROUP}'
 local MAX_EVENTS = {MAX_EVENTS}
+local LEASE_EXPIRED, REPORT = '{EventKind.LEASE_EXPIRED}', '{EventKind.REPORT}'
 local LEASE_FIELDS = {{'lease_owner', 'lease_token', 'lease_deadline', 'lease_entry'}}
 
 local function book(first, has_batch)
@@ -195,7 +190,7 @@ return #due
 # KEYS: message, ready(app), retry(app), leases, then the book (5..14).
 # ARGV: id, ref, entry ('' for an expired lease), now, deadline, token, owner,
 #   mode ('lease', or 'park': back to the retry set at requeue_at), requeue_at.
-# Returns the record's LEASED_FIELDS when leased, else false. An entry whose message
+# Returns the record's RECORD_FIELDS when leased, else false. An entry whose message
 # is not leasable is never lost: settled or gone -> acknowledged; not yet due or
 # parked -> acknowledged and put in the retry set; live lease -> left alone.
 LEASE: Final = (
@@ -232,7 +227,7 @@ else
   end
   if tonumber(f[5]) > tonumber(now) then return false end
   redis.call('HINCRBY', msg, 'attempts', 1)
-  add_event(msg, event(now, 'lease_expired', 'lease of ' .. (f[6] or '?') .. ' expired'))
+  add_event(msg, event(now, LEASE_EXPIRED, 'lease of ' .. (f[6] or '?') .. ' expired'))
   if mode == 'park' then
     ack(stream, stored or entry)
     redis.call('ZREM', leases, ref)
@@ -306,7 +301,7 @@ elseif target == 'sent' then
       set[2] = final
       put('report_status', report.status)
       put('delivered_at', report.received_at)
-      events, n = appended(events, n, event(now, 'report', report.status))
+      events, n = appended(events, n, event(now, REPORT, report.status))
     end
   end
 elseif target == 'dead' then
@@ -354,7 +349,7 @@ if status ~= 'sent' then return {status, 0} end
 redis.call('ZREM', settled, settled_member(msg, status))
 redis.call('HSET', msg, 'status', target, 'report_status', report, 'delivered_at', now,
   'updated_at', now)
-add_event(msg, event(now, 'report', report))
+add_event(msg, event(now, REPORT, report))
 move(book(3, has_batch(msg)), id, status, target)
 settle_record(msg, settled, target, now, retention)
 return {target, 1}
@@ -443,7 +438,7 @@ redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 """
 
-# The token bucket of `wxgate.delivery.ratelimit.TokenBucket`, shared by every worker.
+# The token bucket of `wxgate.tokenbucket.TokenBucket`, shared by every worker.
 # KEYS: bucket. ARGV: rate, capacity, want, now, idle ttl seconds. Returns the grant.
 TAKE_BUDGET: Final = """#!lua
 local rate, capacity, want, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
@@ -456,7 +451,7 @@ elseif now > updated then
   tokens, updated = math.min(capacity, tokens + (now - updated) * rate), now
 end
 tokens = math.min(tokens, capacity)
-local granted = math.min(want, math.floor(tokens + 1e-3))  -- ratelimit.WHOLE_EPSILON
+local granted = math.min(want, math.floor(tokens + 1e-3))  -- tokenbucket.WHOLE_EPSILON
 tokens = tokens - granted
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
   'updated', string.format('%.17g', updated))

@@ -1,19 +1,13 @@
 """The SQLite engine: messages, the queue and worker state in one WAL-mode file.
 
-Every write is a command for ONE writer thread that owns one connection and
-commits in groups: it takes every command waiting (waiting at most
-`group_commit_ms` for more), runs them in one `BEGIN IMMEDIATE` transaction,
-COMMITs once, and only then answers each caller. Should one command fail, the
-group runs again from the start, each command in its own SAVEPOINT, so the bad
-one fails alone. Durability so costs one fsync per group, not per message.
-Reads run on read-only connections in a small thread pool beside the writer.
-
-Several processes may share the file: each call is one transaction under
-SQLite's write lock, so two processes never lease one message. Choices the
+Statements run through the file's `SqliteDatabase` (sqlite_db.py): writes on its
+one group-commit writer, reads on its reader pool. Several processes may share
+the file: each call is one transaction under SQLite's write lock, so two
+processes never lease one message. The storage rules (what an outcome writes,
+what a report does) are base.py's; this module only says them in SQL. Choices the
 protocol leaves open, made here:
 - while a message is `sending`, `next_attempt_at` is its lease deadline (when it
   becomes due again), so one index serves both the due and the expired;
-- every settle except RELEASE counts one attempt;
 - `list()` items and leased records carry no events (speed); `get()` has them;
 - `take_send_budget` is an in-process bucket: a SQLite gateway is one process
   (several worker processes on one file would each spend the full rate).
@@ -24,82 +18,55 @@ protocol leaves open, made here:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import queue
 import secrets
 import sqlite3
-import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final
 
 import orjson
 
 from wxgate.backends.base import (
     MAX_EVENTS,
+    PENDING_REPORT_TTL_S,
+    RECORD_FIELDS,
     DeadLetterFilter,
     Enqueued,
     Event,
+    EventKind,
     Lease,
     ListFilter,
     MessageRecord,
     NewMessage,
-    Outcome,
     Page,
     Pause,
+    PauseReason,
+    Report,
     ReportApplied,
+    SettleChange,
     Settlement,
     Status,
-    StorageUnavailable,
-    report_target,
+    accepted_event,
+    decode_record,
     send_burst,
+    settle_change,
 )
-from wxgate.backends.guarded_tokens import GuardedTokenStore
-from wxgate.backends.sqlite_schema import SETTLED_SQL, create_schema
+from wxgate.backends.sqlite_db import SqliteDatabase, Synchronous, WriteStats
+from wxgate.backends.sqlite_schema import SETTLED_SQL
+from wxgate.backends.sqlite_tokens import SqliteTokenStore
 from wxgate.clock import Clock, SystemClock
-from wxgate.delivery.ratelimit import TokenBucket
-from wxgate.wechat.tokenstore import SqliteTokenStore, TokenStore
+from wxgate.tokenbucket import TokenBucket
+from wxgate.wechat.tokenstore import TokenStore
 
-_T = TypeVar("_T")
-
-Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
-
-MAX_GROUP: Final = 256  # commands per transaction
-PENDING_REPORT_TTL_S: Final = 3600.0  # how long a report waits for its msgid
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # SQLite's INTEGER
 PURGE_CHUNK: Final = 2000  # rows per purge transaction, so intake never stalls long
 _EXPIRY_SWEEP: Final = 16  # expired nonces / reports dropped per write that adds one
-_READERS: Final = 2
-
-_KIND: Final = {
-    Outcome.SENT: "sent",
-    Outcome.RETRY: "retry",
-    Outcome.FAILED: "failed",
-    Outcome.DEAD: "dead",
-    Outcome.RELEASE: "released",
-}
-_TARGET: Final = {
-    Outcome.SENT: Status.SENT,
-    Outcome.RETRY: Status.QUEUED,
-    Outcome.FAILED: Status.FAILED,
-    Outcome.DEAD: Status.DEAD,
-    Outcome.RELEASE: Status.QUEUED,
-}
-
 
 # -- SQL -------------------------------------------------------------------------------
 
-# The record's columns, in the order `_record` reads them.
-_COLUMNS = (
-    "id, app, touser, template_id, payload, status, attempts, next_attempt_at, "
-    "idempotency_key, msgid, last_errcode, last_errmsg, last_category, report_status, "
-    "trace_id, batch_id, created_at, updated_at, sent_at, delivered_at"
-)
+# The record's columns, in base.RECORD_FIELDS order (the order decode_record reads).
+_COLUMNS = ", ".join(RECORD_FIELDS)
 
 
 def _append_event(event: str) -> str:
@@ -142,7 +109,7 @@ _LEASE = (
     " attempts = attempts + (status = 'sending'),"
     " events = CASE WHEN status = 'sending' THEN "
     + _append_event(
-        "json_object('at', :now, 'kind', 'lease_expired',"
+        f"json_object('at', :now, 'kind', '{EventKind.LEASE_EXPIRED}',"
         " 'note', 'lease of ' || coalesce(lease_owner, '?') || ' expired', 'errcode', NULL)"
     )
     + " ELSE events END,"
@@ -160,25 +127,28 @@ _SETTLE = (
     " last_category = CASE WHEN :answered THEN :category ELSE last_category END,"
     " lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = :now,"
     " events = "
-    + _append_event("json_object('at', :now, 'kind', :kind, 'note', :note, 'errcode', :errcode)")
+    + _append_event("json(:event)")
     + " WHERE id = :id AND status = 'sending' AND lease_token = :token RETURNING app"
 )
 _REPORT = (
     "UPDATE messages SET status = :status, report_status = :report,"
     " delivered_at = :received_at, updated_at = :now, events = "
-    + _append_event("json_object('at', :now, 'kind', 'report', 'note', :report, 'errcode', NULL)")
+    + _append_event(
+        f"json_object('at', :now, 'kind', '{EventKind.REPORT}', 'note', :report, 'errcode', NULL)"
+    )
     + " WHERE id = :id AND status = 'sent'"
 )
 _KEEP_REPORT = (
-    "INSERT INTO pending_reports (app, msgid, report_status, received_at, expires_at)"
-    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (app, msgid) DO UPDATE SET"
-    " report_status = excluded.report_status, received_at = excluded.received_at,"
+    "INSERT INTO pending_reports (app, msgid, report_status, target, received_at, expires_at)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (app, msgid) DO UPDATE SET"
+    " report_status = excluded.report_status, target = excluded.target,"
+    " received_at = excluded.received_at,"
     " expires_at = excluded.expires_at WHERE pending_reports.expires_at <= excluded.received_at"
 )
 _ANY_PENDING_REPORT = "SELECT 1 FROM pending_reports LIMIT 1"
 _TAKE_PENDING_REPORT = (
     "DELETE FROM pending_reports WHERE app = ? AND msgid = ? AND expires_at > ?"
-    " RETURNING report_status, received_at"
+    " RETURNING report_status, target, received_at"
 )
 _SWEEP_REPORTS = (
     "DELETE FROM pending_reports WHERE rowid IN"
@@ -197,7 +167,9 @@ _REPLAY_SET = (
     "UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = :now,"
     " lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = :now,"
     " events = "
-    + _append_event("json_object('at', :now, 'kind', 'replayed', 'note', '', 'errcode', NULL)")
+    + _append_event(
+        f"json_object('at', :now, 'kind', '{EventKind.REPLAYED}', 'note', '', 'errcode', NULL)"
+    )
 )
 _REPLAY = (
     _REPLAY_SET
@@ -227,167 +199,6 @@ _PAUSE = (
 _LIST_FILTERS: Final = ("status", "app", "touser", "batch_id")
 
 
-# -- the writer ------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Command:
-    run: Callable[[sqlite3.Connection], Any]
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
-
-
-_Answer = tuple[_Command, Any, bool]  # command, result or exception, ok
-_STOP: Final = object()
-
-
-@dataclass(slots=True)
-class WriteStats:
-    """What the writer has done: `commits` is the number of transactions (fsyncs)."""
-
-    commits: int = 0
-    commands: int = 0
-    largest_group: int = 0
-
-
-class _GroupCommitWriter:
-    """One thread and one connection that run every write, many per transaction."""
-
-    def __init__(self, window_s: float) -> None:
-        self._window_s = window_s
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self.stats = WriteStats()
-
-    def start(self, conn: sqlite3.Connection) -> None:
-        """Serve commands on `conn`, which the writer's thread owns (and closes) from now on."""
-        self._thread = threading.Thread(
-            target=self._run, args=(conn,), name="wxgate-sqlite-writer", daemon=True
-        )
-        self._thread.start()
-
-    def submit(self, command: _Command) -> None:
-        self._queue.put(command)
-
-    def stop(self) -> None:
-        """Finish every command submitted so far, then end the thread."""
-        self._queue.put(_STOP)
-
-    def join(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-
-    def _run(self, conn: sqlite3.Connection) -> None:
-        try:
-            while True:
-                first = self._queue.get()
-                if first is _STOP:
-                    return
-                group = [first]
-                stopping = self._gather(group)
-                _answer(self._execute(conn, group))
-                if stopping:
-                    return
-        finally:
-            conn.close()
-
-    def _gather(self, group: list[_Command]) -> bool:
-        """Add what arrives within the window; True if told to stop.
-
-        The thread sleeps through the window and then takes what came, rather than
-        waiting on the queue: each put to a waiting queue woke this thread, and on a
-        busy core every wake-up cost the event loop a GIL hand-over and two context
-        switches (measured with the gateway on one core at 2,000 requests/s: 0.29-0.33
-        ms of CPU per request before, 0.27-0.28 after)."""
-        if self._window_s > 0 and self._queue.qsize() < MAX_GROUP - len(group):
-            time.sleep(self._window_s)
-        while len(group) < MAX_GROUP:
-            try:
-                command = self._queue.get_nowait()
-            except queue.Empty:
-                return False
-            if command is _STOP:
-                return True
-            group.append(command)
-        return False
-
-    def _execute(self, conn: sqlite3.Connection, group: list[_Command]) -> list[_Answer]:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            answers = _run_unguarded(conn, group)
-            if answers is None:
-                # A command failed: start over, each command in its own SAVEPOINT this
-                # time, so that one is undone alone and the others are still committed.
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                conn.execute("BEGIN IMMEDIATE")
-                answers = [_run_in_savepoint(conn, command) for command in group]
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            # The transaction itself failed (busy past the timeout, disk full, I/O):
-            # nothing of the group took effect, and every caller hears why.
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            return [(command, exc, False) for command in group]
-        self.stats.commits += 1
-        self.stats.commands += len(group)
-        self.stats.largest_group = max(self.stats.largest_group, len(group))
-        return answers
-
-
-def _run_unguarded(conn: sqlite3.Connection, group: list[_Command]) -> list[_Answer] | None:
-    """Every command's answer, or None as soon as one raises (the transaction is then dirty).
-
-    The common case, where no command fails, runs without savepoints: a SAVEPOINT makes
-    SQLite copy each page the command changes into a sub-journal, which spills to a
-    temporary file past 64 KiB, as any lease or settle of a few dozen messages does.
-    Measured per delivered message: lease + settle on the writer's connection alone
-    61 -> 35 us of CPU; a worker process emptying a queue of 30,000, 185 -> 162 us
-    (its writer thread 68 -> 47 us)."""
-    answers: list[_Answer] = []
-    for command in group:
-        try:
-            answers.append((command, command.run(conn), True))
-        except Exception:
-            return None
-    return answers
-
-
-def _run_in_savepoint(conn: sqlite3.Connection, command: _Command) -> _Answer:
-    conn.execute("SAVEPOINT command")
-    try:
-        result = command.run(conn)
-    except Exception as exc:
-        # Handed to the caller, whose await re-raises it; only this command is undone.
-        conn.execute("ROLLBACK TO command")
-        conn.execute("RELEASE command")
-        return (command, exc, False)
-    conn.execute("RELEASE command")
-    return (command, result, True)
-
-
-def _answer(answers: list[_Answer]) -> None:
-    """Resolve the callers' futures on their own loops, one hop per loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
-    for answer in answers:
-        by_loop.setdefault(answer[0].loop, []).append(answer)
-    for loop, items in by_loop.items():
-        # A closed loop means its callers are gone; their writes stand all the same.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_resolve, items)
-
-
-def _resolve(items: list[_Answer]) -> None:
-    for command, value, ok in items:
-        if command.future.done():  # the caller was cancelled
-            continue
-        if ok:
-            command.future.set_result(value)
-        else:
-            command.future.set_exception(value)
-
-
 # -- the engine ------------------------------------------------------------------------
 
 
@@ -405,113 +216,48 @@ class SqliteBackend:
         clock: Clock | None = None,
         busy_timeout_s: float = 10.0,
     ) -> None:
-        if synchronous not in ("NORMAL", "FULL", "EXTRA"):
-            raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
-        self._path = str(path)
-        self._synchronous = synchronous
-        self._busy_timeout_s = busy_timeout_s
         self._clock = clock if clock is not None else SystemClock()
-        self._writer = _GroupCommitWriter(group_commit_ms / 1000)
-        self._readers = ThreadPoolExecutor(_READERS, thread_name_prefix="wxgate-sqlite-read")
-        self._reader_local = threading.local()
-        self._reader_conns: list[sqlite3.Connection] = []
-        self._reader_lock = threading.Lock()
+        self._db = SqliteDatabase(
+            path,
+            synchronous=synchronous,
+            group_commit_ms=group_commit_ms,
+            clock=self._clock,
+            busy_timeout_s=busy_timeout_s,
+        )
+        self._write = self._db.write
+        self._read = self._db.read
         self._buckets: dict[str, TokenBucket] = {}
-        self._tokens: GuardedTokenStore | None = None
-        self._state: Literal["new", "open", "closed"] = "new"
+        self._tokens = SqliteTokenStore(self._db, clock=self._clock)
 
     @property
     def path(self) -> str:
-        return self._path
+        return self._db.path
+
+    @property
+    def database(self) -> SqliteDatabase:
+        """The file's writer and readers, for the engine's other stores."""
+        return self._db
 
     @property
     def stats(self) -> WriteStats:
         """Counters of the writer (commits, commands, largest group) of this process."""
-        return self._writer.stats
+        return self._db.stats
 
     # -- life cycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._state != "new":
-            return
-        self._writer.start(await asyncio.to_thread(self._open_writer_connection))
-        self._state = "open"
+        await self._db.start()
 
     async def close(self) -> None:
-        if self._state != "open":
-            self._state = "closed"
-            return
-        self._state = "closed"
-        self._writer.stop()
-        await asyncio.to_thread(self._writer.join)
-        await asyncio.to_thread(self._readers.shutdown, wait=True)
-        with self._reader_lock:
-            for conn in self._reader_conns:
-                conn.close()
-            self._reader_conns.clear()
-        if self._tokens is not None:
-            await self._tokens.close()
+        await self._db.close()
 
     async def ping(self) -> bool:
-        if self._state != "open":
+        if not self._db.is_open:
             return False
         try:
             return await self._read(lambda conn: conn.execute("SELECT 1").fetchone() == (1,))
         except sqlite3.Error:
             return False
-
-    def _connect(self, *, readonly: bool) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self._path,
-            timeout=self._busy_timeout_s,
-            isolation_level=None,  # transactions are spelled out: BEGIN IMMEDIATE ... COMMIT
-            check_same_thread=False,  # reader connections are closed by close(), elsewhere
-            cached_statements=256,
-        )
-        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        conn.execute("PRAGMA foreign_keys = ON")
-        if readonly:
-            conn.execute("PRAGMA query_only = ON")
-        return conn
-
-    def _open_writer_connection(self) -> sqlite3.Connection:
-        conn = self._connect(readonly=False)
-        try:
-            create_schema(conn, self._clock.now())
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    async def _write(self, run: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run `run` on the writer; return once its transaction is committed."""
-        if self._state != "open":
-            raise StorageUnavailable(f"the SQLite backend is {self._state}, not open")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[_T] = loop.create_future()
-        self._writer.submit(_Command(run, loop, future))
-        try:
-            return await future
-        except sqlite3.OperationalError as exc:  # busy past the timeout, disk full, I/O error
-            raise StorageUnavailable(f"SQLite write failed: {exc}") from exc
-
-    async def _read(self, run: Callable[[sqlite3.Connection], _T]) -> _T:
-        if self._state != "open":
-            raise StorageUnavailable(f"the SQLite backend is {self._state}, not open")
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._readers, lambda: run(self._reader()))
-        except sqlite3.OperationalError as exc:
-            raise StorageUnavailable(f"SQLite read failed: {exc}") from exc
-
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
-        if conn is None:
-            conn = self._connect(readonly=True)
-            self._reader_local.conn = conn
-            with self._reader_lock:
-                self._reader_conns.append(conn)
-        return conn
 
     # -- intake ------------------------------------------------------------------------
 
@@ -546,7 +292,7 @@ class SqliteBackend:
     async def settle(self, settlements: Sequence[Settlement], now: float) -> list[bool]:
         if not settlements:
             return []
-        rows = [_settle_params(settlement, now) for settlement in settlements]
+        rows = [_settle_row(settle_change(settlement, now), now) for settlement in settlements]
         return await self._write(lambda conn: _settle_all(conn, rows, now))
 
     async def replay(self, ids: Sequence[str], now: float) -> int:
@@ -567,14 +313,12 @@ class SqliteBackend:
 
     # -- delivery reports --------------------------------------------------------------
 
-    async def apply_report(
-        self, app: str, msgid: int, report_status: str, now: float
-    ) -> ReportApplied:
-        if not _INT64_MIN <= msgid <= _INT64_MAX:
+    async def apply_report(self, report: Report, now: float) -> ReportApplied:
+        if not _INT64_MIN <= report.msgid <= _INT64_MAX:
             # No stored msgid lies outside SQLite's integers, so none can match (and the
             # driver would refuse the number): a report for a message we do not have.
             return ReportApplied(None, None, False)
-        return await self._write(lambda conn: _apply_report(conn, app, msgid, report_status, now))
+        return await self._write(lambda conn: _apply_report(conn, report, now))
 
     async def remember_nonce(self, app: str, nonce: str, ttl_s: float, now: float) -> bool:
         params = {"app": app, "nonce": nonce, "expires_at": now + ttl_s, "now": now}
@@ -601,7 +345,7 @@ class SqliteBackend:
             " WHERE until IS NULL OR until > ?"
         )
         rows = await self._read(lambda conn: conn.execute(sql, (now,)).fetchall())
-        return {row[0]: Pause(*row) for row in rows}
+        return {app: Pause(app, PauseReason(reason), *rest) for app, reason, *rest in rows}
 
     async def take_send_budget(self, app: str, rate_per_s: float, want: int, now: float) -> int:
         if want <= 0 or rate_per_s <= 0:
@@ -615,10 +359,6 @@ class SqliteBackend:
         return bucket.take(want, now)
 
     def token_store(self) -> TokenStore:
-        if self._tokens is None:
-            # Busy past its timeout, disk full, I/O: the same StorageUnavailable as a queue call.
-            store = SqliteTokenStore(self._path, clock=self._clock)
-            self._tokens = GuardedTokenStore(store, (sqlite3.OperationalError,))
         return self._tokens
 
     async def purge(self, older_than: float) -> int:
@@ -639,7 +379,7 @@ class SqliteBackend:
     async def get(self, message_id: str) -> MessageRecord | None:
         sql = f"SELECT {_COLUMNS}, events FROM messages WHERE id = ?"
         row = await self._read(lambda conn: conn.execute(sql, (message_id,)).fetchone())
-        return None if row is None else _record(row, events=row[20])
+        return None if row is None else _record(row, events=row[len(RECORD_FIELDS)])
 
     async def batch_counts(self, batch_id: str) -> dict[Status, int] | None:
         return await self._read(lambda conn: _batch_counts(conn, batch_id))
@@ -678,8 +418,7 @@ def _insert_messages(
     conn: sqlite3.Connection, messages: Sequence[NewMessage], now: float
 ) -> list[Enqueued]:
     known = _known_keys(conn, messages)
-    accepted = orjson.dumps([{"at": now, "kind": "accepted", "note": "", "errcode": None}])
-    events = accepted.decode()
+    events = (b"[" + accepted_event(now).to_json() + b"]").decode()
     answers: list[Enqueued] = []
     rows: list[tuple[Any, ...]] = []
     created: Counter[str] = Counter()
@@ -736,26 +475,21 @@ def _lease(conn: sqlite3.Connection, params: dict[str, Any]) -> list[Lease]:
     return [Lease(_record(row[1:]), params["token"], params["deadline"]) for row in rows]
 
 
-def _settle_params(s: Settlement, now: float) -> dict[str, Any]:
-    target = _TARGET[s.outcome]
-    waits = s.outcome in (Outcome.RETRY, Outcome.RELEASE)
+def _settle_row(change: SettleChange, now: float) -> dict[str, Any]:
+    """A SettleChange as _SETTLE's parameters."""
     return {
-        "id": s.lease.id,
-        "token": s.lease.token,
-        "status": target.value,
-        "counted": 0 if s.outcome is Outcome.RELEASE else 1,
-        "next_attempt_at": (now if s.next_attempt_at is None else s.next_attempt_at)
-        if waits
-        else None,
-        "msgid": s.msgid if target is Status.SENT else None,
-        "sent_at": now if target is Status.SENT else None,
-        # A settlement without any answer (a plain release) keeps the last one recorded.
-        "answered": s.errcode is not None or s.errmsg is not None or s.category is not None,
-        "errcode": s.errcode,
-        "errmsg": s.errmsg,
-        "category": s.category,
-        "kind": _KIND[s.outcome],
-        "note": s.note,
+        "id": change.id,
+        "token": change.token,
+        "status": change.status.value,
+        "counted": change.counted,
+        "next_attempt_at": change.next_attempt_at,
+        "msgid": change.msgid,
+        "sent_at": change.sent_at,
+        "answered": change.answered,
+        "errcode": change.errcode,
+        "errmsg": change.errmsg,
+        "category": change.category,
+        "event": change.event.to_json().decode(),
         "now": now,
     }
 
@@ -778,37 +512,42 @@ def _settle_one(
         # The report may have beaten this settle; it waits in pending_reports.
         pending = conn.execute(_TAKE_PENDING_REPORT, (row[0], params["msgid"], now)).fetchone()
         if pending is not None:
-            _record_report(conn, params["id"], pending[0], pending[1], now)
+            text, target, received_at = pending
+            _record_report(conn, params["id"], Status(target), text, received_at, now)
     return True
 
 
 def _record_report(
-    conn: sqlite3.Connection, message_id: str, report_status: str, received_at: float, now: float
+    conn: sqlite3.Connection,
+    message_id: str,
+    target: Status,
+    text: str,
+    received_at: float,
+    now: float,
 ) -> Status | None:
-    """Move a sent message to delivered/rejected; the new status, or None if it was not sent."""
-    target = report_target(report_status)
+    """Move a sent message to the report's status; that status, or None if it was not sent."""
     params = {
         "id": message_id,
         "status": target.value,
-        "report": report_status,
+        "report": text,
         "received_at": received_at,
         "now": now,
     }
     return target if conn.execute(_REPORT, params).rowcount else None
 
 
-def _apply_report(
-    conn: sqlite3.Connection, app: str, msgid: int, report_status: str, now: float
-) -> ReportApplied:
+def _apply_report(conn: sqlite3.Connection, report: Report, now: float) -> ReportApplied:
     row = conn.execute(
-        "SELECT id, status FROM messages WHERE app = ? AND msgid = ? LIMIT 1", (app, msgid)
+        "SELECT id, status FROM messages WHERE app = ? AND msgid = ? LIMIT 1",
+        (report.app, report.msgid),
     ).fetchone()
     if row is None:
-        conn.execute(_KEEP_REPORT, (app, msgid, report_status, now, now + PENDING_REPORT_TTL_S))
+        kept = (report.app, report.msgid, report.text, report.status.value, now)
+        conn.execute(_KEEP_REPORT, (*kept, now + PENDING_REPORT_TTL_S))
         conn.execute(_SWEEP_REPORTS, (now,))
         return ReportApplied(None, None, False)
     message_id, status = row
-    applied = _record_report(conn, message_id, report_status, now, now)
+    applied = _record_report(conn, message_id, report.status, report.text, now, now)
     if applied is None:  # a repeated report, or one for a message already past `sent`
         return ReportApplied(message_id, Status(status), False)
     return ReportApplied(message_id, applied, True)
@@ -839,37 +578,11 @@ def _per_status(rows: Sequence[tuple[str, int]]) -> dict[Status, int]:
 
 
 def _record(row: Sequence[Any], events: str | None = None) -> MessageRecord:
-    # Times go through float(): RETURNING hands back integral REAL values as ints.
-    return MessageRecord(
-        id=row[0],
-        app=row[1],
-        touser=row[2],
-        template_id=row[3],
-        payload=orjson.loads(row[4]),
-        status=Status(row[5]),
-        attempts=row[6],
-        next_attempt_at=float(row[7]),
-        idempotency_key=row[8],
-        msgid=row[9],
-        last_errcode=row[10],
-        last_errmsg=row[11],
-        last_category=row[12],
-        report_status=row[13],
-        trace_id=row[14],
-        batch_id=row[15],
-        created_at=float(row[16]),
-        updated_at=float(row[17]),
-        sent_at=None if row[18] is None else float(row[18]),
-        delivered_at=None if row[19] is None else float(row[19]),
-        events=[] if events is None else _events(events),
+    if events is None:
+        return decode_record(row[: len(RECORD_FIELDS)])
+    return decode_record(
+        row[: len(RECORD_FIELDS)], [Event.from_json(e) for e in orjson.loads(events)]
     )
-
-
-def _events(text: str) -> list[Event]:
-    return [
-        Event(item["at"], item["kind"], item.get("note") or "", item.get("errcode"))
-        for item in orjson.loads(text)
-    ]
 
 
 _HELD_BACK = (

@@ -1,27 +1,26 @@
-"""The SQLite engine's tables and indexes, and the version row that guards them.
+"""The SQLite engine's tables and indexes, the version row that guards them, and the
+migrations that bring an older file up to date.
 
 `create_schema` is idempotent and safe when several processes open one file at
-once (it runs in one `BEGIN IMMEDIATE`). The token tables are not here: they
-belong to `SqliteTokenStore`, which creates its own in the same file.
+once (it runs in one `BEGIN IMMEDIATE`): a new file gets every table at the
+current version; a file of an older version gets the missing tables, then each
+migration step after its version, in order.
 """
 
 from __future__ import annotations
 
+import random
 import sqlite3
+import time
+from typing import Final
 
-from wxgate.wechat.tokenstore import enable_wal
-
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_BUSY_TIMEOUT_S: Final = 10.0
 
 # Statuses no worker will touch again, spelled once for SQL (they mirror base.SETTLED).
 SETTLED_SQL = "('sent', 'delivered', 'rejected', 'failed', 'dead')"
 
 _TABLES = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) STRICT;
-
 CREATE TABLE IF NOT EXISTS batches (
     id TEXT PRIMARY KEY,
     app TEXT NOT NULL,
@@ -73,16 +72,46 @@ CREATE TABLE IF NOT EXISTS nonces (
     PRIMARY KEY (app, nonce)
 ) STRICT, WITHOUT ROWID;
 
--- Reports that arrived before the settle storing their msgid committed.
+-- Reports that arrived before the settle storing their msgid committed. `target` is
+-- the status the report decided (delivered or rejected), `report_status` WeChat's text.
 CREATE TABLE IF NOT EXISTS pending_reports (
     app TEXT NOT NULL,
     msgid INTEGER NOT NULL,
     report_status TEXT NOT NULL,
+    target TEXT NOT NULL,
     received_at REAL NOT NULL,
     expires_at REAL NOT NULL,
     PRIMARY KEY (app, msgid)
 ) STRICT;
+
+-- Access tokens and their fetch locks (backends/sqlite_tokens.py). A lock row outlives
+-- its release (owner '' and expires_at 0) so that its fencing counter only grows.
+CREATE TABLE IF NOT EXISTS wx_access_tokens (
+    app TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    fetched_at REAL NOT NULL,
+    fence INTEGER NOT NULL,
+    forced_at REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS wx_access_token_locks (
+    app TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    fence INTEGER NOT NULL
+);
 """
+
+# Statements that bring a file of version N-1 to version N.
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    # Reports are decided before storage; version 1 kept only WeChat's text. The one
+    # place the text is read here: a version-1 row was written before the decision moved.
+    2: (
+        "ALTER TABLE pending_reports ADD COLUMN target TEXT NOT NULL DEFAULT 'rejected'",
+        "UPDATE pending_reports SET target = 'delivered' WHERE report_status = 'success'",
+    ),
+}
 
 _INDEXES = f"""
 -- The due queue: app is included so exclude_apps is answered from the index alone.
@@ -106,30 +135,78 @@ class SchemaVersionError(sqlite3.DatabaseError):
     """The file was written by a newer wxgate whose schema this one does not know."""
 
 
+def enable_wal(conn: sqlite3.Connection, timeout_s: float = _BUSY_TIMEOUT_S) -> None:
+    """Put the file in WAL mode (a property of the file, kept by later connections).
+
+    Processes opening a new file at the same moment (an API and a worker started
+    together) race to switch it: each reads under a shared lock and then needs the
+    exclusive one, and SQLite answers one of them "database is locked" at once,
+    without waiting out the busy timeout, to break the deadlock. So this retries,
+    with a little jitter, until `timeout_s` has passed. Seen when the chaos stack
+    started two API processes on one fresh file: one exited before it was ready."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.02))
+
+
 def create_schema(conn: sqlite3.Connection, now: float) -> None:
-    """Create every table and index (if missing) and record the schema version."""
+    """Create every table and index (if missing), migrate an older file, and record
+    the schema version."""
     enable_wal(conn)
     conn.execute("BEGIN IMMEDIATE")
     try:
+        conn.execute(_META)
+        version = _stored_version(conn)
+        if version is not None:
+            _migrate(conn, version)
         # Statements are split by hand: executescript would COMMIT the open transaction.
         for statement in (_TABLES + _INDEXES).split(";"):
             if statement.strip():
                 conn.execute(statement)
-        _check_version(conn, now)
+        _record_version(conn, version, now)
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 
 
-def _check_version(conn: sqlite3.Connection, now: float) -> None:
+_META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT"
+
+
+def _stored_version(conn: sqlite3.Connection) -> int | None:
+    """The file's schema version; None for a new file."""
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     if row is None:
+        return None
+    version = int(row[0])
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"the database schema is version {version}; this wxgate knows up to {SCHEMA_VERSION}"
+        )
+    return version
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Each step after `version`, in order (before the tables of today are created, so
+    an index on a new column finds it)."""
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in _MIGRATIONS.get(step, ()):
+            conn.execute(statement)
+
+
+def _record_version(conn: sqlite3.Connection, version: int | None, now: float) -> None:
+    if version is None:
         conn.executemany(
             "INSERT INTO meta (key, value) VALUES (?, ?)",
             [("schema_version", str(SCHEMA_VERSION)), ("created_at", repr(now))],
         )
-    elif int(row[0]) > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"the database schema is version {row[0]}; this wxgate knows up to {SCHEMA_VERSION}"
+    elif version < SCHEMA_VERSION:
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
         )

@@ -111,6 +111,7 @@ class TokenManager:
         self._external_wait_s = external_wait_s
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._cached: CachedToken | None = None
+        self._rejected = ""  # the last token WeChat rejected: never adopted again
         self._flight: asyncio.Task[CachedToken] | None = None
         self._early_not_before = -math.inf
 
@@ -127,10 +128,15 @@ class TokenManager:
 
     async def invalidate(self, token: str) -> None:
         """WeChat rejected `token`: expire it in the store if it is still the stored one,
-        and forget it here if it is ours; a newer token is left alone."""
-        await self._store.invalidate(self.app, token)
+        and forget it here if it is ours; a newer token is left alone.
+
+        Forgotten here first, and never adopted again: a send that reads the cache, or
+        a flight that reads the store, while the store's write is in flight (a group
+        commit takes a millisecond or two) must not pick the rejected token up."""
+        self._rejected = token
         if self._cached is not None and self._cached.token == token:
             self._cached = None
+        await self._store.invalidate(self.app, token)
 
     async def refresh(self, *, force: bool = False) -> CachedToken:
         """Fetch now (the operator asked). `force` makes WeChat drop the current token
@@ -294,7 +300,11 @@ class TokenManager:
             await self._clock.sleep(POLL_INTERVAL_S)
 
     def _lasts(self, token: CachedToken | None, need_s: float) -> bool:
-        return token is not None and token.remaining(self._clock.now()) > need_s
+        return (
+            token is not None
+            and token.token != self._rejected
+            and token.remaining(self._clock.now()) > need_s
+        )
 
     def _adopt(self, token: CachedToken) -> CachedToken:
         register_secret(token.token)

@@ -28,7 +28,7 @@ from starlette.responses import PlainTextResponse, Response
 from wxgate.api.errors import Forbidden, InvalidRequest, NotFound
 from wxgate.api.routing import JsonRoute
 from wxgate.api.state import ApiState, api_state
-from wxgate.backends.base import StorageUnavailable
+from wxgate.backends.base import Report, Status, StorageUnavailable
 from wxgate.wechat.callback import (
     CallbackCodec,
     CallbackMessage,
@@ -109,6 +109,12 @@ async def _new_or_repeated(state: ApiState, app: str, nonce: str, body: bytes) -
     return nonce_new or not push_new
 
 
+def _report(app: str, event: TemplateSendJobFinish) -> Report:
+    """The report as storage takes it: the WeChat layer has said what its Status means."""
+    status = Status.DELIVERED if event.succeeded else Status.REJECTED
+    return Report(app, event.msgid, status, event.status)
+
+
 @router.get("/{app}", response_class=PlainTextResponse, summary="WeChat's URL check")
 async def verify_url(request: Request, app: str) -> Response:
     """Answers the raw `echostr` when the signature holds (403 otherwise)."""
@@ -135,10 +141,8 @@ async def receive_push(request: Request, app: str) -> Response:
         _count(state, app, "duplicate")
         return PlainTextResponse(SUCCESS)
     if isinstance(message, TemplateSendJobFinish):
-        report = message
-        applied = await _stored(
-            lambda: state.backend.apply_report(app, report.msgid, report.status, now)
-        )
+        report = _report(app, message)
+        applied = await _stored(lambda: state.backend.apply_report(report, now))
         _count(state, app, "applied" if applied.message_id is not None else "unknown_msgid")
     else:
         _count(state, app, "ignored")
