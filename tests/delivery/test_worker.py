@@ -19,8 +19,8 @@ from wxgate.delivery.events import (
     MetricsListener,
 )
 from wxgate.delivery.policy import next_quota_reset
-from wxgate.delivery.ratelimit import WHOLE_EPSILON
 from wxgate.observability import Metrics
+from wxgate.tokenbucket import WHOLE_EPSILON
 
 from .conftest import MakeRig, eventually, on_fake_time
 

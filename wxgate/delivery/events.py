@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from wxgate.backends.base import Outcome
+from wxgate.backends.base import Outcome, PauseReason
 from wxgate.delivery.breaker import BreakerState
-from wxgate.observability import Metrics, errcode_label
-from wxgate.wechat.errors import Category
+from wxgate.observability import Metrics
+from wxgate.wechat.errors import Category, errcode_label
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +24,7 @@ class MessageSettled:
 
     app: str
     outcome: Outcome
-    category: str | None  # the answer's category; None when nothing was sent
+    category: Category | None  # the answer's category; None when nothing was sent
     errcode: int | None
     latency_s: float | None  # the send call, token included; None when nothing was sent
 
@@ -32,7 +32,7 @@ class MessageSettled:
 @dataclass(frozen=True, slots=True)
 class AppPaused:
     app: str
-    reason: str  # "QUOTA" or "CONFIG"
+    reason: PauseReason
     until: float | None
     errcode: int | None = None
 
@@ -40,7 +40,7 @@ class AppPaused:
 @dataclass(frozen=True, slots=True)
 class AppResumed:
     app: str
-    reason: str  # the reason of the pause that ended
+    reason: PauseReason  # the reason of the pause that ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,7 @@ class WorkerListener(Protocol):
 
 
 _BREAKER_GAUGE = {BreakerState.CLOSED: 0, BreakerState.OPEN: 1, BreakerState.HALF_OPEN: 2}
-_NOT_ERRORS = frozenset({None, Category.OK.value})
+_NOT_ERRORS = frozenset({None, Category.OK})
 
 
 class MetricsListener:
@@ -94,7 +94,7 @@ class MetricsListener:
             return
         code = errcode_label(event.errcode)
         m.wechat_errors.labels(event.app, code, event.category).inc()
-        if event.category == Category.CONFIG.value:
+        if event.category is Category.CONFIG:
             m.config_errors.labels(event.app, code).inc()
 
     def _paused(self, event: AppPaused) -> None:

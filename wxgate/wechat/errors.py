@@ -494,3 +494,11 @@ class CallbackMalformedError(CallbackRejected):
     """The XML is unsafe or unparsable, or a field is missing or garbled."""
 
     reason = "xml"
+
+
+def errcode_label(errcode: int | None, fallback: str = "none") -> str:
+    """A bounded metric label for an errcode: catalogue codes as themselves, others
+    as "other" (an errcode from WeChat is not a bounded set; the catalogue is)."""
+    if errcode is None:
+        return fallback
+    return str(errcode) if errcode in CATALOGUE else "other"
