@@ -32,10 +32,11 @@ from wxgate.backends.base import (
 from wxgate.backends.sqlite import SqliteBackend
 from wxgate.cli import app as cli
 from wxgate.config import hash_api_key
-from wxgate.gateway import BackgroundServer, Gateway, serve_in_background
+from wxgate.gateway import Gateway
 from wxgate.sandbox.config import DEFAULT_APPID, DEFAULT_CALLBACK_TOKEN, DEFAULT_SECRET
 from wxgate.sandbox.control import SandboxControl
 from wxgate.sandbox.server import SandboxServer
+from wxgate.server import BackgroundServer, serve_in_background
 
 T = TypeVar("T")
 APP_SECRET = "cli-test-app-secret-4b8e1f"

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from wxgate.config import Settings, check, hash_api_key, load_settings
 from wxgate.observability import configure_logging
+from wxgate.sandbox.command import sandbox_command
 
 app = typer.Typer(help="wxgate: a reliable WeChat template-message gateway.", no_args_is_help=True)
 messages_app = typer.Typer(help="Inspect stored messages.", no_args_is_help=True)
@@ -140,6 +141,9 @@ def serve(
     _run(serve_gateway(settings, role=role, host=host, port=port))  # type: ignore[arg-type]
 
 
+app.command("sandbox")(sandbox_command)
+
+
 @app.command()
 def demo() -> None:
     """Sandbox + gateway in one process: send sample messages and watch them settle."""
@@ -149,48 +153,6 @@ def demo() -> None:
     if not _run(run_demo(console)):
         err_console.print("[red]some messages did not end as expected in time[/red]")
         raise typer.Exit(1)
-
-
-@app.command()
-def sandbox(
-    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-    port: int = typer.Option(8081, help="Port to listen on (0: any free port)."),
-    callback_url: str | None = typer.Option(
-        None, help="Where the default account's TEMPLATESENDJOBFINISH reports go."
-    ),
-    callback_mode: str = typer.Option(
-        "plain", help="How reports are sent: plain, or safe (AES-encrypted)."
-    ),
-    config: str | None = typer.Option(
-        None, help="TOML file of extra accounts (appid, secret, callback_url, ...)."
-    ),
-    token_ttl: int = typer.Option(7200, min=1, help="expires_in of new access tokens, seconds."),
-    port_file: str | None = typer.Option(
-        None, help="Write the bound port to this file once listening (useful with --port 0)."
-    ),
-) -> None:
-    """Run a local imitation of the WeChat API (tokens, template/send, callbacks, faults)."""
-    from pathlib import Path
-
-    from wxgate.sandbox.config import CALLBACK_MODES
-    from wxgate.sandbox.errors import SandboxConfigError
-    from wxgate.sandbox.server import run
-
-    if callback_mode not in CALLBACK_MODES:
-        raise typer.BadParameter("must be plain or safe", param_hint="--callback-mode")
-    try:
-        run(
-            host,
-            port,
-            callback_url,
-            Path(config) if config else None,
-            callback_mode,  # type: ignore[arg-type]  # checked against CALLBACK_MODES above
-            Path(port_file) if port_file else None,
-            token_ttl,
-        )
-    except SandboxConfigError as exc:
-        typer.echo(f"sandbox: {exc}", err=True)
-        raise typer.Exit(2) from exc
 
 
 # -- what a business system does: the HTTP API ------------------------------------------------

@@ -32,7 +32,7 @@ from wxgate.config import (
     StorageSettings,
     hash_api_key,
 )
-from wxgate.gateway import Gateway, serve_in_background
+from wxgate.gateway import Gateway
 from wxgate.sandbox.server import (
     DEFAULT_APPID,
     DEFAULT_CALLBACK_TOKEN,
@@ -40,6 +40,7 @@ from wxgate.sandbox.server import (
     DEFAULT_SECRET,
     SandboxServer,
 )
+from wxgate.server import serve_in_background
 
 TERMINAL = frozenset({"delivered", "rejected", "failed", "dead"})
 STYLE = {

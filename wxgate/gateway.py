@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import math
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,13 +19,13 @@ import uvicorn
 from fastapi import FastAPI
 
 from wxgate.api.app import create_app
-from wxgate.api.protocol import BoundedHttpToolsProtocol
 from wxgate.backends.base import Backend, StorageUnavailable
 from wxgate.clock import Clock, SystemClock
 from wxgate.config import AppSettings, Role, Settings
 from wxgate.delivery.events import MetricsListener
 from wxgate.delivery.worker import AppRuntime, Worker
 from wxgate.observability import Metrics, get_logger, register_secret
+from wxgate.server import server_config
 from wxgate.wechat.client import AccountClient, TokenFetcher, WeChatHttp
 from wxgate.wechat.token import TokenManager
 from wxgate.wechat.tokenstore import TokenStore
@@ -213,47 +212,6 @@ class Gateway:
         log.info("gateway stopped", role=self.role)
 
 
-@dataclass
-class BackgroundServer:
-    """uvicorn serving an app inside the running event loop (demo, tests, benchmarks)."""
-
-    server: uvicorn.Server
-    task: asyncio.Task[None]
-
-    @property
-    def port(self) -> int:
-        return int(self.server.servers[0].sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        self.server.should_exit = True
-        await self.task
-
-
-async def serve_in_background(
-    app: FastAPI, host: str = "127.0.0.1", port: int = 0
-) -> BackgroundServer:
-    """Start serving `app` and return once the socket listens (port 0: any free port)."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            http=BoundedHttpToolsProtocol,
-        )
-    )
-    task = asyncio.create_task(server.serve(), name="wxgate-http")
-    # uvicorn offers no start-up event, only this flag.
-    while not server.started:
-        if task.done():
-            await task  # raises why it could not start (e.g. the port is taken)
-            raise RuntimeError("uvicorn stopped before it started")
-        await asyncio.sleep(0.01)
-    return BackgroundServer(server, task)
-
-
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -273,16 +231,11 @@ async def serve(
     gateway = Gateway(settings, role=role)
     await gateway.start()
     assert gateway.app is not None
-    config = uvicorn.Config(
+    config = server_config(
         gateway.app,
-        host=host or settings.server.host,
-        port=settings.server.port if port is None else port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        http=BoundedHttpToolsProtocol,
-        # Rounded up: int() made any grace under 1 s "no limit" (None).
-        timeout_graceful_shutdown=math.ceil(settings.delivery.shutdown_grace_s) or None,
+        host or settings.server.host,
+        settings.server.port if port is None else port,
+        grace_s=settings.delivery.shutdown_grace_s,
     )
     server = uvicorn.Server(config)
     loop = asyncio.get_running_loop()

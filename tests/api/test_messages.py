@@ -121,6 +121,29 @@ async def test_get_message_returns_record_with_events(gateway: Gateway) -> None:
     assert [event["kind"] for event in data["events"]] == ["accepted"]
 
 
+async def test_times_are_rfc3339_utc_strings_and_next_attempt_only_while_pending(
+    gateway_factory: GatewayFactory,
+) -> None:
+    clock = FakeClock(start=1_796_615_074.5678)  # 2026-12-07T03:44:34.567Z
+    gateway = await gateway_factory(make_settings(), clock=clock)
+    _, accepted, _ = await gateway.post("/v1/messages", message_body())
+    message_id = accepted["data"]["id"]
+    _, queued, _ = await gateway.get(f"/v1/messages/{message_id}")
+    record = queued["data"]
+    assert record["created_at"] == record["updated_at"] == "2026-12-07T03:44:34.567Z"
+    assert record["next_attempt_at"] == "2026-12-07T03:44:34.567Z"  # due now
+    assert record["sent_at"] is None and record["delivered_at"] is None
+    assert [event["at"] for event in record["events"]] == ["2026-12-07T03:44:34.567Z"]
+
+    clock.advance(2)
+    await gateway.settle(message_id, Outcome.SENT, msgid=BIG_MSGID)
+    _, sent, _ = await gateway.get(f"/v1/messages/{message_id}")
+    assert sent["data"]["sent_at"] == "2026-12-07T03:44:36.567Z"
+    assert sent["data"]["next_attempt_at"] is None  # nothing pending once sent
+    _, page, _ = await gateway.get("/v1/messages")
+    assert page["data"]["items"][0]["sent_at"] == "2026-12-07T03:44:36.567Z"
+
+
 async def test_msgid_above_2_pow_53_is_a_string_and_exact(gateway: Gateway) -> None:
     _, accepted, _ = await gateway.post("/v1/messages", message_body())
     message_id = accepted["data"]["id"]

@@ -37,9 +37,9 @@ from wxgate.backends.base import NewMessage, Outcome, Settlement, StorageUnavail
 from wxgate.backends.sqlite import SqliteBackend
 from wxgate.config import AppSettings, DeliverySettings
 from wxgate.delivery.worker import AppRuntime, Worker
-from wxgate.gateway import BackgroundServer, serve_in_background
 from wxgate.observability import Metrics
 from wxgate.sandbox.config import DEFAULT_APPID, DEFAULT_SECRET
+from wxgate.server import BackgroundServer, serve_in_background
 from wxgate.wechat.callback import CallbackCodec, template_finish_xml
 from wxgate.wechat.client import AccountClient, TokenFetcher, WeChatHttp
 from wxgate.wechat.token import TokenManager

@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import free_port
 from wxgate.config import Settings, hash_api_key
-from wxgate.gateway import BackgroundServer, Gateway, serve_in_background
+from wxgate.gateway import Gateway
 from wxgate.sandbox.config import (
     DEFAULT_APPID,
     DEFAULT_CALLBACK_TOKEN,
@@ -33,6 +33,7 @@ from wxgate.sandbox.config import (
 )
 from wxgate.sandbox.control import SandboxControl
 from wxgate.sandbox.server import SandboxServer
+from wxgate.server import BackgroundServer, serve_in_background
 
 API_KEY = "e2e-api-key-7d41c9b2e05f4a86"
 APP = "shop"

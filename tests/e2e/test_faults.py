@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.e2e.conftest import APP, MakeStack, eventually
+from wxgate.api.schemas import rfc3339
 from wxgate.delivery.policy import next_quota_reset
 from wxgate.sandbox.config import DEFAULT_SECRET
 
@@ -66,14 +67,15 @@ async def test_daily_quota_pauses_the_app_until_midnight_beijing(make_stack: Mak
     pause = await stack.pause_of()
     assert pause is not None
     assert pause["reason"] == "QUOTA" and pause["errcode"] == 45009
-    assert pause["until"] == next_quota_reset(stack.clock.now())
+    reset = next_quota_reset(stack.clock.now())
+    assert pause["until"] == rfc3339(reset)
     await asyncio.sleep(0.3)  # workers keep polling; nothing may be spent meanwhile
     waiting = [await stack.record(message_id) for message_id in over]
     assert {rec["status"] for rec in waiting} == {"queued"}
     assert {rec["attempts"] for rec in waiting} == {0}
 
     # The same quota still holds tomorrow: only the day changes, for WeChat and us.
-    stack.clock.shift(pause["until"] - stack.clock.now() + 1.0)
+    stack.clock.shift(reset - stack.clock.now() + 1.0)
 
     # Two fit in the new day's quota of 2; the others pause the app again until the next.
     async def two_delivered() -> bool:
@@ -86,7 +88,7 @@ async def test_daily_quota_pauses_the_app_until_midnight_beijing(make_stack: Mak
     assert sorted(rec["status"] for rec in records) == ["delivered"] * 2 + ["queued"] * 2
     assert all(rec["attempts"] <= 1 for rec in records)
     again = await stack.pause_of()
-    assert again is not None and again["until"] == pause["until"] + 86_400
+    assert again is not None and again["until"] == rfc3339(reset + 86_400)
     assert (await stack.stats())["sends"]["0"] == 4
 
 

@@ -29,8 +29,8 @@ from wxgate.api.app import create_app
 from wxgate.api.auth import PROTECTED_PREFIX, ApiKeys
 from wxgate.backends.sqlite import SqliteBackend
 from wxgate.config import hash_api_key
-from wxgate.gateway import serve_in_background
 from wxgate.observability import Metrics
+from wxgate.server import serve_in_background
 from wxgate.wechat.callback import CallbackCodec, sign, template_finish_xml
 from wxgate.wechat.errors import CallbackSignatureError
 

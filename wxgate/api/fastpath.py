@@ -25,8 +25,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from wxgate.api import intake
 from wxgate.api.errors import ApiError
-from wxgate.api.routes.messages import accept_message
+from wxgate.api.middleware import trace_id_of
 from wxgate.api.schemas import MessageIn
 from wxgate.backends.base import StorageUnavailable
 
@@ -122,8 +123,9 @@ class MessageFastPath:
         raw, message = valid
         header_key = Headers(scope=scope).get("idempotency-key")
         state = request.app.state.wxgate
+        single = intake.SingleIntake(message, raw, header_key)
         try:
-            response = await accept_message(state, message, raw, header_key, scope)
+            response = await intake.accept(state, single, trace_id_of(scope))
         except (ApiError, StorageUnavailable) as exc:
             response = await _handled(request, exc)
         await response(scope, receive, send)

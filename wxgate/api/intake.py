@@ -1,4 +1,10 @@
-"""Intake: from an accepted-looking request to the NewMessages handed to `enqueue`.
+"""Intake: from a request that passed its shape check to messages stored, and the answer.
+
+`accept` is the one sequence every intake route runs (POST /v1/messages, its fast
+path, and the batch route): backpressure, the app, the messages of the request,
+one durable `enqueue`, the metrics, the answer (202, or 200 when every message was
+stored before under its idempotency key). What differs between a single message
+and a batch is an `Intake`: `SingleIntake` and `BatchIntake` below.
 
 WeChat's rules are applied here with `wxgate.wechat.template.parse`, so a message
 WeChat would refuse for its content never enters the queue; its problems come
@@ -14,17 +20,22 @@ import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+from starlette.responses import Response
 
 from wxgate.api.errors import InvalidRequest
 from wxgate.api.schemas import (
     IDEMPOTENCY_KEY_RULE,
     MAX_IDEMPOTENCY_KEY,
     BatchIn,
+    MessageIn,
     RecipientIn,
     control_character_in,
+    ok,
 )
-from wxgate.backends.base import NewMessage
+from wxgate.api.state import ApiState
+from wxgate.backends.base import Enqueued, NewMessage
 from wxgate.config import Settings
 from wxgate.wechat.template import Problem, TemplateMessage, TemplateValidationError, parse
 
@@ -205,3 +216,91 @@ def batch_messages(raw: Mapping[str, Any], body: BatchIn, app: str, trace_id: st
     if reader.problems:
         raise InvalidRequest(reader.problems)
     return Batch(batch_id, messages, list(reader.warnings.values()))
+
+
+# -- one sequence for every intake route ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The messages of one request, and its warnings, ready for `enqueue`."""
+
+    messages: list[NewMessage]
+    warnings: list[dict[str, Any]]
+    batch_id: str | None = None
+
+
+class Intake(Protocol):
+    """What one kind of intake request contributes to `accept`."""
+
+    route: str  # the intake metric's label
+    app: str | None  # the app the request names (None: the only one)
+
+    def prepare(self, app: str, trace_id: str | None) -> Prepared:
+        """The request's messages, or InvalidRequest naming every problem."""
+        ...
+
+    def answer(self, prepared: Prepared, results: list[Enqueued]) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SingleIntake:
+    """POST /v1/messages: `raw` is the JSON body as `body` validated it."""
+
+    body: MessageIn
+    raw: Mapping[str, Any]
+    header_key: str | None
+    route: str = "messages"
+
+    @property
+    def app(self) -> str | None:
+        return self.body.app
+
+    def prepare(self, app: str, trace_id: str | None) -> Prepared:
+        key = idempotency_key(self.body.idempotency_key, self.header_key)
+        message, warnings = one_message(self.raw, app, key, trace_id)
+        return Prepared([message], warnings)
+
+    def answer(self, prepared: Prepared, results: list[Enqueued]) -> dict[str, Any]:
+        [result] = results
+        return {"id": result.id, "status": str(result.status), "warnings": prepared.warnings}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchIntake:
+    """POST /v1/messages/batch: one template to many recipients, all or nothing."""
+
+    body: BatchIn
+    raw: Mapping[str, Any]
+    route: str = "batch"
+
+    @property
+    def app(self) -> str | None:
+        return self.body.app
+
+    def prepare(self, app: str, trace_id: str | None) -> Prepared:
+        batch = batch_messages(self.raw, self.body, app, trace_id)
+        return Prepared(batch.messages, batch.warnings, batch.batch_id)
+
+    def answer(self, prepared: Prepared, results: list[Enqueued]) -> dict[str, Any]:
+        return {
+            "batch_id": prepared.batch_id,
+            "ids": [result.id for result in results],
+            "warnings": prepared.warnings,
+        }
+
+
+async def accept(state: ApiState, intake: Intake, trace_id: str | None) -> Response:
+    """Store what a request asks for, durably, before answering: 202 when anything new
+    was stored, 200 when every message repeated a known idempotency key."""
+    started = state.clock.monotonic()
+    await state.backpressure.check()
+    app = resolve_app(state.settings, intake.app)
+    prepared = intake.prepare(app, trace_id)
+    results = await state.backend.enqueue(prepared.messages, state.clock.now())
+    created = sum(1 for result in results if result.created)
+    if created:
+        state.metrics.messages.labels(app=app, outcome="accepted").inc(created)
+    elapsed = state.clock.monotonic() - started
+    state.metrics.intake_seconds.labels(route=intake.route).observe(elapsed)
+    return ok(intake.answer(prepared, results), 202 if created else 200)

@@ -11,13 +11,14 @@ silently round it as a number.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Generic, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeVar, get_type_hints
 
 import orjson
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from starlette.responses import Response
 
-from wxgate.backends.base import Event, MessageRecord, Page, Status
+from wxgate.backends.base import RECORD_FIELDS, Event, EventKind, MessageRecord, Page, Status
 
 MAX_RECIPIENTS = 10_000
 MAX_IDEMPOTENCY_KEY = 128
@@ -205,38 +206,52 @@ class Replayed(BaseModel):
 
 
 class EventOut(BaseModel):
-    at: float
-    kind: str
+    at: str = Field(description="RFC 3339, UTC")
+    kind: EventKind
     note: str = ""
     errcode: int | None = None
 
 
-class MessageOut(BaseModel):
-    id: str
-    app: str
-    touser: str
-    template_id: str
-    status: Status
-    attempts: int
-    msgid: str | None = Field(
-        None,
-        description="WeChat's msgid as a decimal string: it exceeds 2^53, which a "
-        "JavaScript number cannot hold exactly",
-    )
-    last_errcode: int | None
-    last_errmsg: str | None
-    last_category: str | None
-    report_status: str | None
-    trace_id: str | None
-    batch_id: str | None
-    idempotency_key: str | None
-    next_attempt_at: float
-    created_at: float
-    updated_at: float
-    sent_at: float | None
-    delivered_at: float | None
-    payload: dict[str, Any]
-    events: list[EventOut]
+def rfc3339(epoch: float | None) -> str | None:
+    """An epoch time as an RFC 3339 UTC string with milliseconds, e.g. 2026-12-07T04:31:36.123Z."""
+    if epoch is None:
+        return None
+    moment = datetime.fromtimestamp(epoch, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+# Statuses in which the record's next_attempt_at means something (a retry time, or the
+# lease deadline while sending); in the others it is not shown.
+ATTEMPT_PENDING = frozenset({Status.QUEUED, Status.SENDING})
+_TIMES = frozenset(("next_attempt_at", "created_at", "updated_at", "sent_at", "delivered_at"))
+_AS_STRING = {
+    "msgid": "WeChat's msgid as a decimal string: it exceeds 2^53, which a JavaScript "
+    "number cannot hold exactly",
+    "next_attempt_at": "RFC 3339, UTC: when the next attempt is due (or the lease ends); "
+    "null unless the message is queued or sending",
+}
+
+
+def _out_field(name: str) -> tuple[Any, Any]:
+    """How a record field reads in the API: times as RFC 3339 strings, msgid as a string,
+    every other field as stored."""
+    if name in _TIMES:
+        required = name in ("created_at", "updated_at")
+        kind: Any = str if required else (str | None)
+        description = _AS_STRING.get(name, "RFC 3339, UTC")
+        return (kind, Field(... if required else None, description=description))
+    if name in _AS_STRING:
+        return (str | None, Field(None, description=_AS_STRING[name]))
+    return (_RECORD_HINTS[name], ...)
+
+
+_RECORD_HINTS = get_type_hints(MessageRecord)
+# The record as the API shows it, derived from base.MessageRecord's fields.
+MessageOut = create_model(  # type: ignore[call-overload]
+    "MessageOut",
+    **{name: _out_field(name) for name in RECORD_FIELDS},
+    events=(list[EventOut], ...),
+)
 
 
 class MessagePage(BaseModel):
@@ -245,33 +260,24 @@ class MessagePage(BaseModel):
 
 
 def event_json(event: Event) -> dict[str, Any]:
-    return {"at": event.at, "kind": event.kind, "note": event.note, "errcode": event.errcode}
+    return {
+        "at": rfc3339(event.at),
+        "kind": event.kind,
+        "note": event.note,
+        "errcode": event.errcode,
+    }
 
 
 def record_json(record: MessageRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "app": record.app,
-        "touser": record.touser,
-        "template_id": record.template_id,
-        "status": str(record.status),
-        "attempts": record.attempts,
-        "msgid": None if record.msgid is None else str(record.msgid),
-        "last_errcode": record.last_errcode,
-        "last_errmsg": record.last_errmsg,
-        "last_category": record.last_category,
-        "report_status": record.report_status,
-        "trace_id": record.trace_id,
-        "batch_id": record.batch_id,
-        "idempotency_key": record.idempotency_key,
-        "next_attempt_at": record.next_attempt_at,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-        "sent_at": record.sent_at,
-        "delivered_at": record.delivered_at,
-        "payload": record.payload,
-        "events": [event_json(event) for event in record.events],
-    }
+    """The record as GET /v1/messages/{id} shows it (see MessageOut)."""
+    out: dict[str, Any] = {name: getattr(record, name) for name in RECORD_FIELDS}
+    for name in _TIMES:
+        out[name] = rfc3339(out[name])
+    if record.status not in ATTEMPT_PENDING:
+        out["next_attempt_at"] = None
+    out["msgid"] = None if record.msgid is None else str(record.msgid)
+    out["events"] = [event_json(event) for event in record.events]
+    return out
 
 
 def page_json(page: Page) -> dict[str, Any]:

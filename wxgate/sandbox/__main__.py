@@ -2,7 +2,7 @@
 
 import typer
 
-from wxgate.cli import sandbox
+from wxgate.sandbox.command import sandbox_command
 
 if __name__ == "__main__":
-    typer.run(sandbox)
+    typer.run(sandbox_command)

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from wxgate.api.errors import NotFound
 from wxgate.api.routing import JsonRoute
-from wxgate.api.schemas import ok
+from wxgate.api.schemas import ok, rfc3339
 from wxgate.api.state import api_state
 from wxgate.backends.base import Pause
 from wxgate.config import AppSettings
@@ -26,8 +26,8 @@ def _pause_json(pause: Pause | None) -> dict[str, Any] | None:
         return None
     return {
         "reason": pause.reason,
-        "since": pause.since,
-        "until": pause.until,
+        "since": rfc3339(pause.since),
+        "until": rfc3339(pause.until),
         "errcode": pause.errcode,
         "note": pause.note,
     }

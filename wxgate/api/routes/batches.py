@@ -34,23 +34,9 @@ router = APIRouter(tags=["batches"], route_class=JsonRoute)
 async def send_batch(request: Request, body: BatchIn) -> Response:
     """Any invalid recipient refuses the whole batch (400 naming
     `["body", "recipients", i, ...]`) and nothing is stored."""
-    state = api_state(request)
-    started = state.clock.monotonic()
-    await state.backpressure.check()
-    app = intake.resolve_app(state.settings, body.app)
     raw: dict[str, Any] = await request.json()  # parsed once already, cached by Starlette
-    batch = intake.batch_messages(raw, body, app, trace_id_of(request.scope))
-    results = await state.backend.enqueue(batch.messages, state.clock.now())
-    created = sum(1 for result in results if result.created)
-    if created:
-        state.metrics.messages.labels(app=app, outcome="accepted").inc(created)
-    state.metrics.intake_seconds.labels(route="batch").observe(state.clock.monotonic() - started)
-    answer = {
-        "batch_id": batch.batch_id,
-        "ids": [result.id for result in results],
-        "warnings": batch.warnings,
-    }
-    return ok(answer, 202 if created else 200)
+    batch = intake.BatchIntake(body, raw)
+    return await intake.accept(api_state(request), batch, trace_id_of(request.scope))
 
 
 @router.get("/batches/{batch_id}", response_model=Envelope[BatchCounts], summary="Batch progress")

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Scope
 
 from wxgate.api import intake
 from wxgate.api.errors import Conflict, NotFound
@@ -25,7 +24,7 @@ from wxgate.api.schemas import (
     page_json,
     record_json,
 )
-from wxgate.api.state import ApiState, api_state
+from wxgate.api.state import api_state
 from wxgate.backends.base import REPLAYABLE, ListFilter, Status
 from wxgate.operations import replay_messages
 
@@ -67,25 +66,8 @@ async def send_message(request: Request, body: MessageIn) -> Response:
     apply here, so what WeChat would refuse is refused now (400, field by field)."""
     raw: dict[str, Any] = await request.json()  # parsed once already, cached by Starlette
     header_key = request.headers.get("idempotency-key")
-    return await accept_message(api_state(request), body, raw, header_key, request.scope)
-
-
-async def accept_message(
-    state: ApiState, body: MessageIn, raw: dict[str, Any], header_key: str | None, scope: Scope
-) -> Response:
-    """The answer to a valid POST /v1/messages body (`raw`, as `body` validated it): this
-    route's, and the fast path's (`wxgate.api.fastpath`), so both answer alike."""
-    started = state.clock.monotonic()
-    await state.backpressure.check()
-    app = intake.resolve_app(state.settings, body.app)
-    key = intake.idempotency_key(body.idempotency_key, header_key)
-    message, warnings = intake.one_message(raw, app, key, trace_id_of(scope))
-    [result] = await state.backend.enqueue([message], state.clock.now())
-    if result.created:
-        state.metrics.messages.labels(app=app, outcome="accepted").inc()
-    state.metrics.intake_seconds.labels(route="messages").observe(state.clock.monotonic() - started)
-    answer = {"id": result.id, "status": str(result.status), "warnings": warnings}
-    return ok(answer, 202 if result.created else 200)
+    message = intake.SingleIntake(body, raw, header_key)
+    return await intake.accept(api_state(request), message, trace_id_of(request.scope))
 
 
 @router.get("", response_model=Envelope[MessagePage], summary="List messages, newest first")
