@@ -4,7 +4,7 @@ Everything is real except WeChat: the gateway stores messages in a temporary
 SQLite file, its worker sends them over HTTP to the sandbox, and the sandbox
 reports delivery back to the gateway's signed, AES-encrypted callback. The
 sample includes the sandbox's failing test openids, so each row of the table
-ends the way DESIGN.md's classification says it should.
+ends the way docs/design.md, "Classification", says it should.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Operator actions shared by the HTTP API and the CLI.
 
-Replaying is more than moving records: DESIGN.md says a CONFIG answer kills an
+Replaying is more than moving records: docs/design.md, "Pauses", says a CONFIG answer kills an
 app's messages and pauses the app "until an operator fixes it and replays", so
 a replay that covers a CONFIG-paused app also lifts that pause (otherwise the
 replayed messages would sit behind it, unsent).

@@ -28,7 +28,7 @@ RETRY_PAUSE_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 class Kind(StrEnum):
-    """What the sandbox will do with a recipient (DESIGN.md, the sandbox's test openids)."""
+    """What the sandbox will do with a recipient (docs/design.md, "Sandbox": its test openids)."""
 
     ORDINARY = "ordinary"  # delivered
     INVALID = "invalid"  # 40003: failed

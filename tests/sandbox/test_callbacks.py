@@ -1,5 +1,5 @@
 """TEMPLATESENDJOBFINISH reports from the sandbox: signed, plain or safe mode, retried
-as WeChat does (wechat-api.md §5.2-§5.5), checked by a real receiver with CallbackCodec."""
+as WeChat does (docs/wechat-protocol.md §5.2-§5.5), checked by a real CallbackCodec receiver."""
 
 from __future__ import annotations
 

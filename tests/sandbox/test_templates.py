@@ -1,4 +1,4 @@
-"""Template management at the sandbox (wechat-api.md §3)."""
+"""Template management at the sandbox (docs/wechat-protocol.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The callback codec against wechat-api.md §5, byte for byte: signatures, the AES
+"""The callback codec against docs/wechat-protocol.md §5, byte for byte: signatures, the AES
 envelope, safe XML parsing, typed events, and every way a request is refused."""
 
 from __future__ import annotations

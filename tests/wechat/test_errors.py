@@ -1,4 +1,4 @@
-"""The error catalogue against wechat-api.md §6, and the exception hierarchy."""
+"""The error catalogue against docs/wechat-protocol.md §6, and the exception hierarchy."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from wxgate.wechat.errors import (
 
 C = Category
 
-# wechat-api.md §6, copied (the doc is not in the repository): code -> the category a
+# docs/wechat-protocol.md §6, copied here: code -> the category a
 # business API answer gets, and the English errmsg WeChat was seen returning (a regex
 # where the observed text carries an IP or a key; None where none was captured).
 SECTION_6: dict[int, tuple[Category, str | None]] = {
@@ -52,7 +52,7 @@ SECTION_6: dict[int, tuple[Category, str | None]] = {
     40165: (C.REQUEST, "invalid weapp pagepath"),
     40166: (C.REQUEST, "invalid weapp appid"),
     40243: (C.CONFIG, None),
-    40241: (C.OK, "The message is duplicate in 60 seconds"),  # DESIGN.md: treat it as sent
+    40241: (C.OK, "The message is duplicate in 60 seconds"),  # docs/design.md, "Classification"
     40249: (C.REQUEST, "this template msg has been blocked for illegal content"),
     41001: (C.TOKEN, "access_token missing"),
     41002: (C.CONFIG, "appid missing"),

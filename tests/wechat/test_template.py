@@ -1,4 +1,4 @@
-"""The template message model and WeChat's content rules (wechat-api.md §2.1–2.3)."""
+"""The template message model and WeChat's content rules (docs/wechat-protocol.md §2.1–2.3)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The HTTP API's one exception hierarchy: every refusal the API answers with.
 
-Each class fixes an HTTP status and an envelope code (DESIGN.md, "HTTP API").
+Each class fixes an HTTP status and an envelope code (docs/design.md, "HTTP API").
 They subclass Starlette's `HTTPException` on purpose: FastAPI re-raises an
 HTTPException raised while it reads a body (the body-limit middleware raises
 `PayloadTooLarge` from inside `receive`), where any other exception would be

@@ -1,5 +1,5 @@
 """Delivery of TEMPLATESENDJOBFINISH reports to each account's callback URL
-(wechat-api.md §5.2-§5.5), the way WeChat does it.
+(docs/wechat-protocol.md §5.2-§5.5), the way WeChat does it.
 
 Accepted sends enqueue a `Report` (never waiting); a bounded pool of tasks
 sharing one aiohttp session POSTs each, signed and in plaintext or safe mode,

@@ -1,4 +1,4 @@
-"""Template management of one account (wechat-api.md §3): its industry, the templates
+"""Template management of one account (docs/wechat-protocol.md §3): its industry, the templates
 it added, and the ids it deleted (a send with a deleted id is answered 40037).
 
 The bodies are what the endpoints answer; errors are raised as `Answer`s.

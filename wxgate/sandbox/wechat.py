@@ -41,12 +41,12 @@ from wxgate.wechat.template import typed_value_problem
 
 GRANT_TYPE = "client_credential"
 
-# Status values of TEMPLATESENDJOBFINISH (wechat-api.md §5.5).
+# Status values of TEMPLATESENDJOBFINISH (docs/wechat-protocol.md §5.5).
 STATUS_SUCCESS = "success"
 STATUS_USER_BLOCK = "failed:user block"
 STATUS_SYSTEM_FAILED = "failed: system failed"
 
-# Test openids and template ids (DESIGN.md, "Sandbox"): prefix -> errcode.
+# Test openids and template ids (docs/design.md, "Sandbox"): prefix -> errcode.
 REFUSING_OPENIDS: dict[str, int] = {"invalid_": 40003, "unfollowed_": 43004, "refused_": 43101}
 REPORTING_OPENIDS: dict[str, str] = {
     "blocked_": STATUS_USER_BLOCK,

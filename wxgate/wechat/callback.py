@@ -1,4 +1,4 @@
-"""WeChat's callback protocol (wechat-api.md §5): signatures, the AES envelope and events.
+"""WeChat's callback protocol (docs/wechat-protocol.md §5): signatures, the AES envelope and events.
 
 This module owns the way from the bytes WeChat POSTs to our callback URL to a typed
 event, and the way back that the sandbox uses to send callbacks. It does no I/O and

@@ -1,6 +1,6 @@
 """What WeChat can answer, and what each answer means for a gateway.
 
-This module owns the error catalogue (every code of wechat-api.md §6 with its
+This module owns the error catalogue (every code of docs/wechat-protocol.md §6 with its
 observed English errmsg, its Chinese meaning and one category) and the one
 exception hierarchy of the WeChat layer. Code elsewhere acts on categories;
 no other module compares raw errcode numbers.
@@ -13,7 +13,7 @@ from enum import StrEnum
 
 
 class Category(StrEnum):
-    """What a caller should do with an answer (DESIGN.md, "the classification")."""
+    """What a caller should do with an answer (docs/design.md, "Classification")."""
 
     OK = "OK"
     TOKEN = "TOKEN"

@@ -1,6 +1,6 @@
 """One template message: its model, its wire form and WeChat's rules for its content.
 
-This module owns `TemplateMessage` (the body of template/send, wechat-api.md §2.1–2.2),
+This module owns `TemplateMessage` (the body of template/send, docs/wechat-protocol.md §2.1–2.2),
 `parse` (every rule we can check before WeChat does, all problems at once, plus the
 2023 warnings) and `typed_value_problem` (the category-template keyword rules of §2.3,
 shared with the sandbox so that it answers 47003 exactly where our intake refuses).
@@ -253,7 +253,7 @@ def _not_empty(check: Check) -> Check:
 _at_most_20 = _at_most(20)
 _at_most_32 = _at_most(32)
 
-# One table: key prefix -> the check of its values (wechat-api.md §2.3).
+# One table: key prefix -> the check of its values (docs/wechat-protocol.md §2.3).
 _TYPED_CHECKS: dict[str, Check] = {
     prefix: _not_empty(check)
     for prefix, check in {

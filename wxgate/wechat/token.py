@@ -27,7 +27,7 @@ from wxgate.observability import get_logger, register_secret
 from wxgate.wechat.errors import ConfigError, Endpoint, TransientError, WeChatError
 from wxgate.wechat.tokenstore import CachedToken, TokenStore, mask
 
-# WeChat refuses force_refresh=true more often than this (wechat-api.md §1.2).
+# WeChat refuses force_refresh=true more often than this (docs/wechat-protocol.md §1.2).
 FORCE_REFRESH_MIN_INTERVAL_S = 30.0
 # How often a process that lost the lock looks for the winner's token.
 POLL_INTERVAL_S = 0.05

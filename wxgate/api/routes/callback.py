@@ -1,4 +1,4 @@
-"""WeChat's server URL for one app: the echostr check and pushed events (wechat-api.md §5).
+"""WeChat's server URL for one app: the echostr check, pushed events (docs/wechat-protocol.md §5).
 
 No API key here: WeChat signs its requests with the app's callback token instead.
 A POST is believed only after its signature (and, in safe mode, msg_signature)
