@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,8 +18,10 @@ from wxgate.backends.base import (
     MAX_EVENTS,
     Backend,
     DeadLetterFilter,
+    IdempotencyConflict,
     Lease,
     ListFilter,
+    NewBatch,
     NewMessage,
     Outcome,
     Pause,
@@ -184,6 +187,82 @@ async def test_repeated_key_answers_the_current_status_of_the_first(backend: Bac
 
     [again] = await backend.enqueue([message(key="order-9")], T0 + 3)
     assert (again.id, again.status, again.created) == (first, Status.SENT, False)
+
+
+def digested(digest: str, **kwargs: Any) -> NewMessage:
+    return replace(message(**kwargs), digest=digest)
+
+
+def members(batch: NewBatch, count: int, digest: str = "d") -> list[NewMessage]:
+    """The members of a keyed batch, without keys of their own."""
+    return [
+        replace(message(touser=f"o-{n}", batch=batch.id), batch_position=n, digest=digest)
+        for n in range(count)
+    ]
+
+
+async def test_a_key_repeated_with_the_same_digest_names_the_first(backend: Backend) -> None:
+    first = await backend.enqueue([digested("same", key="order-1")], T0)
+    again = await backend.enqueue([digested("same", key="order-1")], T0 + 1)
+    assert (again[0].id, again[0].created) == (first[0].id, False)
+
+
+async def test_a_key_repeated_for_another_request_is_a_conflict_storing_nothing(
+    backend: Backend,
+) -> None:
+    await backend.enqueue([digested("first", key="order-1")], T0)
+    with pytest.raises(IdempotencyConflict) as conflict:
+        await backend.enqueue([message(touser="o-new"), digested("other", key="order-1")], T0 + 1)
+    assert conflict.value.key == "order-1"
+    assert (await backend.counts())[Status.QUEUED] == 1  # o-new was not stored either
+
+
+async def test_one_key_twice_in_one_call_with_two_digests_is_a_conflict(backend: Backend) -> None:
+    with pytest.raises(IdempotencyConflict):
+        await backend.enqueue([digested("a", key="k"), digested("b", key="k")], T0)
+    assert (await backend.counts())[Status.QUEUED] == 0
+
+
+async def test_a_keyed_batch_repeated_answers_its_first_ids_in_order(backend: Backend) -> None:
+    batch = NewBatch("batch-1", "shop", "campaign", digest="batch-digest")
+    first = await backend.enqueue(members(batch, 3), T0, batch)
+    again = await backend.enqueue(members(batch, 3), T0 + 1, batch)
+    assert [a.id for a in again] == [f.id for f in first]
+    assert not any(a.created for a in again)
+    assert (await backend.batch_counts("batch-1") or {}).get(Status.QUEUED) == 3
+    record = await backend.get(first[2].id)
+    assert record is not None and (record.batch_position, record.idempotency_key) == (2, None)
+
+
+async def test_a_keyed_batch_repeated_with_other_recipients_is_a_conflict(
+    backend: Backend,
+) -> None:
+    batch = NewBatch("batch-1", "shop", "campaign", digest="two-recipients")
+    await backend.enqueue(members(batch, 2), T0, batch)
+    larger = replace(batch, digest="three-recipients")
+    with pytest.raises(IdempotencyConflict) as conflict:
+        await backend.enqueue(members(larger, 3), T0 + 1, larger)
+    assert conflict.value.key == "campaign"
+    assert (await backend.counts())[Status.QUEUED] == 2
+
+
+async def test_a_caller_key_never_names_a_batch_member(backend: Backend) -> None:
+    batch = NewBatch("batch-1", "shop", "camp", digest="d")
+    [_, member] = await backend.enqueue(members(batch, 2), T0, batch)
+    for key in ("camp:1", "1", "batch-1:1"):
+        [single] = await backend.enqueue([digested("single", key=key)], T0 + 1)
+        assert single.created and single.id != member.id
+
+
+async def test_a_conflict_in_a_large_batch_stores_none_of_it(backend: Backend) -> None:
+    await backend.enqueue([digested("before", key="taken")], T0)
+    batch = NewBatch("big", "shop", "big-campaign", digest="d")
+    recipients = members(batch, 2500)
+    recipients[2200] = replace(recipients[2200], idempotency_key="taken", digest="other")
+    with pytest.raises(IdempotencyConflict) as conflict:
+        await backend.enqueue(recipients, T0 + 1, batch)
+    assert conflict.value.key == "taken"
+    assert (await backend.counts())[Status.QUEUED] == 1
 
 
 # -- leasing ---------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def test_only_a_sent_outcome_keeps_its_msgid_and_sent_time() -> None:
 
 def test_a_stored_record_reads_the_same_from_text_and_from_typed_columns() -> None:
     typed = ["m1", "shop", "o1", "t1", '{"touser": "o1"}', "sent", 2, 5.0, "k", 2**60, -1]
-    typed += ["busy", "TRANSIENT", None, "trace", None, 1, 2.5, 3, None]
+    typed += ["busy", "TRANSIENT", None, "trace", "batch-1", 4, 1, 2.5, 3, None]
     as_text = [None if value is None else str(value) for value in typed]
     assert len(typed) == len(RECORD_FIELDS)
     for values in (typed, as_text):
@@ -84,6 +84,7 @@ def test_a_stored_record_reads_the_same_from_text_and_from_typed_columns() -> No
         assert record.payload == {"touser": "o1"} and record.status is Status.SENT
         assert (record.attempts, record.msgid, record.last_errcode) == (2, 2**60, -1)
         assert record.last_category is Category.TRANSIENT
+        assert (record.batch_id, record.batch_position) == ("batch-1", 4)
         assert (record.created_at, record.sent_at, record.delivered_at) == (1.0, 3.0, None)
         assert isinstance(record.created_at, float)
 

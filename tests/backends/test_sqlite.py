@@ -17,15 +17,14 @@ import pytest
 
 from tests.backends.test_contract import T0, message
 from wxgate.backends.base import (
-    SETTLED,
     NewMessage,
     Outcome,
     Settlement,
     Status,
     StorageUnavailable,
 )
-from wxgate.backends.sqlite import _DUE, PURGE_CHUNK, SqliteBackend
-from wxgate.backends.sqlite_schema import SCHEMA_VERSION, SETTLED_SQL, SchemaVersionError
+from wxgate.backends.sqlite import PURGE_CHUNK, SqliteBackend
+from wxgate.backends.sqlite_schema import SCHEMA_VERSION, SchemaVersionError
 from wxgate.wechat.tokenstore import CachedToken
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,17 +77,23 @@ async def test_a_file_from_a_newer_schema_is_refused(sqlite_path: Path) -> None:
         await SqliteBackend(sqlite_path).start()
 
 
-def _as_version_1(path: Path) -> None:
-    """Turn a file of today's schema back into version 1: reports kept before their
-    settle carried WeChat's text only, no decided status."""
+def _version_1_file(path: Path) -> None:
+    """A file as version 1 wrote it: two sent messages whose reports came first and wait
+    with WeChat's text only (no decided status), one with an idempotency key."""
     conn = raw(path)
-    conn.execute("ALTER TABLE pending_reports DROP COLUMN target")
-    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    rows = [("shop", 11, "success"), ("shop", 12, "failed:user block")]
+    conn.executescript((Path(__file__).parent / "sqlite_schema_v1.sql").read_text())
+    for n, key in ((1, "order-1"), (2, None)):
+        conn.execute(
+            "INSERT INTO messages (id, app, touser, template_id, payload, status, attempts,"
+            " next_attempt_at, idempotency_key, msgid, created_at, updated_at, sent_at, events)"
+            " VALUES (?, 'shop', ?, 't', '{}', 'sending', 0, ?, ?, NULL, ?, ?, NULL, '[]')",
+            (f"m{n}", f"o-{n}", T0 - 1, key, T0, T0),
+        )
+    reports = [("shop", 11, "success"), ("shop", 12, "failed:user block")]
     conn.executemany(
         "INSERT INTO pending_reports (app, msgid, report_status, received_at, expires_at)"
         " VALUES (?, ?, ?, ?, ?)",
-        [(app, msgid, text, T0, T0 + 3600) for app, msgid, text in rows],
+        [(app, msgid, text, T0, T0 + 3600) for app, msgid, text in reports],
     )
     conn.close()
 
@@ -96,44 +101,27 @@ def _as_version_1(path: Path) -> None:
 async def test_a_version_1_file_is_migrated_and_its_waiting_reports_still_apply(
     sqlite_path: Path,
 ) -> None:
-    first = SqliteBackend(sqlite_path)
-    await first.start()
-    answers = await first.enqueue([message(touser="o-1"), message(touser="o-2")], T0)
-    await first.close()
-    _as_version_1(sqlite_path)
-
-    second = SqliteBackend(sqlite_path)
-    await second.start()
+    _version_1_file(sqlite_path)
+    backend = SqliteBackend(sqlite_path)
+    await backend.start()
     try:
-        leases = await second.lease_batch("w", 10, 60, T0)
-        by_id = {lease.id: lease for lease in leases}
+        leases = {lease.id: lease for lease in await backend.lease_batch("w", 10, 60, T0)}
         settlements = [
-            Settlement(by_id[answers[0].id], Outcome.SENT, msgid=11),
-            Settlement(by_id[answers[1].id], Outcome.SENT, msgid=12),
+            Settlement(leases["m1"], Outcome.SENT, msgid=11),
+            Settlement(leases["m2"], Outcome.SENT, msgid=12),
         ]
-        assert await second.settle(settlements, T0 + 1) == [True, True]
-        delivered, rejected = [await second.get(answer.id) for answer in answers]
+        assert await backend.settle(settlements, T0 + 1) == [True, True]
+        delivered, rejected = await backend.get("m1"), await backend.get("m2")
+        # A key stored before digests were kept matches any repeat: no conflict.
+        [again] = await backend.enqueue([message(key="order-1")], T0 + 2)
     finally:
-        await second.close()
+        await backend.close()
     assert delivered is not None and delivered.status is Status.DELIVERED
     assert rejected is not None and rejected.status is Status.REJECTED
     assert rejected.report_status == "failed:user block"
+    assert (again.id, again.created) == ("m1", False)
     version = raw(sqlite_path).execute("SELECT value FROM meta WHERE key = 'schema_version'")
     assert version.fetchone() == (str(SCHEMA_VERSION),)
-
-
-async def test_lease_finds_due_messages_through_an_index(backend: SqliteBackend) -> None:
-    # A full scan would make every poll cost the whole backlog.
-    conn = raw(Path(backend.path))
-    plan = conn.execute(f"EXPLAIN QUERY PLAN {_DUE}", {"now": T0, "limit": 5, "excluded": "[]"})
-    details = [row[3] for row in plan.fetchall()]
-    assert not [d for d in details if d.startswith("SCAN messages")], details
-    assert any("USING COVERING INDEX messages_due" in d for d in details), details
-
-
-def test_settled_statuses_in_sql_are_the_protocols() -> None:
-    # Purge and its partial index use this spelling; it must not drift from base.SETTLED.
-    assert set(SETTLED_SQL.strip("()").replace("'", "").split(", ")) == set(SETTLED)
 
 
 # -- the writer ------------------------------------------------------------------------

@@ -58,6 +58,15 @@ class StorageUnavailable(BackendError):
     """The storage cannot be reached, is not open, or stayed busy past its timeout."""
 
 
+class IdempotencyConflict(BackendError):
+    """A key (or a keyed batch) already stored for a different request: nothing of the
+    call was stored. `key` names it as the caller sent it."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"idempotency key {key!r} was already used for a different request")
+        self.key = key
+
+
 # No worker will touch these again (a `sent` message only waits for its report).
 SETTLED = frozenset({Status.SENT, Status.DELIVERED, Status.REJECTED, Status.FAILED, Status.DEAD})
 REPLAYABLE = frozenset({Status.DEAD, Status.FAILED})
@@ -159,7 +168,13 @@ MAX_EVENTS = 50  # the oldest lines are dropped beyond this
 
 @dataclass(frozen=True, slots=True)
 class NewMessage:
-    """What intake hands to `enqueue`."""
+    """What intake hands to `enqueue`.
+
+    A message is deduplicated by its caller's `idempotency_key`, or, as a member of a
+    keyed batch (`enqueue` given its NewBatch) without a key of its own, by its
+    `batch_position` in that batch: two namespaces, so no key a caller sends can name a
+    batch's member. `digest` is the request's canonical digest: a repeat of a key must
+    carry the same one."""
 
     app: str
     payload: dict[str, Any]  # the template/send body, without client_msg_id
@@ -167,6 +182,8 @@ class NewMessage:
     trace_id: str | None = None
     batch_id: str | None = None
     id: str = field(default_factory=lambda: new_id())
+    digest: str = ""
+    batch_position: int | None = None
 
     @property
     def touser(self) -> str:
@@ -175,6 +192,18 @@ class NewMessage:
     @property
     def template_id(self) -> str:
         return str(self.payload.get("template_id", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class NewBatch:
+    """A keyed batch `enqueue` records with its messages: a repeat of the batch must
+    carry the same digest (the same recipients, template and data), and its members
+    without a key of their own are deduplicated by position."""
+
+    id: str
+    app: str
+    key: str  # the caller's key for the batch, to name it in a conflict
+    digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +236,7 @@ class MessageRecord:
     report_status: str | None = None  # WeChat's raw Status string, e.g. "failed:user block"
     trace_id: str | None = None
     batch_id: str | None = None
+    batch_position: int | None = None  # its place among the batch's recipients, from 0
     created_at: float = 0.0
     updated_at: float = 0.0
     sent_at: float | None = None
@@ -396,10 +426,17 @@ class Backend(Protocol):
         ...
 
     # -- intake ---------------------------------------------------------------
-    async def enqueue(self, messages: Sequence[NewMessage], now: float) -> list[Enqueued]:
+    async def enqueue(
+        self, messages: Sequence[NewMessage], now: float, batch: NewBatch | None = None
+    ) -> list[Enqueued]:
         """Store messages durably (one atomic write for the whole sequence); return only
-        after they are committed. A message whose (app, idempotency_key) is already
-        stored is not stored again: its Enqueued names the first id, created=False."""
+        after they are committed. A message whose (app, idempotency_key), or (batch_id,
+        batch_position) in the keyed `batch`, is already stored with the same digest is
+        not stored again: its
+        Enqueued names the first id, created=False. With another digest (or a stored
+        `batch` of the same id with another digest), IdempotencyConflict is raised and
+        nothing is stored. A stored message without a digest (from before digests were
+        kept) matches any."""
         ...
 
     # -- the queue --------------------------------------------------------------

@@ -73,9 +73,11 @@ from wxgate.backends.base import (
     Enqueued,
     Event,
     EventKind,
+    IdempotencyConflict,
     Lease,
     ListFilter,
     MessageRecord,
+    NewBatch,
     NewMessage,
     Page,
     Pause,
@@ -100,6 +102,7 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 ENQUEUE_CHUNK: Final = 1000  # messages per script; a call is one MULTI/EXEC of them
+DIGEST_SEPARATOR: Final = "\x1f"  # a dedupe key holds "<id>\x1f<digest>" (redis_scripts)
 PROMOTE_MAX: Final = 1000  # retries moved back per app per lease call
 MAX_READ_ROUNDS: Final = 3  # stream reads per lease call while apps may have more
 LIST_SCAN: Final = 2000  # records one list() call reads at most
@@ -282,34 +285,86 @@ class RedisBackend:
     # -- intake ------------------------------------------------------------------------
 
     @_storage_call
-    async def enqueue(self, messages: Sequence[NewMessage], now: float) -> list[Enqueued]:
+    async def enqueue(
+        self, messages: Sequence[NewMessage], now: float, batch: NewBatch | None = None
+    ) -> list[Enqueued]:
         if not messages:
             return []
-        pipe = await self._pipeline(transaction=len(messages) > ENQUEUE_CHUNK)
-        for start in range(0, len(messages), ENQUEUE_CHUNK):
-            keys, args = self._enqueue_call(messages[start : start + ENQUEUE_CHUNK], now)
+        chunks = range(0, len(messages), ENQUEUE_CHUNK)
+        if len(chunks) > 1:
+            # MULTI/EXEC does not undo the chunks before a refused one: every key is
+            # checked before the transaction (and again by each chunk's script, which
+            # writes nothing of its chunk on a conflict).
+            await self._check_dedupe(messages, batch)
+        pipe = await self._pipeline(transaction=len(chunks) > 1)
+        for start in chunks:
+            chunk = messages[start : start + ENQUEUE_CHUNK]
+            keys, args = self._enqueue_call(chunk, now, batch)
             self._queue(pipe, lua.ENQUEUE, keys, args)
-        firsts = [first for chunk in await pipe.execute() for first in chunk]
+        firsts: list[str] = []
+        for start, answer in zip(chunks, await pipe.execute(), strict=True):
+            if answer and answer[0] == "!":
+                raise self._conflict(messages[start:], int(answer[1]), batch)
+            firsts += answer
         return await self._enqueued(messages, firsts)
 
+    def _dedupe_key(self, m: NewMessage, batch: NewBatch | None) -> str | None:
+        """The key that deduplicates `m`: its caller's key, or its place in a keyed batch."""
+        if m.idempotency_key:
+            return self._keys.idempotency(m.app, m.idempotency_key)
+        if batch is not None and m.batch_id and m.batch_position is not None:
+            return self._keys.batch_position(m.batch_id, m.batch_position)
+        return None
+
     def _enqueue_call(
-        self, messages: Sequence[NewMessage], now: float
+        self, messages: Sequence[NewMessage], now: float, batch: NewBatch | None
     ) -> tuple[list[str], list[object]]:
         k = self._keys
         accepted = accepted_event(now).to_json()
-        keys = [k.counts, k.index_all, k.index_status(Status.QUEUED), k.apps]
+        batch_hash = k.batch(batch.id) if batch is not None else k.counts
+        keys = [k.counts, k.index_all, k.index_status(Status.QUEUED), k.apps, batch_hash]
         args: list[object] = [_num(now), self._retention_s, accepted.decode()]
+        args.append(batch.digest if batch is not None else "")
         for m in messages:
             message_key = k.message(m.id)
-            idem = k.idempotency(m.app, m.idempotency_key) if m.idempotency_key else message_key
-            batch = k.batch(m.batch_id) if m.batch_id else message_key
+            dedupe = self._dedupe_key(m, batch)
+            batch_key = k.batch(m.batch_id) if m.batch_id else message_key
             batch_index = k.index_batch(m.batch_id) if m.batch_id else message_key
-            keys += [message_key, idem, k.ready(m.app), k.app_counts(m.app), k.index_app(m.app)]
-            keys += [batch, batch_index]
+            keys += [message_key, dedupe or message_key, k.ready(m.app), k.app_counts(m.app)]
+            keys += [k.index_app(m.app), batch_key, batch_index]
             args += [m.id, m.app, m.touser, m.template_id, orjson.dumps(m.payload).decode()]
             args += [_opt(m.idempotency_key), _opt(m.trace_id), _opt(m.batch_id)]
-            args.append(_Ref(m.id, m.app, m.batch_id).text())
+            args += [_Ref(m.id, m.app, m.batch_id).text(), "1" if dedupe else "", m.digest]
+            args.append(_opt(m.batch_position))
         return keys, args
+
+    async def _check_dedupe(self, messages: Sequence[NewMessage], batch: NewBatch | None) -> None:
+        """IdempotencyConflict when a key of the call is stored for another request."""
+        pipe = self._client.pipeline(transaction=False)
+        if batch is not None:
+            pipe.hget(self._keys.batch(batch.id), "digest")
+        dedupes = [(m, self._dedupe_key(m, batch)) for m in messages]
+        keyed = [(m, key) for m, key in dedupes if key is not None]
+        for _, key in keyed:
+            pipe.get(key)
+        answers = await pipe.execute()
+        if batch is not None:
+            stored = answers.pop(0)
+            if stored and batch.digest and stored != batch.digest:
+                raise IdempotencyConflict(batch.key)
+        for (m, _), value in zip(keyed, answers, strict=True):
+            stored = value.partition(DIGEST_SEPARATOR)[2] if value else ""
+            if stored and m.digest and stored != m.digest:
+                raise IdempotencyConflict(m.idempotency_key or (batch.key if batch else ""))
+
+    @staticmethod
+    def _conflict(
+        chunk: Sequence[NewMessage], position: int, batch: NewBatch | None
+    ) -> IdempotencyConflict:
+        """The conflict a script reported: message `position` (1-based), or 0: the batch."""
+        if position == 0 or not chunk[position - 1].idempotency_key:
+            return IdempotencyConflict(batch.key if batch is not None else "")
+        return IdempotencyConflict(chunk[position - 1].idempotency_key or "")
 
     async def _enqueued(self, messages: Sequence[NewMessage], firsts: list[str]) -> list[Enqueued]:
         """The answers; a repeated key's answer carries its first message's current status."""
@@ -471,9 +526,10 @@ class RedisBackend:
             k.leases,
             k.dead,
             k.settled,
-            k.idempotency(record.app, record.idempotency_key)
-            if record.idempotency_key
-            else message_key,
+            self._stored_dedupe_key(
+                record.app, record.idempotency_key, record.batch_id, record.batch_position
+            )
+            or message_key,
             k.msgid(record.app, s.msgid) if stores_msgid and s.msgid is not None else message_key,
             k.pending_report(record.app, s.msgid)
             if stores_msgid and s.msgid is not None
@@ -508,27 +564,38 @@ class RedisBackend:
             return 0
         pipe = self._client.pipeline(transaction=False)
         for message_id in ids:
-            pipe.hmget(self._keys.message(message_id), "app", "batch_id", "idempotency_key")
+            pipe.hmget(
+                self._keys.message(message_id),
+                "app",
+                "batch_id",
+                "idempotency_key",
+                "batch_position",
+            )
         found = [
-            (message_id, app, batch_id, key)
-            for message_id, (app, batch_id, key) in zip(ids, await pipe.execute(), strict=True)
+            (message_id, app, batch_id, key, position)
+            for message_id, (app, batch_id, key, position) in zip(
+                ids, await pipe.execute(), strict=True
+            )
             if app is not None
         ]
         if not found:
             return 0
         event = Event(now, EventKind.REPLAYED).to_json()
         pipe = await self._pipeline()
-        for message_id, app, batch_id, key in found:
+        for message_id, app, batch_id, key, position in found:
+            dedupe = self._stored_dedupe_key(
+                app, key, batch_id, None if position is None else int(position)
+            )
             self._queue(
                 pipe,
                 lua.REPLAY,
-                self._replay_keys(message_id, app, batch_id, key),
+                self._replay_keys(message_id, app, batch_id, dedupe),
                 [message_id, _num(now), event.decode(), self._retention_s],
             )
         return sum(await pipe.execute())
 
     def _replay_keys(
-        self, message_id: str, app: str, batch_id: str | None, key: str | None
+        self, message_id: str, app: str, batch_id: str | None, dedupe: str | None
     ) -> list[str]:
         k = self._keys
         message_key = k.message(message_id)
@@ -537,9 +604,20 @@ class RedisBackend:
             k.ready(app),
             k.settled,
             k.dead,
-            k.idempotency(app, key) if key else message_key,
+            dedupe or message_key,
             *self._book(app, batch_id, message_key),
         ]
+
+    def _stored_dedupe_key(
+        self, app: str, key: str | None, batch_id: str | None, position: int | None
+    ) -> str | None:
+        """The dedupe key a stored message may own (its lifetime is renewed with it):
+        its caller's key, or its batch position (owned only in a keyed batch)."""
+        if key:
+            return self._keys.idempotency(app, key)
+        if batch_id and position is not None:
+            return self._keys.batch_position(batch_id, position)
+        return None
 
     @_storage_call
     async def replay_dead(self, flt: DeadLetterFilter, now: float) -> int:

@@ -94,8 +94,13 @@ class RedisKeys:
     # -- keyed lookups with a lifetime ------------------------------------------------
 
     def idempotency(self, app: str, key: str) -> str:
-        """String: the id of the first message with this key."""
+        """String: "<id>\\x1f<digest>" of the first message with this key."""
         return self._key("idem", escape(app), escape(key))
+
+    def batch_position(self, batch_id: str, position: int) -> str:
+        """String: like an idempotency key, for a keyed batch's member without a key of
+        its own (a namespace of its own: no caller key can name it)."""
+        return self._key("bpos", escape(batch_id), str(position))
 
     def msgid(self, app: str, msgid: int) -> str:
         """String: the id of the message WeChat answered `msgid` for."""

@@ -119,39 +119,82 @@ local function ack(stream, entry)
   end
 end
 
+-- A dedupe key holds "<id>\\31<digest>" (a bare id, from before digests were kept).
+local function owned_by(key, id)
+  local value = redis.call('GET', key)
+  return value == id or (value and string.sub(value, 1, #id + 1) == id .. '\\31')
+end
+
 local function end_lease(msg)
   redis.call('HDEL', msg, unpack(LEASE_FIELDS))
 end
 """
 
-# KEYS: counts, index_all, index_status(queued), apps; then per message 7 keys:
-#   message, idempotency (the message key when none), ready(app), app_counts,
-#   index_app, batch, index_batch (the message key when no batch).
-# ARGV: now, idempotency ttl, accepted event line; then per message 9 values:
-#   id, app, touser, template_id, payload, idempotency_key, trace_id, batch_id, ref
-#   ('' for an absent optional value).
-# Returns per message '' (stored) or the id of the first message with its key.
+# KEYS: counts, index_all, index_status(queued), apps, the batch's hash (any key when the
+#   call names no batch); then per message 7 keys: message, dedupe key (the
+#   idempotency key, or the batch-position key of a keyed batch's member; the message
+#   key when none), ready(app), app_counts, index_app, batch, index_batch (the message
+#   key when no batch).
+# ARGV: now, dedupe ttl, accepted event line, the batch's digest ('' for none); then per
+#   message 12 values: id, app, touser, template_id, payload, idempotency_key,
+#   trace_id, batch_id, ref, dedupe ('1' when the message has a dedupe key), digest,
+#   batch_position ('' for an absent optional value).
+# Every key is checked before anything is written. Returns per message '' (stored) or
+# the id of the first message with its dedupe key; or {'!', n}: the n-th message's key
+# (n = 0: the batch) was stored for a request with another digest, and nothing was
+# written. A dedupe key holds "<id>\31<digest>" (a bare id from before digests).
 ENQUEUE: Final = (
     _PRELUDE
     + """
-local now, ttl, accepted = ARGV[1], ARGV[2], ARGV[3]
+local now, ttl, accepted, batch_digest = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local PER = 12
+local count = (#ARGV - 4) / PER
+
+local function split(value)
+  local cut = string.find(value, '\\31', 1, true)
+  if not cut then return value, '' end
+  return string.sub(value, 1, cut - 1), string.sub(value, cut + 1)
+end
+
+if batch_digest ~= '' then
+  local stored = redis.call('HGET', KEYS[5], 'digest')
+  if stored and stored ~= batch_digest then return {'!', 0} end
+end
+local firsts, pending = {}, {}
+for i = 0, count - 1 do
+  local a = 4 + i * PER
+  if ARGV[a + 10] == '1' then
+    local idem, digest = KEYS[5 + i * 7 + 2], ARGV[a + 11]
+    local value = pending[idem] or redis.call('GET', idem)
+    if value then
+      local first, stored = split(value)
+      if stored ~= '' and digest ~= '' and stored ~= digest then return {'!', i + 1} end
+      firsts[i + 1] = first
+    else
+      pending[idem] = ARGV[a + 1] .. '\\31' .. digest
+    end
+  end
+end
+
 local answers = {}
-for i = 0, (#ARGV - 3) / 9 - 1 do
-  local k, a = 4 + i * 7, 3 + i * 9
+for i = 0, count - 1 do
+  local k, a = 5 + i * 7, 4 + i * PER
   local msg, idem, stream = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local id, app, key, trace, batch_id = ARGV[a + 1], ARGV[a + 2], ARGV[a + 6], ARGV[a + 7],
     ARGV[a + 8]
-  local first = false
-  if key ~= '' then first = redis.call('SET', idem, id, 'NX', 'GET', 'EX', ttl) end
-  if first then
-    answers[i + 1] = first
+  if firsts[i + 1] then
+    answers[i + 1] = firsts[i + 1]
   else
+    if ARGV[a + 10] == '1' then
+      redis.call('SET', idem, id .. '\\31' .. ARGV[a + 11], 'EX', ttl)
+    end
     redis.call('HSET', msg, 'id', id, 'app', app, 'touser', ARGV[a + 3],
       'template_id', ARGV[a + 4], 'payload', ARGV[a + 5], 'status', 'queued', 'attempts', 0,
       'next_attempt_at', now, 'created_at', now, 'updated_at', now, 'events', accepted,
       'n_events', 1, 'ref', ARGV[a + 9])
     if key ~= '' then redis.call('HSET', msg, 'idempotency_key', key) end
     if trace ~= '' then redis.call('HSET', msg, 'trace_id', trace) end
+    if ARGV[a + 12] ~= '' then redis.call('HSET', msg, 'batch_position', ARGV[a + 12]) end
     push(stream, ARGV[a + 9])
     redis.call('SADD', KEYS[4], app)
     redis.call('HINCRBY', KEYS[1], 'queued', 1)
@@ -168,6 +211,7 @@ for i = 0, (#ARGV - 3) / 9 - 1 do
   -- Every batch named exists, even one whose messages all repeated known keys.
   if batch_id ~= '' then redis.call('HSETNX', KEYS[k + 6], 'created_at', now) end
 end
+if batch_digest ~= '' then redis.call('HSETNX', KEYS[5], 'digest', batch_digest) end
 return answers
 """
 )
@@ -248,7 +292,7 @@ return redis.call('HMGET', msg, {_LEASED})
 )
 
 # Settle one lease, if its token still holds it.
-# KEYS: message, ready(app), retry(app), leases, dead, settled, idempotency (the
+# KEYS: message, ready(app), retry(app), leases, dead, settled, dedupe key (the
 #   message key when none), msgid (the message key when none), pending report
 #   (likewise), then the book (10..19).
 # ARGV: id, token, now, target status, counted (0/1), next_attempt_at ('' none),
@@ -318,7 +362,7 @@ move(book(10, f[5]), id, 'sending', final)
 if SETTLED[final] then
   redis.call('EXPIRE', msg, retention)
   redis.call('ZADD', settled, now, member(ref, final, key, stored_msgid))
-  if key and redis.call('GET', KEYS[7]) == id then redis.call('EXPIRE', KEYS[7], retention) end
+  if KEYS[7] ~= msg and owned_by(KEYS[7], id) then redis.call('EXPIRE', KEYS[7], retention) end
 end
 return 1
 """
@@ -357,7 +401,7 @@ return {target, 1}
 )
 
 # dead or failed -> queued, attempts reset, ready at once.
-# KEYS: message, ready(app), settled, dead, idempotency (the message key when none),
+# KEYS: message, ready(app), settled, dead, dedupe key (the message key when none),
 #   then the book (6..15).
 # ARGV: id, now, event line, idempotency ttl. Returns 1 when moved, else 0.
 REPLAY: Final = (
@@ -375,9 +419,7 @@ redis.call('HSET', msg, 'status', 'queued', 'attempts', 0, 'next_attempt_at', no
   'updated_at', now)
 add_event(msg, line)
 redis.call('PERSIST', msg)
-if redis.call('HEXISTS', msg, 'idempotency_key') == 1 and redis.call('GET', idem) == id then
-  redis.call('EXPIRE', idem, ttl)
-end
+if idem ~= msg and owned_by(idem, id) then redis.call('EXPIRE', idem, ttl) end
 push(stream, ref)
 move(book(6, has_batch(msg)), id, status, 'queued')
 return 1
@@ -423,7 +465,7 @@ if b.batch then
   if redis.call('HINCRBY', b.batch, 'total', -1) <= 0 then redis.call('DEL', b.batch) end
 end
 for _, key in ipairs({idem, msgid}) do
-  if key ~= msg and redis.call('GET', key) == id then redis.call('DEL', key) end
+  if key ~= msg and owned_by(key, id) then redis.call('DEL', key) end
 end
 return 1
 """

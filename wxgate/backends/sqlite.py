@@ -22,6 +22,7 @@ import secrets
 import sqlite3
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,9 +36,11 @@ from wxgate.backends.base import (
     Enqueued,
     Event,
     EventKind,
+    IdempotencyConflict,
     Lease,
     ListFilter,
     MessageRecord,
+    NewBatch,
     NewMessage,
     Page,
     Pause,
@@ -79,17 +82,23 @@ def _append_event(event: str) -> str:
 
 _INSERT_MESSAGE = (
     "INSERT INTO messages (id, app, touser, template_id, payload, status, next_attempt_at,"
-    " idempotency_key, trace_id, batch_id, created_at, updated_at, events)"
-    " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)"
+    " idempotency_key, trace_id, batch_id, batch_position, created_at, updated_at, events,"
+    " request_digest) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _KNOWN_KEYS = (
-    "SELECT m.app, m.idempotency_key, m.id, m.status FROM json_each(?) AS k"
+    "SELECT m.app, m.idempotency_key, m.id, m.status, m.request_digest FROM json_each(?) AS k"
     " JOIN messages AS m ON m.app = json_extract(k.value, '$[0]')"
     " AND m.idempotency_key = json_extract(k.value, '$[1]')"
 )
+_KNOWN_POSITIONS = (
+    "SELECT m.batch_id, m.batch_position, m.id, m.status, m.request_digest"
+    " FROM json_each(?) AS k JOIN messages AS m ON m.batch_id = json_extract(k.value, '$[0]')"
+    " AND m.batch_position = json_extract(k.value, '$[1]')"
+)
 _UPSERT_BATCH = (
-    "INSERT INTO batches (id, app, created_at, size) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (id) DO UPDATE SET size = size + excluded.size"
+    "INSERT INTO batches (id, app, created_at, size, digest) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET size = size + excluded.size,"
+    " digest = coalesce(batches.digest, excluded.digest)"
 )
 # Each half is limited before the merge, so a deep backlog is never sorted whole.
 _DUE = (
@@ -261,11 +270,13 @@ class SqliteBackend:
 
     # -- intake ------------------------------------------------------------------------
 
-    async def enqueue(self, messages: Sequence[NewMessage], now: float) -> list[Enqueued]:
+    async def enqueue(
+        self, messages: Sequence[NewMessage], now: float, batch: NewBatch | None = None
+    ) -> list[Enqueued]:
         if not messages:
             return []
-        batch = tuple(messages)
-        return await self._write(lambda conn: _insert_messages(conn, batch, now))
+        given = tuple(messages)
+        return await self._write(lambda conn: _insert_messages(conn, given, now, batch))
 
     # -- the queue ---------------------------------------------------------------------
 
@@ -414,52 +425,109 @@ class SqliteBackend:
 # -- commands (run on the writer's connection, inside its transaction) -----------------
 
 
+@dataclass(frozen=True, slots=True)
+class _First:
+    """The stored message that owns a deduplication key, and the digest it was sent with."""
+
+    id: str
+    status: Status
+    digest: str | None
+
+
+_Dedupe = tuple[str, str, str | int]  # ("key", app, key) or ("pos", batch_id, position)
+
+
+def _dedupe_of(m: NewMessage, keyed_batch: bool) -> _Dedupe | None:
+    if m.idempotency_key is not None:
+        return ("key", m.app, m.idempotency_key)
+    if keyed_batch and m.batch_id is not None and m.batch_position is not None:
+        return ("pos", m.batch_id, m.batch_position)
+    return None
+
+
 def _insert_messages(
-    conn: sqlite3.Connection, messages: Sequence[NewMessage], now: float
+    conn: sqlite3.Connection,
+    messages: Sequence[NewMessage],
+    now: float,
+    batch: NewBatch | None,
 ) -> list[Enqueued]:
-    known = _known_keys(conn, messages)
+    """Check every key first, then write: a conflict raises before anything is written."""
+    batch_known = batch is not None and _check_batch(conn, batch)
+    batch_key = batch.key if batch is not None else ""
+    known = _known(conn, messages, batch_known)
     events = (b"[" + accepted_event(now).to_json() + b"]").decode()
     answers: list[Enqueued] = []
     rows: list[tuple[Any, ...]] = []
     created: Counter[str] = Counter()
     for m in messages:
-        if m.idempotency_key is not None:
-            first = known.get((m.app, m.idempotency_key))
+        dedupe = _dedupe_of(m, batch is not None)
+        if dedupe is not None:
+            first = known.get(dedupe)
             if first is not None:
-                answers.append(first)
+                if first.digest and m.digest and first.digest != m.digest:
+                    raise IdempotencyConflict(m.idempotency_key or batch_key)
+                answers.append(Enqueued(first.id, first.status, False))
                 continue
-            known[(m.app, m.idempotency_key)] = Enqueued(m.id, Status.QUEUED, False)
+            known[dedupe] = _First(m.id, Status.QUEUED, m.digest)
         payload = orjson.dumps(m.payload).decode()
         rows.append(
             (m.id, m.app, m.touser, m.template_id, payload, now, m.idempotency_key, m.trace_id,
-             m.batch_id, now, now, events)
+             m.batch_id, m.batch_position, now, now, events, m.digest or None)
         )  # fmt: skip
         answers.append(Enqueued(m.id, Status.QUEUED, True))
         if m.batch_id is not None:
             created[m.batch_id] += 1
-    _record_batches(conn, messages, created, now)
+    _record_batches(conn, messages, batch, created, now)
     conn.executemany(_INSERT_MESSAGE, rows)
     return answers
 
 
-def _known_keys(
-    conn: sqlite3.Connection, messages: Sequence[NewMessage]
-) -> dict[tuple[str, str], Enqueued]:
-    """The stored messages that already own an (app, idempotency_key) of this call."""
+def _check_batch(conn: sqlite3.Connection, batch: NewBatch) -> bool:
+    """True if the batch is stored already (with the same digest; another raises)."""
+    row = conn.execute("SELECT digest FROM batches WHERE id = ?", (batch.id,)).fetchone()
+    if row is None:
+        return False
+    if row[0] and batch.digest and row[0] != batch.digest:
+        raise IdempotencyConflict(batch.key)
+    return True
+
+
+def _known(
+    conn: sqlite3.Connection, messages: Sequence[NewMessage], batch_known: bool
+) -> dict[_Dedupe, _First]:
+    """The stored messages that already own a key or a batch position of this call."""
+    found: dict[_Dedupe, _First] = {}
     keys = [(m.app, m.idempotency_key) for m in messages if m.idempotency_key is not None]
-    if not keys:
-        return {}
-    rows = conn.execute(_KNOWN_KEYS, (orjson.dumps(keys).decode(),)).fetchall()
-    return {(app, key): Enqueued(mid, Status(status), False) for app, key, mid, status in rows}
+    if keys:
+        rows = conn.execute(_KNOWN_KEYS, (orjson.dumps(keys).decode(),)).fetchall()
+        for app, key, mid, status, digest in rows:
+            found[("key", app, key)] = _First(mid, Status(status), digest)
+    if batch_known:  # a new batch has no members yet: nothing to look up
+        positions = [
+            (m.batch_id, m.batch_position)
+            for m in messages
+            if m.idempotency_key is None and m.batch_position is not None
+        ]
+        rows = conn.execute(_KNOWN_POSITIONS, (orjson.dumps(positions).decode(),)).fetchall()
+        for batch_id, position, mid, status, digest in rows:
+            found[("pos", batch_id, position)] = _First(mid, Status(status), digest)
+    return found
 
 
 def _record_batches(
-    conn: sqlite3.Connection, messages: Sequence[NewMessage], created: Counter[str], now: float
+    conn: sqlite3.Connection,
+    messages: Sequence[NewMessage],
+    batch: NewBatch | None,
+    created: Counter[str],
+    now: float,
 ) -> None:
     # Every batch named gets a row, even one whose messages all repeated known keys.
     named = {m.batch_id: m.app for m in messages if m.batch_id is not None}
+    if batch is not None:
+        named.setdefault(batch.id, batch.app)
+    digest = {batch.id: batch.digest or None} if batch is not None else {}
     if named:
-        rows = [(bid, app, now, created[bid]) for bid, app in named.items()]
+        rows = [(bid, app, now, created[bid], digest.get(bid)) for bid, app in named.items()]
         conn.executemany(_UPSERT_BATCH, rows)
 
 

@@ -25,10 +25,11 @@ CREATE TABLE IF NOT EXISTS batches (
     id TEXT PRIMARY KEY,
     app TEXT NOT NULL,
     created_at REAL NOT NULL,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    digest TEXT                          -- a keyed batch's request digest
 ) STRICT;
 
--- The column order of messages up to delivered_at mirrors base.MessageRecord.
+-- The columns of messages up to delivered_at are base.MessageRecord's fields.
 CREATE TABLE IF NOT EXISTS messages (
     id TEXT PRIMARY KEY,                 -- ULID: time-ordered, also WeChat's client_msg_id
     app TEXT NOT NULL,
@@ -46,6 +47,7 @@ CREATE TABLE IF NOT EXISTS messages (
     report_status TEXT,
     trace_id TEXT,
     batch_id TEXT REFERENCES batches (id),
+    batch_position INTEGER,              -- its place among the batch's recipients
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     sent_at REAL,
@@ -53,7 +55,8 @@ CREATE TABLE IF NOT EXISTS messages (
     lease_owner TEXT,
     lease_token TEXT,
     lease_until REAL,
-    events TEXT NOT NULL DEFAULT '[]'    -- JSON array of {at, kind, note, errcode}
+    events TEXT NOT NULL DEFAULT '[]',   -- JSON array of {at, kind, note, errcode}
+    request_digest TEXT                  -- a repeat of its key must carry the same
 ) STRICT;
 
 CREATE TABLE IF NOT EXISTS pauses (
@@ -110,6 +113,11 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     2: (
         "ALTER TABLE pending_reports ADD COLUMN target TEXT NOT NULL DEFAULT 'rejected'",
         "UPDATE pending_reports SET target = 'delivered' WHERE report_status = 'success'",
+        # A repeated key must carry the same request (its digest); a keyed batch's
+        # members are found by position, in a namespace of their own.
+        "ALTER TABLE messages ADD COLUMN request_digest TEXT",
+        "ALTER TABLE messages ADD COLUMN batch_position INTEGER",
+        "ALTER TABLE batches ADD COLUMN digest TEXT",
     ),
 }
 
@@ -118,6 +126,8 @@ _INDEXES = f"""
 CREATE INDEX IF NOT EXISTS messages_due ON messages (status, next_attempt_at, app);
 CREATE UNIQUE INDEX IF NOT EXISTS messages_idempotency
     ON messages (app, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS messages_batch_position
+    ON messages (batch_id, batch_position) WHERE batch_position IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_msgid ON messages (app, msgid) WHERE msgid IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_batch
     ON messages (batch_id, status) WHERE batch_id IS NOT NULL;
