@@ -40,10 +40,26 @@ def token(value: str, fence: int, expires_at: float = 2e9) -> CachedToken:
 
 
 async def test_a_saved_token_is_loaded_back_whole(store: TokenStore) -> None:
-    saved = CachedToken("90_abc", expires_at=1.7e9 + 7200, fetched_at=1.7e9, fence=3, forced_at=5.0)
+    saved = CachedToken(
+        "90_abc",
+        expires_at=1.7e9 + 7200,
+        fetched_at=1.7e9,
+        fence=3,
+        forced_at=5.0,
+        forced_count=7,  # the day's force refreshes (WeChat allows 20)
+        forced_day=19_676,
+    )
     assert await store.save(APP, saved)
     assert await store.load(APP) == saved
     assert await store.load("other-app") is None
+
+
+async def test_invalidate_keeps_the_days_force_refresh_count(store: TokenStore) -> None:
+    saved = CachedToken("90_abc", 2e9, 1.7e9, fence=1, forced_count=3, forced_day=19_676)
+    await store.save(APP, saved)
+    await store.invalidate(APP, "90_abc")
+    loaded = await store.load(APP)
+    assert loaded is not None and (loaded.forced_count, loaded.forced_day) == (3, 19_676)
 
 
 async def test_a_stale_fence_cannot_overwrite_a_newer_token(store: TokenStore) -> None:
@@ -158,6 +174,26 @@ async def test_sqlite_store_adds_its_tables_to_an_existing_database_in_wal_mode(
         assert loaded is not None and loaded.token == "t"
     finally:
         await reopened.close()
+
+
+async def test_sqlite_store_adds_the_force_refresh_columns_to_a_file_from_before_them(
+    sqlite_path: Path,
+) -> None:
+    with sqlite3.connect(sqlite_path) as conn:  # the table as it first shipped
+        conn.execute(
+            "CREATE TABLE wx_access_tokens (app TEXT PRIMARY KEY, token TEXT NOT NULL,"
+            " expires_at REAL NOT NULL, fetched_at REAL NOT NULL, fence INTEGER NOT NULL,"
+            " forced_at REAL NOT NULL)"
+        )
+        conn.execute("INSERT INTO wx_access_tokens VALUES ('default', '90_old', 2e9, 1.7e9, 4, 0)")
+    store = SqliteTokenStore(sqlite_path)
+    try:
+        assert await store.load(APP) == CachedToken("90_old", 2e9, 1.7e9, fence=4)
+        counted = CachedToken("90_new", 2e9, 1.7e9, fence=5, forced_count=1, forced_day=9)
+        assert await store.save(APP, counted)
+        assert await store.load(APP) == counted
+    finally:
+        await store.close()
 
 
 async def test_a_busy_sqlite_file_does_not_block_the_event_loop(sqlite_path: Path) -> None:

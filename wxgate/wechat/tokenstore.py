@@ -31,6 +31,9 @@ class CachedToken:
     fetched_at: float  # epoch seconds
     fence: int = 0  # the lock's fencing number when it was saved; higher is newer
     forced_at: float = 0.0  # last force_refresh=true (at most one every 30 s)
+    # stable_token force refreshes on Beijing day `forced_day` (WeChat allows 20 a day)
+    forced_count: int = 0
+    forced_day: int = 0  # token.beijing_day() of the last one; 0 for none
 
     def __repr__(self) -> str:  # the token itself never reaches a repr or a log line
         return (
@@ -125,7 +128,9 @@ _SCHEMA = (
         expires_at REAL NOT NULL,
         fetched_at REAL NOT NULL,
         fence INTEGER NOT NULL,
-        forced_at REAL NOT NULL
+        forced_at REAL NOT NULL,
+        forced_count INTEGER NOT NULL DEFAULT 0,
+        forced_day INTEGER NOT NULL DEFAULT 0
     )""",
     """CREATE TABLE IF NOT EXISTS wx_access_token_locks (
         app TEXT PRIMARY KEY,
@@ -133,6 +138,11 @@ _SCHEMA = (
         expires_at REAL NOT NULL,
         fence INTEGER NOT NULL
     )""",
+)
+# Columns added after the table first shipped, added to older files on open.
+_ADDED_COLUMNS = (
+    ("forced_count", "INTEGER NOT NULL DEFAULT 0"),
+    ("forced_day", "INTEGER NOT NULL DEFAULT 0"),
 )
 _BUSY_TIMEOUT_MS = 10_000
 
@@ -190,6 +200,7 @@ class SqliteTokenStore:
         conn.execute("PRAGMA synchronous = NORMAL")
         for statement in _SCHEMA:
             conn.execute(statement)
+        _add_missing_columns(conn)
         return conn
 
     async def load(self, app: str) -> CachedToken | None:
@@ -237,17 +248,23 @@ class SqliteTokenStore:
         self._executor.shutdown(wait=False)
 
 
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    with _immediate(conn):
+        present = {row[1] for row in conn.execute("PRAGMA table_info(wx_access_tokens)")}
+        for name, definition in _ADDED_COLUMNS:
+            if name not in present:
+                conn.execute(f"ALTER TABLE wx_access_tokens ADD COLUMN {name} {definition}")
+
+
 def _load(conn: sqlite3.Connection, app: str) -> CachedToken | None:
     row = conn.execute(
-        "SELECT token, expires_at, fetched_at, fence, forced_at FROM wx_access_tokens"
-        " WHERE app = ?",
+        "SELECT token, expires_at, fetched_at, fence, forced_at, forced_count, forced_day"
+        " FROM wx_access_tokens WHERE app = ?",
         (app,),
     ).fetchone()
     if row is None:
         return None
-    return CachedToken(
-        token=row[0], expires_at=row[1], fetched_at=row[2], fence=row[3], forced_at=row[4]
-    )
+    return CachedToken(*row)
 
 
 @contextmanager
@@ -268,12 +285,23 @@ def _save(conn: sqlite3.Connection, app: str, token: CachedToken) -> bool:
         if row is not None and row[0] > token.fence:
             return False
         conn.execute(
-            "INSERT INTO wx_access_tokens (app, token, expires_at, fetched_at, fence, forced_at)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (app) DO UPDATE SET"
+            "INSERT INTO wx_access_tokens (app, token, expires_at, fetched_at, fence, forced_at,"
+            " forced_count, forced_day) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (app) DO UPDATE SET"
             " token = excluded.token, expires_at = excluded.expires_at,"
             " fetched_at = excluded.fetched_at, fence = excluded.fence,"
-            " forced_at = excluded.forced_at",
-            (app, token.token, token.expires_at, token.fetched_at, token.fence, token.forced_at),
+            " forced_at = excluded.forced_at, forced_count = excluded.forced_count,"
+            " forced_day = excluded.forced_day",
+            (
+                app,
+                token.token,
+                token.expires_at,
+                token.fetched_at,
+                token.fence,
+                token.forced_at,
+                token.forced_count,
+                token.forced_day,
+            ),
         )
         return True
 
