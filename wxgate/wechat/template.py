@@ -248,8 +248,11 @@ class _Reader(BodyReader):
         loc: Loc = ("data", key, "value")
         if rule.lenient:
             self.problem(loc, key, rule.check(value))
-            for warning in _folding_warnings(key, value, rule):
-                self.warning(loc, warning)
+            # Most values fold nothing: one search and a length test decide that.
+            too_long = rule.keyword and len(value) > MAX_KEYWORD_CHARS
+            if too_long or CONTROL.search(value) is not None:
+                for warning in _folding_warnings(key, value, rule):
+                    self.warning(loc, warning)
         elif CONTROL.search(value) is not None or rule.check(value) is not None:
             self.problem(loc, key, control_problem(value))
             self.problem(loc, key, rule.check(value))
