@@ -63,6 +63,7 @@ def token_manager(
     *,
     clock: Clock | None = None,
     on_fetch: Callable[[str, str], None] | None = None,
+    on_foreign_refresh: Callable[[str], None] | None = None,
 ) -> TokenManager:
     """App `name`'s token manager as its settings say: credentials, mode, refresh margin,
     fetching from its own `api_base`. The gateway's and the CLI's token commands share it."""
@@ -76,6 +77,7 @@ def token_manager(
         refresh_margin_s=app.refresh_margin_s,
         clock=clock,
         on_fetch=on_fetch,
+        on_foreign_refresh=on_foreign_refresh,
     )
 
 
@@ -152,10 +154,19 @@ class Gateway:
                 fetches.labels(app_name, endpoint, result).inc()
 
             manager = token_manager(
-                name, app, store, self.http, clock=self.clock, on_fetch=on_fetch
+                name,
+                app,
+                store,
+                self.http,
+                clock=self.clock,
+                on_fetch=on_fetch,
+                on_foreign_refresh=self._count_foreign_refresh,
             )
             self.tokens[name] = manager
             self.clients[name] = AccountClient(self.http, manager, app.api_base)
+
+    def _count_foreign_refresh(self, app: str) -> None:
+        self.metrics.token_foreign_refresh.labels(app).inc()
 
     def _start_worker(self) -> None:
         assert self.backend is not None

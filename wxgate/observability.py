@@ -161,6 +161,12 @@ class Metrics:
             ["app", "endpoint", "result"],
             registry=r,
         )
+        self.token_foreign_refresh = Counter(
+            "wxgate_token_foreign_refresh",
+            "Times another system was seen refreshing an app's token (it retires ours).",
+            ["app"],
+            registry=r,
+        )
         self.breaker_state = Gauge(
             "wxgate_breaker_state",
             "Circuit breaker per app: 0 closed, 1 open, 2 half-open.",
@@ -182,7 +188,7 @@ class Metrics:
         self.callbacks = Counter(
             "wxgate_callbacks",
             "WeChat callback requests by result (applied, duplicate, unknown_msgid, "
-            "forbidden, replayed, malformed, ignored).",
+            "forbidden, replayed, malformed, unparseable, ignored).",
             ["app", "result"],
             registry=r,
         )

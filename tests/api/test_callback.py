@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from wxgate.backends.base import Outcome, Status
 from wxgate.wechat.callback import CallbackCodec, sign, template_finish_xml
@@ -188,11 +189,17 @@ async def test_other_events_are_acknowledged_and_ignored(gateway: Gateway) -> No
     assert callbacks(gateway, "default", "ignored") == 1
 
 
-async def test_malformed_xml_is_400(gateway: Gateway) -> None:
+async def test_a_signed_push_that_cannot_be_read_is_taken_logged_and_counted(
+    gateway: Gateway,
+) -> None:
+    # A 400 would make WeChat retry the push and alarm the account's owner.
     query, _ = PLAIN.seal(report(), now_ts(), "n-11")
-    status, answer = await push(gateway, "default", query, b"<xml><MsgType>event")
-    assert status == 400 and answer["code"] == 40000
-    assert callbacks(gateway, "default", "malformed") == 1
+    with capture_logs() as logs:
+        status, answer = await push(gateway, "default", query, b"<xml><MsgType>event")
+    assert (status, answer) == (200, "success")
+    assert callbacks(gateway, "default", "unparseable") == 1
+    [warning] = [line for line in logs if line["event"] == "callback_unparseable"]
+    assert warning["log_level"] == "warning" and warning["app"] == "default"
 
 
 async def test_unknown_app_is_404(gateway: Gateway) -> None:

@@ -89,6 +89,7 @@ def _version_1_file(path: Path) -> None:
             " VALUES (?, 'shop', ?, 't', '{}', 'sending', 0, ?, ?, NULL, ?, ?, NULL, '[]')",
             (f"m{n}", f"o-{n}", T0 - 1, key, T0, T0),
         )
+    conn.execute("INSERT INTO wx_access_tokens VALUES ('shop', '90_old', 2e9, 1.7e9, 4, 0)")
     reports = [("shop", 11, "success"), ("shop", 12, "failed:user block")]
     conn.executemany(
         "INSERT INTO pending_reports (app, msgid, report_status, received_at, expires_at)"
@@ -114,12 +115,18 @@ async def test_a_version_1_file_is_migrated_and_its_waiting_reports_still_apply(
         delivered, rejected = await backend.get("m1"), await backend.get("m2")
         # A key stored before digests were kept matches any repeat: no conflict.
         [again] = await backend.enqueue([message(key="order-1")], T0 + 2)
+        tokens = backend.token_store()
+        old_token = await tokens.load("shop")
+        counted = CachedToken("90_new", 2e9, 1.7e9, fence=5, forced_count=1, forced_day=9)
+        assert await tokens.save("shop", counted)
+        assert await tokens.load("shop") == counted
     finally:
         await backend.close()
     assert delivered is not None and delivered.status is Status.DELIVERED
     assert rejected is not None and rejected.status is Status.REJECTED
     assert rejected.report_status == "failed:user block"
     assert (again.id, again.created) == ("m1", False)
+    assert old_token == CachedToken("90_old", 2e9, 1.7e9, fence=4)  # nothing forced yet
     version = raw(sqlite_path).execute("SELECT value FROM meta WHERE key = 'schema_version'")
     assert version.fetchone() == (str(SCHEMA_VERSION),)
 

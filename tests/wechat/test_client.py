@@ -117,6 +117,7 @@ async def test_transport_faults_are_returned_as_transport_errors(
     assert isinstance(result, TransportError)
     assert result.category is Category.TRANSIENT and result.endpoint is Endpoint.API
     assert result.errcode is None
+    assert result.request_sent is True  # written, then no usable answer: outcome unknown
     assert "/cgi-bin/message/template/send" in str(result)
     assert token not in str(result)
 
@@ -128,6 +129,7 @@ async def test_an_unreachable_wechat_is_a_transport_error_of_the_token_fetch(
     result = await account.client.send_template(message())
     assert isinstance(result, TransportError)
     assert result.endpoint is Endpoint.TOKEN_FETCH
+    assert result.request_sent is False
     assert "cannot connect" in str(result)
     assert SECRET not in str(result)
 
@@ -275,6 +277,15 @@ async def test_templates_are_added_listed_and_deleted(account: Account) -> None:
     assert isinstance(listed[0], TemplateInfo) and listed[0].title
     await account.client.delete_template(template_id)
     assert await account.client.list_templates() == []
+
+
+async def test_adding_a_template_without_keyword_names_is_refused_before_any_request(
+    account: Account,
+) -> None:
+    # WeChat requires keyword_name_list and answers 40246 without it (review row 8).
+    with pytest.raises(ValueError, match="40246"):
+        await account.client.add_template("TM00015", [])
+    assert account.events == []
 
 
 async def test_management_errors_are_raised(account: Account) -> None:

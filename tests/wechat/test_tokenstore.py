@@ -41,10 +41,26 @@ def token(value: str, fence: int, expires_at: float = 2e9) -> CachedToken:
 
 
 async def test_a_saved_token_is_loaded_back_whole(store: TokenStore) -> None:
-    saved = CachedToken("90_abc", expires_at=1.7e9 + 7200, fetched_at=1.7e9, fence=3, forced_at=5.0)
+    saved = CachedToken(
+        "90_abc",
+        expires_at=1.7e9 + 7200,
+        fetched_at=1.7e9,
+        fence=3,
+        forced_at=5.0,
+        forced_count=7,  # the day's force refreshes (WeChat allows 20)
+        forced_day=19_676,
+    )
     assert await store.save(APP, saved)
     assert await store.load(APP) == saved
     assert await store.load("other-app") is None
+
+
+async def test_invalidate_keeps_the_days_force_refresh_count(store: TokenStore) -> None:
+    saved = CachedToken("90_abc", 2e9, 1.7e9, fence=1, forced_count=3, forced_day=19_676)
+    await store.save(APP, saved)
+    await store.invalidate(APP, "90_abc")
+    loaded = await store.load(APP)
+    assert loaded is not None and (loaded.forced_count, loaded.forced_day) == (3, 19_676)
 
 
 async def test_a_stale_fence_cannot_overwrite_a_newer_token(store: TokenStore) -> None:

@@ -503,12 +503,13 @@ return granted
 
 # -- access tokens (RedisTokenStore) ---------------------------------------------------
 
-# KEYS: token. ARGV: token, expires_at, fetched_at, fence, forced_at. Returns 1 if stored.
+# KEYS: token. ARGV: token, expires_at, fetched_at, fence, forced_at, forced_count,
+# forced_day. Returns 1 if stored.
 SAVE_TOKEN: Final = """#!lua
 local stored = redis.call('HGET', KEYS[1], 'fence')
 if stored and tonumber(stored) > tonumber(ARGV[4]) then return 0 end
 redis.call('HSET', KEYS[1], 'token', ARGV[1], 'expires_at', ARGV[2], 'fetched_at', ARGV[3],
-  'fence', ARGV[4], 'forced_at', ARGV[5])
+  'fence', ARGV[4], 'forced_at', ARGV[5], 'forced_count', ARGV[6], 'forced_day', ARGV[7])
 return 1
 """
 

@@ -39,6 +39,9 @@ class RedisTokenStore:
             fetched_at=float(fields["fetched_at"]),
             fence=int(fields["fence"]),
             forced_at=float(fields["forced_at"]),
+            # Hashes saved before the daily force budget lack these: none counted yet.
+            forced_count=int(fields.get("forced_count", 0)),
+            forced_day=int(fields.get("forced_day", 0)),
         )
 
     async def save(self, app: str, token: CachedToken) -> bool:
@@ -48,6 +51,8 @@ class RedisTokenStore:
             repr(float(token.fetched_at)),
             token.fence,
             repr(float(token.forced_at)),
+            token.forced_count,
+            token.forced_day,
         ]
         return await self._save([self._keys.token(app)], args) == 1
 

@@ -95,7 +95,9 @@ CREATE TABLE IF NOT EXISTS wx_access_tokens (
     expires_at REAL NOT NULL,
     fetched_at REAL NOT NULL,
     fence INTEGER NOT NULL,
-    forced_at REAL NOT NULL
+    forced_at REAL NOT NULL,
+    forced_count INTEGER NOT NULL DEFAULT 0,
+    forced_day INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE IF NOT EXISTS wx_access_token_locks (
@@ -106,19 +108,27 @@ CREATE TABLE IF NOT EXISTS wx_access_token_locks (
 );
 """
 
-# Statements that bring a file of version N-1 to version N.
-_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
-    # Reports are decided before storage; version 1 kept only WeChat's text. The one
-    # place the text is read here: a version-1 row was written before the decision moved.
+# Columns each version added to a table that an older file may hold: (table, column,
+# definition). A table the file lacks is created whole later, so it is skipped here.
+_ADDED_COLUMNS: Final[dict[int, tuple[tuple[str, str, str], ...]]] = {
     2: (
-        "ALTER TABLE pending_reports ADD COLUMN target TEXT NOT NULL DEFAULT 'rejected'",
-        "UPDATE pending_reports SET target = 'delivered' WHERE report_status = 'success'",
+        # Reports are decided before storage; version 1 kept only WeChat's text.
+        ("pending_reports", "target", "TEXT NOT NULL DEFAULT 'rejected'"),
         # A repeated key must carry the same request (its digest); a keyed batch's
         # members are found by position, in a namespace of their own.
-        "ALTER TABLE messages ADD COLUMN request_digest TEXT",
-        "ALTER TABLE messages ADD COLUMN batch_position INTEGER",
-        "ALTER TABLE batches ADD COLUMN digest TEXT",
+        ("messages", "request_digest", "TEXT"),
+        ("messages", "batch_position", "INTEGER"),
+        ("batches", "digest", "TEXT"),
+        # stable_token force refreshes are budgeted per day.
+        ("wx_access_tokens", "forced_count", "INTEGER NOT NULL DEFAULT 0"),
+        ("wx_access_tokens", "forced_day", "INTEGER NOT NULL DEFAULT 0"),
     ),
+}
+# Statements run after a version's columns were added.
+_BACKFILLS: Final[dict[int, tuple[str, ...]]] = {
+    # The one place WeChat's report text is read in storage: a version-1 row was
+    # written before the decision moved to the WeChat layer.
+    2: ("UPDATE pending_reports SET target = 'delivered' WHERE report_status = 'success'",),
 }
 
 _INDEXES = f"""
@@ -206,7 +216,11 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
     """Each step after `version`, in order (before the tables of today are created, so
     an index on a new column finds it)."""
     for step in range(version + 1, SCHEMA_VERSION + 1):
-        for statement in _MIGRATIONS.get(step, ()):
+        for table, column, definition in _ADDED_COLUMNS.get(step, ()):
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if present and column not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        for statement in _BACKFILLS.get(step, ()):
             conn.execute(statement)
 
 

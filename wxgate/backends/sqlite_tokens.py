@@ -8,6 +8,8 @@ the writer's `BEGIN IMMEDIATE` group, so two processes cannot both see the lock
 free. Tables: `sqlite_schema` (`wx_access_tokens`, `wx_access_token_locks`).
 """
 
+# ruff: noqa: S608 -- statements are assembled from this module's constants only.
+
 from __future__ import annotations
 
 import sqlite3
@@ -16,14 +18,14 @@ from wxgate.backends.sqlite_db import SqliteDatabase
 from wxgate.clock import Clock, SystemClock
 from wxgate.wechat.tokenstore import CachedToken
 
-_LOAD = "SELECT token, expires_at, fetched_at, fence, forced_at FROM wx_access_tokens WHERE app = ?"
+_FIELDS = ("token", "expires_at", "fetched_at", "fence", "forced_at", "forced_count", "forced_day")
+_LOAD = f"SELECT {', '.join(_FIELDS)} FROM wx_access_tokens WHERE app = ?"
 _SAVE = (
-    "INSERT INTO wx_access_tokens (app, token, expires_at, fetched_at, fence, forced_at)"
-    " VALUES (:app, :token, :expires_at, :fetched_at, :fence, :forced_at)"
-    " ON CONFLICT (app) DO UPDATE SET token = excluded.token,"
-    " expires_at = excluded.expires_at, fetched_at = excluded.fetched_at,"
-    " fence = excluded.fence, forced_at = excluded.forced_at"
-    " WHERE wx_access_tokens.fence <= excluded.fence"
+    f"INSERT INTO wx_access_tokens (app, {', '.join(_FIELDS)})"
+    f" VALUES (:app, {', '.join(':' + name for name in _FIELDS)})"
+    " ON CONFLICT (app) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in _FIELDS)
+    + " WHERE wx_access_tokens.fence <= excluded.fence"
 )
 _INVALIDATE = (
     "UPDATE wx_access_tokens SET expires_at = 0 WHERE app = ? AND token = ? AND expires_at != 0"
@@ -48,18 +50,10 @@ class SqliteTokenStore:
         row = await self._db.read(lambda conn: conn.execute(_LOAD, (app,)).fetchone())
         if row is None:
             return None
-        token, expires_at, fetched_at, fence, forced_at = row
-        return CachedToken(token, expires_at, fetched_at, fence, forced_at)
+        return CachedToken(**dict(zip(_FIELDS, row, strict=True)))
 
     async def save(self, app: str, token: CachedToken) -> bool:
-        params = {
-            "app": app,
-            "token": token.token,
-            "expires_at": token.expires_at,
-            "fetched_at": token.fetched_at,
-            "fence": token.fence,
-            "forced_at": token.forced_at,
-        }
+        params = {"app": app, **{name: getattr(token, name) for name in _FIELDS}}
         return await self._db.write(lambda conn: conn.execute(_SAVE, params).rowcount > 0)
 
     async def invalidate(self, app: str, token: str) -> bool:

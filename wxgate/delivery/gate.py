@@ -150,7 +150,11 @@ class Gate:
     # -- what an answer tells about the app ---------------------------------------------
 
     def feed_breaker(self, app: str, error: WeChatError | None) -> None:
+        """A send's answer tells the app's breaker whether WeChat is up. An error about one
+        recipient (43117, 43108: that user is being throttled) says nothing of the app."""
         breaker = self._breakers[app]
+        if error is not None and error.per_recipient:
+            return
         if error is not None and acted_on_as(error.category) is Category.TRANSIENT:
             breaker.record_failure()
         else:

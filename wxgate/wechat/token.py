@@ -4,7 +4,10 @@
 once, one fetch happens (an in-process shared task); however many processes
 share a `TokenStore`, one of them fetches (the store's lock, with a fencing
 number so a stalled holder cannot overwrite a newer token) and the others read
-its result. Tokens are refreshed before they run out, in the background.
+its result. Tokens are refreshed before they run out, in the background. It
+also watches for another system refreshing the same appid's token (the cause of
+sporadic 40001s, docs/wechat-protocol.md §8) and keeps force_refresh within
+WeChat's 20 a day.
 """
 
 from __future__ import annotations
@@ -27,8 +30,22 @@ from wxgate.observability import get_logger, register_secret
 from wxgate.wechat.errors import ConfigError, Endpoint, TransientError, WeChatError
 from wxgate.wechat.tokenstore import CachedToken, TokenStore, mask
 
-# WeChat refuses force_refresh=true more often than this (docs/wechat-protocol.md §1.2).
+# WeChat refuses force_refresh=true more often than this, or more than this many
+# times a day (docs/wechat-protocol.md §1.2); days are Beijing days, like quotas'.
 FORCE_REFRESH_MIN_INTERVAL_S = 30.0
+FORCE_REFRESH_DAILY_LIMIT = 20
+BEIJING_UTC_OFFSET_S = 8 * 3600
+DAY_S = 86_400
+# A token younger than this rejected as "not latest" (40001) while far from its end
+# was retired by someone else's refresh, not by ours.
+FOREIGN_REFRESH_WINDOW_S = 600.0
+FOREIGN_REFRESH_FIX = "use stable mode everywhere, or `external` mode fed by one owner"
+_FOREIGN_CAUSES = {
+    "classic": "another system fetches this appid's token from /cgi-bin/token, "
+    "which retires ours 5 minutes later",
+    "stable": "another system force-refreshes this appid's stable token",
+    "external": "a system other than the external source refreshes this appid's token",
+}
 # How often a process that lost the lock looks for the winner's token.
 POLL_INTERVAL_S = 0.05
 # stable_token hands back the same token until its last 5 minutes, so an early
@@ -71,6 +88,15 @@ class ForceRefreshTooSoonError(TransientError):
     """A forced refresh was asked for less than 30 s after the previous one."""
 
 
+class ForceRefreshBudgetError(ConfigError):
+    """The day's 20 forced refreshes are spent; WeChat would refuse a 21st."""
+
+
+def beijing_day(now: float) -> int:
+    """The number of the Beijing calendar day (UTC+8) that `now` (epoch seconds) falls in."""
+    return math.floor((now + BEIJING_UTC_OFFSET_S) / DAY_S)
+
+
 class TokenManager:
     """A valid access token for one app, on demand.
 
@@ -78,6 +104,8 @@ class TokenManager:
     "classic" (GET /cgi-bin/token) or "external" (never fetch; read the token
     another system writes into the store). `on_fetch(endpoint, result)` is called
     after every fetch, with result "ok" or the error's category in lower case.
+    `on_foreign_refresh(app)` is called each time another system is seen refreshing
+    this appid's token (see `invalidate`).
     """
 
     def __init__(
@@ -94,6 +122,7 @@ class TokenManager:
         lock_ttl_s: float = 15.0,
         on_fetch: Callable[[str, str], None] | None = None,
         external_wait_s: float = 2.0,
+        on_foreign_refresh: Callable[[str], None] | None = None,
     ) -> None:
         if mode not in ("stable", "classic", "external"):
             raise ValueError(f"unknown token mode {mode!r}")
@@ -108,6 +137,7 @@ class TokenManager:
         self._clock = clock if clock is not None else SystemClock()
         self._lock_ttl_s = lock_ttl_s
         self._on_fetch = on_fetch
+        self._on_foreign_refresh = on_foreign_refresh
         self._external_wait_s = external_wait_s
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._cached: CachedToken | None = None
@@ -126,17 +156,30 @@ class TokenManager:
             return cached.token
         return (await self._join(need_s=0.0)).token
 
-    async def invalidate(self, token: str) -> None:
+    async def invalidate(self, token: str, *, superseded: bool = False) -> None:
         """WeChat rejected `token`: expire it in the store if it is still the stored one,
         and forget it here if it is ours; a newer token is left alone.
+
+        `superseded` says WeChat called it "not latest" (40001). When the store still
+        held it (no process of ours replaced it) and it was far from its end and young
+        (any age in classic mode, where a foreign fetch retires ours 5 minutes later),
+        another system refreshed this appid's token: a WARNING and `on_foreign_refresh`.
 
         Forgotten here first, and never adopted again: a send that reads the cache, or
         a flight that reads the store, while the store's write is in flight (a group
         commit takes a millisecond or two) must not pick the rejected token up."""
+        rejected = (
+            self._cached if self._cached is not None and self._cached.token == token else None
+        )
         self._rejected = token
-        if self._cached is not None and self._cached.token == token:
+        if rejected is not None:
             self._cached = None
-        await self._store.invalidate(self.app, token)
+        if superseded and rejected is None:
+            stored = await self._store.load(self.app)
+            rejected = stored if stored is not None and stored.token == token else None
+        was_stored = await self._store.invalidate(self.app, token)
+        if superseded and was_stored and rejected is not None and self._retired_early(rejected):
+            self._report_foreign_refresh(rejected)
 
     async def refresh(self, *, force: bool = False) -> CachedToken:
         """Fetch now (the operator asked). `force` makes WeChat drop the current token
@@ -229,17 +272,14 @@ class TokenManager:
             stored = await self._store.load(self.app)
             if not force and self._lasts(stored, need_s):
                 return self._adopt(stored)
+            counted = force and self.mode == "stable"  # only stable_token's force is limited
             if force:
                 self._check_force_interval(stored)
+            if counted:
+                self._check_force_budget(stored)
             started = self._clock.now()
             fetched = await self._fetch(force)
-            cached = CachedToken(
-                token=fetched.access_token,
-                expires_at=started + fetched.expires_in,
-                fetched_at=started,
-                fence=fence,
-                forced_at=started if force else (stored.forced_at if stored else 0.0),
-            )
+            cached = _fetched_token(fetched, started, fence, stored, force, counted)
             if not await self._store.save(self.app, cached):
                 # Our lease ran out and a newer holder saved first: its token wins.
                 newer = await self._store.load(self.app)
@@ -247,6 +287,32 @@ class TokenManager:
             return self._adopt(cached)
         finally:
             await self._store.unlock(self.app, self._owner)
+
+    def _retired_early(self, token: CachedToken) -> bool:
+        now = self._clock.now()
+        young = now - token.fetched_at < FOREIGN_REFRESH_WINDOW_S or self.mode == "classic"
+        return young and token.remaining(now) > self._margin
+
+    def _report_foreign_refresh(self, token: CachedToken) -> None:
+        log.warning(
+            f"another system refreshes this appid's token: {FOREIGN_REFRESH_FIX}",
+            app=self.app,
+            mode=self.mode,
+            likely_cause=_FOREIGN_CAUSES[self.mode],
+            token_age_s=round(self._clock.now() - token.fetched_at),
+        )
+        if self._on_foreign_refresh is not None:
+            self._on_foreign_refresh(self.app)
+
+    def _check_force_budget(self, stored: CachedToken | None) -> None:
+        if _forced_today(stored, self._clock.now()) >= FORCE_REFRESH_DAILY_LIMIT:
+            raise ForceRefreshBudgetError(
+                None,
+                f"force refresh of app {self.app} refused: the {FORCE_REFRESH_DAILY_LIMIT} "
+                "forced refreshes WeChat allows a day are spent; the count restarts at "
+                "00:00 Beijing time",
+                endpoint=Endpoint.TOKEN_FETCH,
+            )
 
     def _check_force_interval(self, stored: CachedToken | None) -> None:
         if stored is None or stored.forced_at <= 0:
@@ -314,3 +380,34 @@ class TokenManager:
     def _report(self, endpoint: FetchEndpoint, result: str) -> None:
         if self._on_fetch is not None:
             self._on_fetch(endpoint.value, result)
+
+
+def _forced_today(stored: CachedToken | None, now: float) -> int:
+    """How many forced refreshes the store counts for the Beijing day of `now`."""
+    if stored is None or stored.forced_day != beijing_day(now):
+        return 0
+    return stored.forced_count
+
+
+def _fetched_token(
+    fetched: FetchedToken,
+    started: float,
+    fence: int,
+    stored: CachedToken | None,
+    force: bool,
+    counted: bool,
+) -> CachedToken:
+    """The record of a fetch, carrying the force-refresh history over from `stored`."""
+    if counted:
+        forced_count, forced_day = _forced_today(stored, started) + 1, beijing_day(started)
+    else:
+        forced_count, forced_day = (stored.forced_count, stored.forced_day) if stored else (0, 0)
+    return CachedToken(
+        token=fetched.access_token,
+        expires_at=started + fetched.expires_in,
+        fetched_at=started,
+        fence=fence,
+        forced_at=started if force else (stored.forced_at if stored else 0.0),
+        forced_count=forced_count,
+        forced_day=forced_day,
+    )

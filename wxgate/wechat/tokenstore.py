@@ -23,6 +23,9 @@ class CachedToken:
     fetched_at: float  # epoch seconds
     fence: int = 0  # the lock's fencing number when it was saved; higher is newer
     forced_at: float = 0.0  # last force_refresh=true (at most one every 30 s)
+    # stable_token force refreshes on Beijing day `forced_day` (WeChat allows 20 a day)
+    forced_count: int = 0
+    forced_day: int = 0  # token.beijing_day() of the last one; 0 for none
 
     def __repr__(self) -> str:  # the token itself never reaches a repr or a log line
         return (

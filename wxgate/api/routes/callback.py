@@ -29,14 +29,16 @@ from wxgate.api.errors import Forbidden, InvalidRequest, NotFound
 from wxgate.api.routing import JsonRoute
 from wxgate.api.state import ApiState, api_state
 from wxgate.backends.base import Report, Status, StorageUnavailable
+from wxgate.observability import get_logger
 from wxgate.wechat.callback import (
     CallbackCodec,
     CallbackMessage,
     TemplateSendJobFinish,
     callback_timestamp,
 )
-from wxgate.wechat.errors import CallbackMalformedError, CallbackRejected
+from wxgate.wechat.errors import CallbackMalformedError, CallbackRejected, UnparseableEvent
 
+_log = get_logger(__name__)
 router = APIRouter(prefix="/wechat/callback", tags=["wechat callback"], route_class=JsonRoute)
 
 SUCCESS = "success"  # WeChat's "received, do not retry"
@@ -61,12 +63,19 @@ def _count(state: ApiState, app: str, result: str) -> None:
     state.metrics.callbacks.labels(app=app, result=result).inc()
 
 
-def _open(state: ApiState, app: str, request: Request, body: bytes) -> CallbackMessage:
+def _open(state: ApiState, app: str, request: Request, body: bytes) -> CallbackMessage | None:
+    """The event of a genuine, fresh push; None for a genuine one that cannot be read."""
     codec = _codec(state, app)
     query = request.query_params
     try:
-        message = codec.open(query, body)
+        message: CallbackMessage | None = codec.open(query, body)
         sent_at = callback_timestamp(query)
+    except UnparseableEvent as exc:
+        # Signed by WeChat, so refusing it would only make WeChat retry it and alarm the
+        # account's owner ("回应不合法"): taken, logged and counted instead.
+        _count(state, app, "unparseable")
+        _log.warning("callback_unparseable", app=app, reason=exc.reason, detail=exc.detail)
+        message, sent_at = None, callback_timestamp(query)
     except CallbackMalformedError as exc:
         _count(state, app, "malformed")
         raise InvalidRequest.at(["body"], exc.detail) from None
@@ -111,7 +120,7 @@ async def _new_or_repeated(state: ApiState, app: str, nonce: str, body: bytes) -
 
 def _report(app: str, event: TemplateSendJobFinish) -> Report:
     """The report as storage takes it: the WeChat layer has said what its Status means."""
-    status = Status.DELIVERED if event.succeeded else Status.REJECTED
+    status = Status.DELIVERED if event.delivered else Status.REJECTED
     return Report(app, event.msgid, status, event.status)
 
 
@@ -131,7 +140,8 @@ async def verify_url(request: Request, app: str) -> Response:
 @router.post("/{app}", response_class=PlainTextResponse, summary="Events pushed by WeChat")
 async def receive_push(request: Request, app: str) -> Response:
     """Plaintext or safe mode. 403 (nothing changed) for a bad signature or a stale
-    timestamp, 400 for a malformed document, `success` otherwise."""
+    timestamp, 400 for a document that is not WeChat's envelope at all, `success`
+    otherwise (a signed event that cannot be read is logged, counted and taken)."""
     state = api_state(request)
     body = await request.body()
     message = _open(state, app, request, body)
