@@ -2,14 +2,16 @@
 
 This is the only module that reads the environment. Secrets are `SecretStr`, so
 no repr, log line or error text can print them. `load_settings` finds the file
-(`--config PATH`, else ./wxgate.toml when present) and `check` lists what is
-wrong with a configuration, one line per problem, without printing a secret.
+(`--config PATH`, else ./wxgate.toml when present), `check` lists what is
+wrong with a configuration, one line per problem, without printing a secret, and
+`starter_toml` is the commented file `wxgate config init` writes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +32,12 @@ API_KEY_PREFIX = "sha256:"
 TokenMode = Literal["stable", "classic", "external"]
 Role = Literal["all", "api", "worker"]
 
+NO_LISTENER = -1  # [server] worker_port: a worker process serves no HTTP at all
+# What `config init` writes where only the user knows the value; `check` names each
+# one still there. Angle brackets: no appid or AppSecret WeChat issues has them.
+PLACEHOLDER_APPID = "<your AppID>"
+PLACEHOLDER_SECRET = "<your AppSecret>"
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -38,6 +46,10 @@ class _Section(BaseModel):
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    # Where a `--role worker` process serves /healthz, /readyz and /metrics. Unset:
+    # `port`, which suits one process per container. 0: any free port (logged at
+    # start), so any number of workers share one host and one config file. -1: none.
+    worker_port: int | None = Field(None, ge=NO_LISTENER, le=65535)
     # "sha256:<hex>" of each accepted key; empty means the API is open (development only).
     api_keys: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
@@ -47,6 +59,12 @@ class ServerSettings(_Section):
     callback_max_age_s: float = Field(300.0, gt=0)
     # Intake answers 503 when this many messages wait to be sent (0: no limit).
     max_queued: int = Field(0, ge=0)
+
+    def listen_port(self, role: Role) -> int | None:
+        """The port a process of `role` serves HTTP on; None for a worker told to serve none."""
+        if role != "worker" or self.worker_port is None:
+            return self.port
+        return None if self.worker_port == NO_LISTENER else self.worker_port
 
     @field_validator("api_keys")
     @classmethod
@@ -173,7 +191,10 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     """Read settings from `path` (or ./wxgate.toml) with WXGATE_* variables over it."""
     toml_file = find_config_file(path)
     if toml_file is not None and not toml_file.is_file():
-        raise FileNotFoundError(f"config file not found: {toml_file}")
+        raise FileNotFoundError(
+            f"config file not found: {toml_file} (`wxgate config init --path {toml_file}` "
+            "writes a starter one)"
+        )
     if toml_file is not None:
         with toml_file.open("rb") as fh:
             tomllib.load(fh)  # a syntax error surfaces here with its line number
@@ -199,6 +220,7 @@ def check(settings: Settings) -> list[str]:
     if not settings.server.api_keys:
         problems.append("server.api_keys: empty, so the API accepts requests without a key")
     for name, app in settings.apps.items():
+        problems.extend(_placeholders(name, app))
         if app.api_base.startswith("http://") and "127.0.0.1" not in app.api_base:
             problems.append(
                 f"apps.{name}.api_base: plain http outside loopback (WeChat needs https)"
@@ -206,3 +228,100 @@ def check(settings: Settings) -> list[str]:
         if not app.callback_token.get_secret_value():
             problems.append(f"apps.{name}.callback_token: empty, so delivery reports are refused")
     return problems
+
+
+def _placeholders(name: str, app: AppSettings) -> list[str]:
+    problems = []
+    if app.appid == PLACEHOLDER_APPID:
+        problems.append(
+            f"apps.{name}.appid: still {PLACEHOLDER_APPID}; put the account's AppID here "
+            "(MP console: 设置与开发 > 基本配置)"
+        )
+    if app.secret.get_secret_value() == PLACEHOLDER_SECRET:
+        problems.append(
+            f"apps.{name}.secret: still {PLACEHOLDER_SECRET}; set "
+            f"WXGATE_APPS__{name.upper()}__SECRET in the environment (or put it in the file)"
+        )
+    return problems
+
+
+_STARTER_HEAD = """\
+# wxgate's configuration, written by `wxgate config init`. Every setting and its
+# default: README.md, "Configuration". WXGATE_* environment variables override this
+# file (nested keys joined by "__", e.g. WXGATE_APPS__DEFAULT__SECRET), and secrets
+# are better kept there. `wxgate config check` names anything still to do.
+
+[server]
+host = "127.0.0.1"
+port = 8000                 # the HTTP API and WeChat's callbacks
+# `serve --role worker` processes serve /healthz, /readyz and /metrics on any free
+# port (logged at start), so any number of them share this host and this file. A
+# fixed port instead for a probe (one worker per host or container); -1 for none.
+worker_port = 0
+# Hashes of the API keys clients send as "Authorization: Bearer <key>": this one is
+# of the key `config init` printed; `wxgate keys new` makes more.
+api_keys = ["{api_key_hash}"]
+
+[storage]
+backend = "sqlite"          # one host; "redis" (and redis_url) for processes on many
+sqlite_path = "wxgate.db"
+
+# One section per Official Account; clients name it as "app" (which may be left
+# out while there is only one).
+"""
+
+_STARTER_SANDBOX_APP = """\
+# This is the sandbox's default account: `wxgate sandbox` imitates WeChat on port
+# {port}. For a real account, run `wxgate config init --force` without --sandbox.
+[apps.default]
+appid = "{appid}"
+secret = "{secret}"
+api_base = "http://127.0.0.1:{port}"    # WeChat itself: {wechat}
+callback_token = "{callback_token}"
+# Empty: reports in plaintext, as the sandbox sends them by default. For safe mode,
+# put the sandbox's key here, {aes_key}, and run
+# `wxgate sandbox --callback-mode safe`.
+encoding_aes_key = ""
+"""
+
+_STARTER_APP = """\
+[apps.default]
+appid = "{appid}"              # MP console: 设置与开发 > 基本配置
+secret = "{secret}"         # better: WXGATE_APPS__DEFAULT__SECRET, and drop this line
+# The Token of the console's server configuration (服务器配置), whose URL is
+# https://<this host>/wechat/callback/default: made up by `config init`; enter the
+# same one there.
+callback_token = "{callback_token}"
+# The console's EncodingAESKey (43 characters) for safe mode (安全模式); empty for
+# plaintext (明文模式). With a key here, plaintext callbacks are refused.
+encoding_aes_key = ""
+"""
+
+
+def starter_toml(api_key_hash: str, *, sandbox: bool = False) -> str:
+    """The commented file `wxgate config init` writes: for the sandbox's default
+    account, or for a real one with placeholders (which `check` names) and a new
+    callback token (WeChat's console takes 3-32 letters and digits)."""
+    from wxgate.sandbox.config import (
+        DEFAULT_APPID,
+        DEFAULT_CALLBACK_TOKEN,
+        DEFAULT_ENCODING_AES_KEY,
+        DEFAULT_PORT,
+        DEFAULT_SECRET,
+    )
+
+    head = _STARTER_HEAD.format(api_key_hash=api_key_hash)
+    if not sandbox:
+        return head + _STARTER_APP.format(
+            appid=PLACEHOLDER_APPID,
+            secret=PLACEHOLDER_SECRET,
+            callback_token=secrets.token_hex(16),
+        )
+    return head + _STARTER_SANDBOX_APP.format(
+        port=DEFAULT_PORT,
+        appid=DEFAULT_APPID,
+        secret=DEFAULT_SECRET,
+        wechat=WECHAT_API_BASE,
+        callback_token=DEFAULT_CALLBACK_TOKEN,
+        aes_key=DEFAULT_ENCODING_AES_KEY,
+    )
