@@ -317,6 +317,7 @@ def _config_text(port: int, sandbox_url: str, storage: Storage, key: str) -> str
     return f"""[server]
 host = "127.0.0.1"
 port = {port}
+worker_port = {port}
 api_keys = ["{hash_api_key(key)}"]
 rate_limit_per_key_per_s = {UNLIMITED_RATE}
 rate_limit_burst = {UNLIMITED_RATE}

@@ -31,7 +31,7 @@ from wxgate.backends.base import (
 )
 from wxgate.backends.sqlite import SqliteBackend
 from wxgate.cli import app as cli
-from wxgate.config import hash_api_key
+from wxgate.config import PLACEHOLDER_APPID, hash_api_key, load_settings
 from wxgate.gateway import Gateway
 from wxgate.sandbox.config import DEFAULT_APPID, DEFAULT_CALLBACK_TOKEN, DEFAULT_SECRET
 from wxgate.sandbox.control import SandboxControl
@@ -224,11 +224,115 @@ def test_config_with_a_toml_syntax_error_exits_2_with_its_line(tmp_path: Path) -
     assert "line 2" in result.stderr
 
 
-def test_config_file_that_is_missing_exits_2(tmp_path: Path) -> None:
+def test_config_file_that_is_missing_exits_2_naming_config_init(tmp_path: Path) -> None:
     result = invoke("config", "check", "--config", str(tmp_path / "absent.toml"))
 
     assert result.exit_code == 2
     assert "not found" in result.stderr
+    assert f"wxgate config init --path {tmp_path / 'absent.toml'}" in result.stderr
+
+
+@pytest.mark.parametrize("command", [("serve",), ("config", "check")])
+def test_no_config_anywhere_names_config_init(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./wxgate.toml here
+
+    result = invoke(*command)
+
+    assert result.exit_code == 2
+    assert "`wxgate config init`" in result.stderr
+
+
+def test_config_check_prints_bracketed_section_names(tmp_path: Path) -> None:
+    config = tmp_path / "wxgate.toml"
+    config.write_text("[server]\nport = 8000\n")  # no app at all
+
+    result = invoke("config", "check", "--config", str(config))
+
+    assert result.exit_code == 1
+    assert "add an [apps.<name>] section" in result.stderr
+
+
+def test_keys_new_prints_the_section_name_of_the_hash_line() -> None:
+    result = invoke("keys", "new")
+
+    assert "config line for [server] api_keys:" in result.stdout
+
+
+# -- config init ----------------------------------------------------------------------------
+
+
+def test_config_init_prints_a_key_once_and_writes_only_its_hash(tmp_path: Path) -> None:
+    path = tmp_path / "wxgate.toml"
+
+    result = invoke("config", "init", "--sandbox", "--path", str(path))
+
+    assert result.exit_code == 0, result.output
+    [key] = re.findall(r"wxg_[A-Za-z0-9_-]{40,}", result.stdout)
+    text = path.read_text()
+    assert key not in text
+    assert f'api_keys = ["{hash_api_key(key)}"]' in text
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_config_init_sandbox_passes_check_with_the_sandbox_account(tmp_path: Path) -> None:
+    path = tmp_path / "wxgate.toml"
+    invoke("config", "init", "--sandbox", "--path", str(path))
+
+    result = invoke("config", "check", "--config", str(path))
+
+    assert result.exit_code == 0, result.output
+    [(name, app)] = load_settings(path).apps.items()
+    assert (name, app.appid, app.api_base) == ("default", DEFAULT_APPID, "http://127.0.0.1:8081")
+    assert app.secret.get_secret_value() == DEFAULT_SECRET
+    assert app.callback_token.get_secret_value() == DEFAULT_CALLBACK_TOKEN
+    assert load_settings(path).server.worker_port == 0
+
+
+def test_config_init_for_a_real_account_leaves_placeholders_check_names(tmp_path: Path) -> None:
+    path = tmp_path / "wxgate.toml"
+    invoke("config", "init", "--path", str(path))
+
+    result = invoke("config", "check", "--config", str(path))
+
+    assert result.exit_code == 1
+    problems = [line for line in result.stderr.splitlines() if line.strip()]
+    assert [problem.split(":")[0] for problem in problems] == [
+        "apps.default.appid",
+        "apps.default.secret",
+    ]
+    token = load_settings(path).apps["default"].callback_token.get_secret_value()
+    assert re.fullmatch(r"[0-9a-f]{32}", token)  # what WeChat's console accepts as a Token
+
+
+def test_config_init_placeholders_give_way_to_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "wxgate.toml"
+    invoke("config", "init", "--path", str(path))
+    path.write_text(path.read_text().replace(PLACEHOLDER_APPID, "wx0123456789abcdef"))
+
+    result = CliRunner().invoke(
+        cli,
+        ["config", "check", "--config", str(path)],
+        env={"WXGATE_APPS__DEFAULT__SECRET": APP_SECRET},
+    )
+
+    assert result.exit_code == 0, result.output
+
+
+def test_config_init_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
+    path = tmp_path / "wxgate.toml"
+    path.write_text("# mine\n")
+
+    refused = invoke("config", "init", "--path", str(path))
+    kept = path.read_text()
+    forced = invoke("config", "init", "--sandbox", "--force", "--path", str(path))
+
+    assert refused.exit_code == 1
+    assert "--force" in refused.stderr
+    assert kept == "# mine\n"
+    assert forced.exit_code == 0
+    assert DEFAULT_APPID in path.read_text()
 
 
 # -- operator tools on the storage --------------------------------------------------------------
@@ -249,6 +353,15 @@ def test_messages_list_filters_and_show_prints_one_record(config: Path, db_path:
     assert "0 message(s)" in none_sent.stdout
     assert shown.exit_code == 0
     assert f'"id": "{ids[1]}"' in shown.stdout and '"status": "queued"' in shown.stdout
+
+
+def test_messages_list_prints_bracketed_user_data_as_it_is(config: Path, db_path: Path) -> None:
+    run(seed(db_path, ["o[bold]Bracket[/bold]"]))
+
+    result = invoke("messages", "list", "--config", str(config))
+
+    assert result.exit_code == 0
+    assert "o[bold]Bracket[/bold]" in result.stdout
 
 
 def test_messages_show_of_an_unknown_id_exits_1(config: Path, db_path: Path) -> None:

@@ -1,19 +1,26 @@
 """`wxgate demo` (what `make demo` runs): every sample ends the way the classification
-says, within 30 s, in process and as a command."""
+says, within 30 s, in process and as a command; its table fits 100 columns, and the
+worker's log lines stay out of it."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-from wxgate.demo import SAMPLES, run_demo
+from wxgate.backends.base import Status
+from wxgate.demo import SAMPLES, held_log_lines, run_demo, status_table
+
+MAX_MSGID = 18446744073709551615  # the widest msgid there is: 20 digits
 
 # The status column of the demo's final table, per sample.
 EXPECTED = {
@@ -34,9 +41,10 @@ def final_table(output: str) -> dict[str, str]:
     """touser -> status cell of the last table the demo drew."""
     rows: dict[str, str] = {}
     for line in output.splitlines():
-        cells = [cell.strip() for cell in line.split("│")]
-        if len(cells) > 4 and cells[1] in EXPECTED:
-            rows[cells[1]] = cells[3]
+        # Columns are two or more spaces apart; a cell holds single spaces only.
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) > 3 and cells[0] in EXPECTED:
+            rows[cells[0]] = cells[2]
     return rows
 
 
@@ -83,3 +91,64 @@ def test_make_demo_command_exits_0(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert final_table(done.stdout) == EXPECTED
     assert "not as expected" not in done.stdout
+
+
+def final_state(sample: Any) -> dict[str, Any]:
+    """The record `sample` ends with, its longest form: a 20-digit msgid on every row."""
+    return {
+        "status": str(sample.status),
+        "msgid": str(MAX_MSGID),
+        "last_errcode": sample.errcode,
+        "last_category": "RECIPIENT",
+        "report_status": sample.report_status,
+    }
+
+
+def test_the_table_fits_100_columns_and_folds_no_id() -> None:
+    rows = [(sample, final_state(sample)) for sample in SAMPLES]
+    rows[3] = (SAMPLES[3], {"status": str(Status.QUEUED), "attempts": 2})  # retrying
+    output = io.StringIO()
+
+    Console(file=output, width=100, color_system=None).print(status_table(rows, 12.3))
+
+    lines = output.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 100
+    for sample in SAMPLES:
+        [row] = [line for line in lines if sample.touser in line.split()]
+        assert sample.template_id in row.split()
+        if sample is not SAMPLES[3]:
+            assert str(MAX_MSGID) in row.split()
+
+
+def test_held_log_lines_are_written_in_order_when_the_block_ends() -> None:
+    seen: list[str] = []
+    watcher = logging.Handler(logging.WARNING)
+    watcher.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger().addHandler(watcher)
+    try:
+        with held_log_lines():
+            logging.getLogger("wxgate.test").warning("first")
+            logging.getLogger("wxgate.test").warning("second")
+            assert seen == []
+        assert seen == ["first", "second"]
+    finally:
+        logging.getLogger().removeHandler(watcher)
+
+
+async def test_the_workers_warnings_come_after_the_table_within_100_columns() -> None:
+    output = io.StringIO()
+    table_drawn_at_each_warning: list[bool] = []
+    watcher = logging.Handler(logging.WARNING)
+    watcher.emit = lambda record: table_drawn_at_each_warning.append(  # type: ignore[method-assign]
+        "oJudy_demo" in output.getvalue()
+    )
+    logging.getLogger().addHandler(watcher)
+    try:
+        ok = await asyncio.wait_for(run_demo(Console(file=output, width=100)), 30.0)
+    finally:
+        logging.getLogger().removeHandler(watcher)
+
+    assert ok is True
+    assert table_drawn_at_each_warning  # the failing samples made the worker warn
+    assert all(table_drawn_at_each_warning)
+    assert max(len(line) for line in output.getvalue().splitlines()) <= 100

@@ -508,6 +508,7 @@ def start_pod(tmp_path: Path, redis_prefix: str) -> Iterator[Any]:
         env |= _secret_env() | {
             "WXGATE_SERVER__HOST": "127.0.0.1",
             "WXGATE_SERVER__PORT": str(port),
+            "WXGATE_SERVER__WORKER_PORT": str(port),
             "WXGATE_STORAGE__REDIS_URL": REDIS_URL,
             "WXGATE_STORAGE__REDIS_PREFIX": redis_prefix,
             # Nothing answers here: no send leaves this host.

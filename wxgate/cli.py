@@ -4,28 +4,48 @@ Three kinds of command: the processes (`serve`, `sandbox`, `demo`); what a
 business system does, over the HTTP API (`send`, `send-batch`); and operator
 tools that open the configured storage directly (`messages`, `dlq`, `token`,
 `apps`), so they work on the gateway host even when the API is down. Output
-never shows a secret: tokens are masked and AppSecrets are never read out.
+never shows a secret: tokens are masked and AppSecrets are never read out. What
+is not markup (config names such as `[apps.<name>]`, errors, user data) is
+escaped or printed as plain `Text`, so rich never takes it for a style tag.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
 import uvloop
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from wxgate.config import Settings, check, hash_api_key, load_settings
+from wxgate.backends.base import Backend, DeadLetterFilter, ListFilter, MessageRecord, Status
+from wxgate.config import (
+    DEFAULT_CONFIG_FILE,
+    Role,
+    Settings,
+    check,
+    find_config_file,
+    hash_api_key,
+    load_settings,
+)
 from wxgate.observability import configure_logging
 from wxgate.sandbox.command import sandbox_command
+from wxgate.starter_config import starter_toml
+from wxgate.wechat.tokenstore import CachedToken, mask
+
+if TYPE_CHECKING:
+    from wxgate.wechat.token import TokenManager
 
 app = typer.Typer(help="wxgate: a reliable WeChat template-message gateway.", no_args_is_help=True)
 messages_app = typer.Typer(help="Inspect stored messages.", no_args_is_help=True)
@@ -44,7 +64,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(apps_app, name="apps")
 
 console = Console()
-err_console = Console(stderr=True)
+# Errors stay one line each however narrow the terminal, so they can be grepped.
+err_console = Console(stderr=True, soft_wrap=True)
 _T = TypeVar("_T")
 
 ConfigOption = Annotated[
@@ -72,19 +93,31 @@ def main() -> None:
 # -- shared plumbing ------------------------------------------------------------------------
 
 
-def _settings(config: Path | None) -> Settings:
-    from pydantic import ValidationError
+def _fail(message: str, code: int) -> NoReturn:
+    err_console.print(escape(message), style="red")
+    raise typer.Exit(code)
 
+
+def _settings(config: Path | None, *, need_apps: bool = False) -> Settings:
+    """The settings, or exit 2 with one line per problem. `need_apps`: a command that
+    is useless without an app, where no file and no app usually means a first run."""
     try:
-        return load_settings(config)
+        settings = load_settings(config)
     except (FileNotFoundError, ValueError) as exc:
         lines = _validation_lines(exc) if isinstance(exc, ValidationError) else [str(exc)]
         for line in lines:
-            err_console.print(f"[red]config: {line}[/red]")
+            err_console.print(escape(f"config: {line}"), style="red")
         raise typer.Exit(2) from exc
+    if need_apps and not settings.apps and find_config_file(config) is None:
+        _fail(
+            "config: no wxgate.toml here and no --config given; `wxgate config init` "
+            "writes a starter one (--sandbox: for the local sandbox)",
+            2,
+        )
+    return settings
 
 
-def _validation_lines(exc: Any) -> list[str]:
+def _validation_lines(exc: ValidationError) -> list[str]:
     # The offending input is left out on purpose: it may be a secret.
     return [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
 
@@ -93,7 +126,7 @@ def _run(coro: Awaitable[_T]) -> _T:
     return uvloop.run(coro)  # type: ignore[arg-type]
 
 
-async def _with_backend(settings: Settings, use: Callable[[Any], Awaitable[_T]]) -> _T:
+async def _with_backend(settings: Settings, use: Callable[[Backend], Awaitable[_T]]) -> _T:
     from wxgate.clock import SystemClock
     from wxgate.gateway import make_backend
 
@@ -115,8 +148,7 @@ def _app_name(settings: Settings, name: str | None) -> str:
     try:
         return settings.app(name)[0]
     except KeyError as exc:
-        err_console.print(f"[red]{exc.args[0] if name is None else f'no app {name!r}'}[/red]")
-        raise typer.Exit(2) from exc
+        _fail(str(exc.args[0]) if name is None else f"no app {name!r}", 2)
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -126,19 +158,28 @@ def _app_name(settings: Settings, name: str | None) -> str:
 def serve(
     config: ConfigOption = None,
     role: Annotated[
-        str, typer.Option(help="all: API and workers; api: HTTP only; worker: delivery only.")
+        Role, typer.Option(help="all: API and workers; api: HTTP only; worker: delivery only.")
     ] = "all",
     host: Annotated[str | None, typer.Option(help="Override server.host.")] = None,
-    port: Annotated[int | None, typer.Option(help="Override server.port.")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Override the port: server.port (all, api) or server.worker_port (worker).",
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway: the HTTP API and/or the delivery workers."""
+    from wxgate.gateway import ListenError
     from wxgate.gateway import serve as serve_gateway
 
-    if role not in ("all", "api", "worker"):
-        raise typer.BadParameter("must be all, api or worker", param_hint="--role")
-    settings = _settings(config)
+    settings = _settings(config, need_apps=True)
     configure_logging(settings.log.level, settings.log.format)
-    _run(serve_gateway(settings, role=role, host=host, port=port))  # type: ignore[arg-type]
+    try:
+        _run(serve_gateway(settings, role=role, host=host, port=port))
+    except ListenError as exc:
+        _fail(f"serve: {exc}", 3)
 
 
 app.command("sandbox")(sandbox_command)
@@ -195,7 +236,7 @@ _JSON = {"Content-Type": "application/json"}
 
 def _print_answer(status: int, answer: Any) -> None:
     text = orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode()
-    (console if status < 400 else err_console).print(f"HTTP {status}\n{text}")
+    (console if status < 400 else err_console).print(escape(f"HTTP {status}\n{text}"))
     if status >= 400:
         raise typer.Exit(1)
 
@@ -295,43 +336,39 @@ def send_batch(
         return batch_ids
 
     batch_ids = _run(post_all())
-    console.print(f"accepted {len(recipients)} messages in batches: {', '.join(batch_ids)}")
+    console.print(escape(f"accepted {len(recipients)} messages in batches: {', '.join(batch_ids)}"))
 
 
 # -- operator tools: straight to the configured storage ---------------------------------------
 
-_STATUS_STYLE = {
-    "delivered": "green",
-    "sent": "cyan",
-    "rejected": "yellow",
-    "failed": "red",
-    "dead": "bold red",
+STATUS_STYLE: dict[Status, str] = {
+    Status.QUEUED: "white",
+    Status.SENDING: "blue",
+    Status.SENT: "cyan",
+    Status.DELIVERED: "green",
+    Status.REJECTED: "yellow",
+    Status.FAILED: "red",
+    Status.DEAD: "bold red",
 }
 
 
-def _records_table(records: list[Any], title: str) -> Table:
-    table = Table(title=title)
+def _records_table(records: list[MessageRecord], title: str) -> Table:
+    table = Table(title=escape(title))
     for column in ("id", "app", "touser", "template_id", "status", "attempts", "error", "updated"):
         table.add_column(column, overflow="fold")
     for rec in records:
-        style = _STATUS_STYLE.get(rec.status.value, "white")
         error = f"{rec.last_errcode} {rec.last_category or ''}" if rec.last_errcode else ""
         table.add_row(
-            rec.id,
-            rec.app,
-            rec.touser,
-            rec.template_id,
-            f"[{style}]{rec.status.value}[/{style}]",
+            *(Text(cell) for cell in (rec.id, rec.app, rec.touser, rec.template_id)),
+            Text(rec.status.value, style=STATUS_STYLE[rec.status]),
             str(rec.attempts),
-            error,
+            Text(error),
             _when(rec.updated_at),
         )
     return table
 
 
-def _status(value: str | None) -> Any:
-    from wxgate.backends.base import Status
-
+def _status(value: str | None) -> Status | None:
     if value is None:
         return None
     try:
@@ -352,8 +389,6 @@ def messages_list(
     config: ConfigOption = None,
 ) -> None:
     """The newest messages, filtered."""
-    from wxgate.backends.base import ListFilter
-
     settings = _settings(config)
     flt = ListFilter(status=_status(status), app=app_name, touser=touser)
     page = _run(_with_backend(settings, lambda b: b.list(flt, limit)))
@@ -368,8 +403,7 @@ def messages_show(message_id: str, config: ConfigOption = None) -> None:
     settings = _settings(config)
     record = _run(_with_backend(settings, lambda b: b.get(message_id)))
     if record is None:
-        err_console.print(f"[red]no message {message_id}[/red]")
-        raise typer.Exit(1)
+        _fail(f"no message {message_id}", 1)
     console.print_json(orjson.dumps(record_json(record)).decode())
 
 
@@ -381,27 +415,12 @@ def dlq_list(
     config: ConfigOption = None,
 ) -> None:
     """Dead letters (retries exhausted, or the app misconfigured), newest first."""
-    from wxgate.backends.base import ListFilter, Status
+    from wxgate.operations import list_dead_letters
 
     settings = _settings(config)
-    flt = ListFilter(status=Status.DEAD, app=app_name)
-    items = _run(_with_backend(settings, lambda b: _dead_letters(b, flt, errcode, limit)))
+    flt = DeadLetterFilter(app=app_name, errcode=errcode)
+    items = _run(_with_backend(settings, lambda b: list_dead_letters(b, flt, limit)))
     console.print(_records_table(items, f"{len(items)} dead letter(s)"))
-
-
-async def _dead_letters(backend: Any, flt: Any, errcode: int | None, limit: int) -> list[Any]:
-    """Up to `limit` dead letters (with `errcode`, when given), newest first. Storage
-    filters by status and app only, so with an errcode pages are read until `limit`
-    match or none are left (filtering a single page would miss older matches)."""
-    found: list[Any] = []
-    cursor = None
-    while len(found) < limit:
-        page = await backend.list(flt, limit if errcode is None else 1000, cursor)
-        found += [r for r in page.items if errcode is None or r.last_errcode == errcode]
-        cursor = page.next_cursor
-        if cursor is None or errcode is None:
-            break
-    return found[:limit]
 
 
 @dlq_app.command("replay")
@@ -415,7 +434,6 @@ def dlq_replay(
     config: ConfigOption = None,
 ) -> None:
     """Dead (or failed) messages back to the queue; lifts CONFIG pauses they cover."""
-    from wxgate.backends.base import DeadLetterFilter
     from wxgate.clock import SystemClock
     from wxgate.operations import replay_dead_letters, replay_messages
 
@@ -430,16 +448,19 @@ def dlq_replay(
         result = _run(_with_backend(settings, lambda b: replay_dead_letters(b, flt, now)))
     console.print(f"replayed {result.replayed} message(s)")
     if result.resumed:
-        console.print(f"lifted the CONFIG pause of: {', '.join(result.resumed)}")
+        console.print(escape(f"lifted the CONFIG pause of: {', '.join(result.resumed)}"))
 
 
-def _token_row(table: Table, app_name: str, token: Any, now: float) -> None:
+def _token_row(table: Table, app_name: str, token: CachedToken | None, now: float) -> None:
     if token is None:
-        table.add_row(app_name, "(none)", "", "")
+        table.add_row(Text(app_name), "(none)", "", "")
         return
-    remaining = token.remaining(now)
-    left = "invalidated" if token.expires_at == 0 else f"{remaining:.0f} s"
-    table.add_row(app_name, repr(token).split("'")[1], left, _when(token.fetched_at))
+    left = "invalidated" if token.expires_at == 0 else f"{token.remaining(now):.0f} s"
+    table.add_row(Text(app_name), mask(token.token), left, _when(token.fetched_at))
+
+
+def _token_line(app_name: str, token: CachedToken, now: float) -> str:
+    return f"{app_name}: {mask(token.token)}, valid for {token.remaining(now):.0f} s"
 
 
 @token_app.command("show")
@@ -450,7 +471,7 @@ def token_show(app_name: AppOption = None, config: ConfigOption = None) -> None:
     settings = _settings(config)
     names = [_app_name(settings, app_name)] if app_name else sorted(settings.apps)
 
-    async def load(backend: Any) -> list[Any]:
+    async def load(backend: Backend) -> list[CachedToken | None]:
         store = backend.token_store()
         return [await store.load(name) for name in names]
 
@@ -465,14 +486,14 @@ def token_show(app_name: AppOption = None, config: ConfigOption = None) -> None:
 
 
 async def _token_manager_call(
-    settings: Settings, app_name: str, use: Callable[[Any], Awaitable[_T]]
+    settings: Settings, app_name: str, use: Callable[[TokenManager], Awaitable[_T]]
 ) -> _T:
     from wxgate.gateway import token_manager
     from wxgate.wechat.client import WeChatHttp
 
     app_settings = settings.apps[app_name]
 
-    async def with_manager(backend: Any) -> _T:
+    async def with_manager(backend: Backend) -> _T:
         async with WeChatHttp(pool_size=2) as http:
             manager = token_manager(app_name, app_settings, backend.token_store(), http)
             try:
@@ -492,6 +513,7 @@ def token_refresh(
     config: ConfigOption = None,
 ) -> None:
     """Fetch a token now (stable mode returns the current one unless --force)."""
+    from wxgate.clock import SystemClock
     from wxgate.wechat.errors import WeChatError
 
     settings = _settings(config)
@@ -499,9 +521,8 @@ def token_refresh(
     try:
         token = _run(_token_manager_call(settings, name, lambda m: m.refresh(force=force)))
     except WeChatError as exc:
-        err_console.print(f"[red]{name}: {exc}[/red]")
-        raise typer.Exit(1) from exc
-    console.print(f"{name}: {token!r}")
+        _fail(f"{name}: {exc}", 1)
+    console.print(escape(_token_line(name, token, SystemClock().now())))
 
 
 @token_app.command("set")
@@ -511,33 +532,70 @@ def token_set(
     config: ConfigOption = None,
 ) -> None:
     """external mode: store a token another system fetched (read from stdin, never argv)."""
+    from wxgate.clock import SystemClock
+
     settings = _settings(config)
     name = _app_name(settings, app_name)
     value = sys.stdin.readline().strip()
     if not value:
         raise typer.BadParameter("pipe the token on stdin")
     token = _run(_token_manager_call(settings, name, lambda m: m.put_external(value, expires_in)))
-    console.print(f"{name}: {token!r}")
+    console.print(escape(_token_line(name, token, SystemClock().now())))
 
 
 @keys_app.command("new")
 def keys_new() -> None:
     """Make an API key: give the key to the client, put the hash line in the config."""
-    key = "wxg_" + secrets.token_urlsafe(32)
+    key = _new_api_key()
     console.print(f"API key (shown once, give it to the client):\n  {key}")
-    console.print(f'config line for [server] api_keys:\n  "{hash_api_key(key)}"')
+    console.print(escape(f'config line for [server] api_keys:\n  "{hash_api_key(key)}"'))
+
+
+def _new_api_key() -> str:
+    return "wxg_" + secrets.token_urlsafe(32)
 
 
 @config_app.command("check")
 def config_check(config: ConfigOption = None) -> None:
     """Validate a config: one line per problem, never a secret."""
-    settings = _settings(config)
+    settings = _settings(config, need_apps=True)
     problems = check(settings)
     for problem in problems:
-        err_console.print(f"[yellow]{problem}[/yellow]")
+        err_console.print(escape(problem), style="yellow")
     if problems:
         raise typer.Exit(1)
     console.print(f"config ok: {len(settings.apps)} app(s), storage {settings.storage.backend}")
+
+
+@config_app.command("init")
+def config_init(
+    path: Annotated[Path, typer.Option(help="Where to write the file.")] = Path(
+        DEFAULT_CONFIG_FILE
+    ),
+    sandbox: Annotated[
+        bool, typer.Option(help="Ready for `wxgate sandbox` and its default account.")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite the file if it exists.")] = False,
+) -> None:
+    """Write a commented starter config with a new API key (printed once; the file
+    keeps only its hash). Without --sandbox, `config check` names what to fill in."""
+    key = _new_api_key()
+    text = starter_toml(hash_api_key(key), sandbox=sandbox)
+    try:
+        # Owner-only: the file is where the AppSecret may end up.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL), 0o600)
+    except FileExistsError:
+        _fail(f"{path} exists; pass --force to overwrite it", 1)
+    except OSError as exc:
+        _fail(f"cannot write {path}: {exc.strerror}", 1)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    console.print(escape(f"wrote {path}"))
+    console.print(f"API key (shown once; clients send it as Authorization: Bearer <key>):\n  {key}")
+    next_step = "wxgate sandbox --callback-url http://127.0.0.1:8000/wechat/callback/default"
+    if not sandbox:
+        next_step = f"fill in {path}, then: wxgate config check --config {path}"
+    console.print(escape(f"next: {next_step}"), soft_wrap=True)
 
 
 @apps_app.command("list")
@@ -555,8 +613,8 @@ def apps_list(config: ConfigOption = None) -> None:
         pause = pauses.get(name)
         paused = "" if pause is None else f"{pause.reason} until {_when(pause.until) or 'resumed'}"
         table.add_row(
-            name,
-            app_settings.appid,
+            Text(name),
+            Text(app_settings.appid),
             app_settings.token_mode,
             f"{app_settings.rate_limit_per_s:g}",
             paused,
@@ -575,4 +633,4 @@ def apps_resume(
     name = _app_name(settings, app_name)
     now = SystemClock().now()
     resumed = _run(_with_backend(settings, lambda b: b.resume_app(name, now)))
-    console.print(f"{name}: {'resumed' if resumed else 'was not paused'}")
+    console.print(escape(f"{name}: {'resumed' if resumed else 'was not paused'}"))

@@ -3,7 +3,8 @@
 This is the only module that reads the environment. Secrets are `SecretStr`, so
 no repr, log line or error text can print them. `load_settings` finds the file
 (`--config PATH`, else ./wxgate.toml when present) and `check` lists what is
-wrong with a configuration, one line per problem, without printing a secret.
+wrong with a configuration, one line per problem, without printing a secret. The
+file `wxgate config init` writes is starter_config.py's.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ API_KEY_PREFIX = "sha256:"
 TokenMode = Literal["stable", "classic", "external"]
 Role = Literal["all", "api", "worker"]
 
+NO_LISTENER = -1  # [server] worker_port: a worker process serves no HTTP at all
+# What `config init` writes where only the user knows the value; `check` names each
+# one still there. Angle brackets: no appid or AppSecret WeChat issues has them.
+PLACEHOLDER_APPID = "<your AppID>"
+PLACEHOLDER_SECRET = "<your AppSecret>"
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -38,6 +45,11 @@ class _Section(BaseModel):
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    # Where a `--role worker` process serves /healthz, /readyz and /metrics. 0 (the
+    # default): any free port, logged at start, so any number of workers share one host
+    # and one config file. A fixed port suits one process per container (probes); -1:
+    # no HTTP at all.
+    worker_port: int = Field(0, ge=NO_LISTENER, le=65535)
     # "sha256:<hex>" of each accepted key; empty means the API is open (development only).
     api_keys: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
@@ -47,6 +59,12 @@ class ServerSettings(_Section):
     callback_max_age_s: float = Field(300.0, gt=0)
     # Intake answers 503 when this many messages wait to be sent (0: no limit).
     max_queued: int = Field(0, ge=0)
+
+    def listen_port(self, role: Role) -> int | None:
+        """The port a process of `role` serves HTTP on; None for a worker told to serve none."""
+        if role != "worker":
+            return self.port
+        return None if self.worker_port == NO_LISTENER else self.worker_port
 
     @field_validator("api_keys")
     @classmethod
@@ -173,7 +191,10 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     """Read settings from `path` (or ./wxgate.toml) with WXGATE_* variables over it."""
     toml_file = find_config_file(path)
     if toml_file is not None and not toml_file.is_file():
-        raise FileNotFoundError(f"config file not found: {toml_file}")
+        raise FileNotFoundError(
+            f"config file not found: {toml_file} (`wxgate config init --path {toml_file}` "
+            "writes a starter one)"
+        )
     if toml_file is not None:
         with toml_file.open("rb") as fh:
             tomllib.load(fh)  # a syntax error surfaces here with its line number
@@ -199,10 +220,26 @@ def check(settings: Settings) -> list[str]:
     if not settings.server.api_keys:
         problems.append("server.api_keys: empty, so the API accepts requests without a key")
     for name, app in settings.apps.items():
+        problems.extend(_placeholders(name, app))
         if app.api_base.startswith("http://") and "127.0.0.1" not in app.api_base:
             problems.append(
                 f"apps.{name}.api_base: plain http outside loopback (WeChat needs https)"
             )
         if not app.callback_token.get_secret_value():
             problems.append(f"apps.{name}.callback_token: empty, so delivery reports are refused")
+    return problems
+
+
+def _placeholders(name: str, app: AppSettings) -> list[str]:
+    problems = []
+    if app.appid == PLACEHOLDER_APPID:
+        problems.append(
+            f"apps.{name}.appid: still {PLACEHOLDER_APPID}; put the account's AppID here "
+            "(MP console: 设置与开发 > 基本配置)"
+        )
+    if app.secret.get_secret_value() == PLACEHOLDER_SECRET:
+        problems.append(
+            f"apps.{name}.secret: still {PLACEHOLDER_SECRET}; set "
+            f"WXGATE_APPS__{name.upper()}__SECRET in the environment (or put it in the file)"
+        )
     return problems

@@ -4,25 +4,32 @@ Everything is real except WeChat: the gateway stores messages in a temporary
 SQLite file, its worker sends them over HTTP to the sandbox, and the sandbox
 reports delivery back to the gateway's signed, AES-encrypted callback. The
 sample includes the sandbox's failing test openids, so each row of the table
-ends the way docs/design.md, "Classification", says it should.
+ends the way docs/design.md, "Classification", says it should. The table fits 100
+columns without folding an id, and log lines wait below it until it is done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
+from wxgate.backends.base import Status
 from wxgate.config import (
     AppSettings,
     DeliverySettings,
@@ -42,15 +49,15 @@ from wxgate.sandbox.server import (
 )
 from wxgate.server import serve_in_background
 
-TERMINAL = frozenset({"delivered", "rejected", "failed", "dead"})
+TERMINAL = frozenset({Status.DELIVERED, Status.REJECTED, Status.FAILED, Status.DEAD})
 STYLE = {
-    "delivered": "green",
-    "rejected": "yellow",
-    "failed": "red",
-    "dead": "bold red",
-    "sent": "cyan",
-    "sending": "blue",
-    "queued": "white",
+    Status.DELIVERED: "green",
+    Status.REJECTED: "yellow",
+    Status.FAILED: "red",
+    Status.DEAD: "bold red",
+    Status.SENT: "cyan",
+    Status.SENDING: "blue",
+    Status.QUEUED: "white",
 }
 
 
@@ -61,7 +68,7 @@ class Sample:
     expect: str  # the expected outcome, as the table shows it
     data: dict[str, dict[str, str]]
     # The same, checked against the record: status, and errcode or report when given.
-    status: str = "delivered"
+    status: Status = Status.DELIVERED
     errcode: int | None = None
     report_status: str | None = None
 
@@ -94,7 +101,7 @@ SAMPLES = (
         SHIPPED,
         "rejected: user block",
         _order(5),
-        "rejected",
+        Status.REJECTED,
         report_status="failed:user block",
     ),
     Sample(
@@ -102,14 +109,21 @@ SAMPLES = (
         SHIPPED,
         "rejected: system failed",
         _order(6),
-        "rejected",
+        Status.REJECTED,
         report_status="failed: system failed",
     ),
-    Sample("invalid_grace", SHIPPED, "failed 40003 (RECIPIENT)", _order(7), "failed", 40003),
-    Sample("unfollowed_heidi", SHIPPED, "failed 43004 (RECIPIENT)", _order(8), "failed", 43004),
-    Sample("refused_ivan", SHIPPED, "failed 43101 (RECIPIENT)", _order(9), "failed", 43101),
+    Sample("invalid_grace", SHIPPED, "failed 40003 (RECIPIENT)", _order(7), Status.FAILED, 40003),
     Sample(
-        "oJudy_demo", "bad_retired_template", "failed 40037 (REQUEST)", _order(10), "failed", 40037
+        "unfollowed_heidi", SHIPPED, "failed 43004 (RECIPIENT)", _order(8), Status.FAILED, 43004
+    ),
+    Sample("refused_ivan", SHIPPED, "failed 43101 (RECIPIENT)", _order(9), Status.FAILED, 43101),
+    Sample(
+        "oJudy_demo",
+        "bad_retired_template",
+        "failed 40037 (REQUEST)",
+        _order(10),
+        Status.FAILED,
+        40037,
     ),
 )
 
@@ -140,33 +154,68 @@ def demo_settings(db_path: Path, port: int, sandbox_url: str, api_key: str) -> S
 
 
 def _describe(record: dict[str, Any]) -> str:
-    status = record["status"]
-    if status == "queued" and record.get("attempts"):
+    status = Status(record["status"])
+    if status is Status.QUEUED and record.get("attempts"):
         return f"retrying (attempt {record['attempts']} failed)"
-    if status == "rejected":
+    if status is Status.REJECTED:
         return f"rejected ({record.get('report_status')})"
-    if status in ("failed", "dead"):
+    if status in (Status.FAILED, Status.DEAD):
         return f"{status} ({record.get('last_errcode')} {record.get('last_category')})"
     return str(status)
 
 
-def _table(rows: list[tuple[Sample, dict[str, Any] | None]], elapsed: float) -> Table:
-    table = Table(title=f"wxgate demo — {elapsed:4.1f} s", expand=False)
-    for column in ("touser", "template_id", "status", "msgid", "expected"):
-        table.add_column(column)
+def status_table(rows: list[tuple[Sample, dict[str, Any] | None]], elapsed: float) -> Table:
+    """Ids whole on one line (no_wrap), the prose columns wrapped to what is left:
+    the five columns are ~120 characters wide unwrapped, a terminal often 80-100."""
+    table = Table(
+        title=f"wxgate demo — {elapsed:4.1f} s",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("touser", no_wrap=True)
+    table.add_column("template_id", no_wrap=True)
+    table.add_column("status")
+    table.add_column("msgid", no_wrap=True)
+    table.add_column("expected")
     for sample, record in rows:
         if record is None:
-            table.add_row(sample.touser, sample.template_id, "…", "", sample.expect)
-            continue
-        style = STYLE.get(record["status"], "white")
+            status, msgid = Text("…"), ""
+        else:
+            status = Text(_describe(record), style=STYLE[Status(record["status"])])
+            msgid = str(record.get("msgid") or "")
         table.add_row(
-            sample.touser,
-            sample.template_id,
-            f"[{style}]{_describe(record)}[/{style}]",
-            str(record.get("msgid") or ""),
-            sample.expect,
+            Text(sample.touser), Text(sample.template_id), status, msgid, Text(sample.expect)
         )
     return table
+
+
+class _Holder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def held_log_lines() -> Iterator[None]:
+    """Log lines (the worker's warnings) are held, then written in order when the block
+    ends: written while the live table redraws, they would land inside it."""
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    holder = _Holder()
+    root.handlers[:] = [holder]
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        for record in holder.records:
+            for handler in handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
 
 
 async def _post_all(
@@ -201,12 +250,39 @@ async def _watch(
                 async with session.get(f"{base}/v1/messages/{message_id}", headers=headers) as r:
                     records[i] = (await r.json())["data"]
             elapsed = time.monotonic() - started
-            live.update(_table(list(zip(SAMPLES, records, strict=True)), elapsed))
-            if all(rec is not None and rec["status"] in TERMINAL for rec in records):
-                return records
-            if elapsed > deadline_s:
-                return records
+            live.update(status_table(list(zip(SAMPLES, records, strict=True)), elapsed))
+            done = all(rec is not None and Status(rec["status"]) in TERMINAL for rec in records)
+            if done or elapsed > deadline_s:
+                break
             await asyncio.sleep(0.2)
+    if not console.is_terminal:
+        console.line()  # rich ends a file's last render without one
+    return records
+
+
+async def _summary(
+    console: Console, sandbox_url: str, records: list[dict[str, Any] | None]
+) -> bool:
+    """What the sandbox saw, and whether every sample ended as expected."""
+    stats = await _sandbox_stats(sandbox_url)
+    console.print(
+        f"sandbox saw {stats['token_fetches_total']} token fetch(es), "
+        f"{stats['sends_total']} sends by errcode {stats['sends']}, "
+        f"{stats['callbacks']['acknowledged']} reports acknowledged by the gateway"
+    )
+    missed = [s.touser for s, rec in zip(SAMPLES, records, strict=True) if not s.met_by(rec)]
+    if missed:
+        console.print(f"not as expected: {', '.join(missed)}", style="red")
+    return not missed
+
+
+async def _send_and_watch(
+    base: str, api_key: str, console: Console, deadline_s: float
+) -> list[dict[str, Any] | None]:
+    headers = {"Authorization": f"Bearer {api_key}"}
+    async with aiohttp.ClientSession() as session:
+        ids = await _post_all(session, base, headers)
+        return await _watch(session, base, headers, ids, console, deadline_s)
 
 
 async def run_demo(console: Console | None = None, deadline_s: float = 25.0) -> bool:
@@ -230,22 +306,9 @@ async def run_demo(console: Console | None = None, deadline_s: float = 25.0) -> 
                 f"sandbox WeChat at {sandbox.base_url}; gateway at {base} "
                 f"(SQLite file {settings.storage.sqlite_path})"
             )
-            headers = {"Authorization": f"Bearer {api_key}"}
-            async with aiohttp.ClientSession() as session:
-                ids = await _post_all(session, base, headers)
-                records = await _watch(session, base, headers, ids, console, deadline_s)
-            stats = await _sandbox_stats(sandbox.base_url)
-            console.print(
-                f"sandbox saw {stats['token_fetches_total']} token fetch(es), "
-                f"{stats['sends_total']} sends by errcode {stats['sends']}, "
-                f"{stats['callbacks']['acknowledged']} reports acknowledged by the gateway"
-            )
-            missed = [
-                s.touser for s, rec in zip(SAMPLES, records, strict=True) if not s.met_by(rec)
-            ]
-            if missed:
-                console.print(f"[red]not as expected: {', '.join(missed)}[/red]")
-            return not missed
+            with held_log_lines():
+                records = await _send_and_watch(base, api_key, console, deadline_s)
+                return await _summary(console, sandbox.base_url, records)
         finally:
             await http.stop()
             await gateway.stop()

@@ -1,6 +1,7 @@
 """The gateway process: every part built from Settings, started and stopped in order.
 
-Start-up: storage, then the WeChat session and one token manager and client per
+Start-up: the listening socket (so a taken port fails before anything else
+starts), storage, then the WeChat session and one token manager and client per
 app, then the workers (role `all` or `worker`), then HTTP. Shut-down runs the
 other way with a deadline: HTTP stops taking requests, workers stop leasing and
 hand back what they hold, the WeChat session closes, storage flushes and closes.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
@@ -21,7 +23,7 @@ from fastapi import FastAPI
 from wxgate.api.app import create_app
 from wxgate.backends.base import Backend, StorageUnavailable
 from wxgate.clock import Clock, SystemClock
-from wxgate.config import AppSettings, Role, Settings
+from wxgate.config import NO_LISTENER, AppSettings, Role, ServerSettings, Settings
 from wxgate.delivery.events import MetricsListener
 from wxgate.delivery.worker import AppRuntime, Worker
 from wxgate.observability import Metrics, get_logger, register_secret
@@ -226,6 +228,51 @@ class Gateway:
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class ListenError(Exception):
+    """The process cannot listen where its settings say; the message names the fix."""
+
+
+def _port_setting(role: Role) -> str:
+    if role == "worker":
+        return "[server] worker_port (0: any free port, -1: none)"
+    return "[server] port"
+
+
+def listen_socket(
+    server: ServerSettings, role: Role, host: str | None = None, port: int | None = None
+) -> socket.socket | None:
+    """The bound socket a process of `role` serves HTTP on (`host`/`port` override the
+    settings), or None for a worker with `worker_port = -1`; ListenError if it cannot bind."""
+    host = host or server.host
+    port = server.listen_port(role) if port is None else port
+    if port is None:
+        return None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ListenError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; change [server] host"
+        ) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        reason = (exc.strerror or str(exc)).lower()
+        raise ListenError(
+            f"cannot listen on {host}:{port}: {reason}; change {_port_setting(role)} or pass --port"
+        ) from None
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def _request_exit(server: uvicorn.Server) -> None:
     server.should_exit = True
 
@@ -233,20 +280,51 @@ def _request_exit(server: uvicorn.Server) -> None:
 async def serve(
     settings: Settings, role: Role = "all", host: str | None = None, port: int | None = None
 ) -> None:
-    """Run a gateway until SIGINT/SIGTERM, HTTP on the configured (or given) address.
+    """Run a gateway until SIGINT/SIGTERM, HTTP on the configured (or given) address:
+    `[server] port` for roles all and api, `worker_port` for a worker (see
+    `ServerSettings.listen_port`). ListenError, before anything starts, if it is taken."""
+    sock = listen_socket(settings.server, role, host, port)
+    gateway = Gateway(settings, role=role)
+    try:
+        await gateway.start()
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
+    if sock is None:
+        log.info("serving no HTTP", role=role, setting=f"[server] worker_port = {NO_LISTENER}")
+        await _until_stopped(gateway)
+    else:
+        log.info("listening", role=role, url=_url(sock))
+        await _serve_http(gateway, sock)
+
+
+async def _until_stopped(gateway: Gateway) -> None:
+    """Wait for SIGINT or SIGTERM, then stop the gateway (a worker without HTTP)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await gateway.stop()
+        for signum in _STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+
+
+async def _serve_http(gateway: Gateway, sock: socket.socket) -> None:
+    """Serve the gateway's app on `sock` until a stop signal, then stop the gateway.
 
     uvicorn takes the first signal to stop HTTP, then raises it again for the handler
     it found in place. Without one of ours there, that is the default handler, which
     kills the process before the workers hand back their leases; ours only asks
     uvicorn to exit, so the gateway's ordered stop below still runs."""
-    gateway = Gateway(settings, role=role)
-    await gateway.start()
     assert gateway.app is not None
     config = server_config(
         gateway.app,
-        host or settings.server.host,
-        settings.server.port if port is None else port,
-        grace_s=settings.delivery.shutdown_grace_s,
+        *sock.getsockname()[:2],  # uvicorn serves the socket given; these are for its logs
+        grace_s=gateway.settings.delivery.shutdown_grace_s,
     )
     server = uvicorn.Server(config)
     loop = asyncio.get_running_loop()
@@ -258,7 +336,7 @@ async def serve(
     # they are never scanned again; what the gateway allocates later is collected as usual.
     gc.freeze()
     try:
-        await server.serve()
+        await server.serve(sockets=[sock])
     finally:
         await gateway.stop()
         for signum in _STOP_SIGNALS:

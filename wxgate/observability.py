@@ -192,3 +192,11 @@ class Metrics:
             ["app", "result"],
             registry=r,
         )
+        self.callbacks_refused = Counter(
+            "wxgate_callbacks_refused",
+            "WeChat callback requests refused, by reason (unknown_app, no_callback_token, "
+            "signature, msg_signature, encryption_required, decrypt, appid, xml, field, "
+            "timestamp, other); app is _unknown for a URL naming no configured app.",
+            ["app", "reason"],
+            registry=r,
+        )

@@ -6,7 +6,8 @@ import time
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
+import structlog.testing
+from prometheus_client import generate_latest
 
 from wxgate.backends.base import Outcome, Status
 from wxgate.wechat.callback import CallbackCodec, sign, template_finish_xml
@@ -194,7 +195,7 @@ async def test_a_signed_push_that_cannot_be_read_is_taken_logged_and_counted(
 ) -> None:
     # A 400 would make WeChat retry the push and alarm the account's owner.
     query, _ = PLAIN.seal(report(), now_ts(), "n-11")
-    with capture_logs() as logs:
+    with structlog.testing.capture_logs() as logs:
         status, answer = await push(gateway, "default", query, b"<xml><MsgType>event")
     assert (status, answer) == (200, "success")
     assert callbacks(gateway, "default", "unparseable") == 1
@@ -212,3 +213,181 @@ async def test_an_app_without_a_callback_token_refuses_pushes(gateway: Gateway) 
     query, body = PLAIN.seal(report(), now_ts(), "n-13")
     status, _ = await push(gateway, "silent", query, body)
     assert status == 403
+
+
+# -- a refused callback names its app, reason and fix, and is counted -------------------------
+
+
+def refused(gateway: Gateway, app: str, reason: str) -> float:
+    value = gateway.metrics.registry.get_sample_value(
+        "wxgate_callbacks_refused_total", {"app": app, "reason": reason}
+    )
+    return value or 0.0
+
+
+async def refusal_warning(gateway: Gateway, app: str, query: dict[str, str], body: bytes) -> Any:
+    """POST one push that must be refused; the one WARNING it logged."""
+    with structlog.testing.capture_logs() as logs:
+        status, _ = await push(gateway, app, query, body)
+    assert status in (400, 403, 404)
+    [warning] = [line for line in logs if line["event"] == "callback refused"]
+    assert warning["log_level"] == "warning"
+    return warning
+
+
+def plain_query(nonce: str, timestamp: str | None = None) -> dict[str, str]:
+    ts = now_ts() if timestamp is None else timestamp
+    return {"signature": sign(CALLBACK_TOKEN, ts, nonce), "timestamp": ts, "nonce": nonce}
+
+
+def safe_query(nonce: str, encrypt: str) -> tuple[dict[str, str], bytes]:
+    """A safe-mode query whose msg_signature holds over `encrypt`, whatever it is."""
+    query = plain_query(nonce) | {"encrypt_type": "aes"}
+    query["msg_signature"] = sign(CALLBACK_TOKEN, query["timestamp"], nonce, encrypt)
+    return query, f"<xml><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>".encode()
+
+
+async def test_a_bad_signature_warns_to_set_the_consoles_token(gateway: Gateway) -> None:
+    query, body = FORGER.seal(report(), now_ts(), "r-1")
+
+    warning = await refusal_warning(gateway, "default", query, body)
+
+    assert (warning["app"], warning["reason"]) == ("default", "signature")
+    assert "apps.default.callback_token" in warning["fix"] and "Token" in warning["fix"]
+    assert refused(gateway, "default", "signature") == 1
+
+
+async def test_a_bad_msg_signature_warns_to_set_the_consoles_token(gateway: Gateway) -> None:
+    query, body = SAFE.seal(report(), now_ts(), "r-2")
+    query["msg_signature"] = sign(CALLBACK_TOKEN, "0", "0", "0")
+
+    warning = await refusal_warning(gateway, "safe", query, body)
+
+    assert (warning["app"], warning["reason"]) == ("safe", "msg_signature")
+    assert "apps.safe.callback_token" in warning["fix"]
+    assert refused(gateway, "safe", "msg_signature") == 1
+
+
+async def test_plaintext_to_a_safe_mode_app_warns_to_switch_the_console_to_safe_mode(
+    gateway: Gateway,
+) -> None:
+    query, body = SAFE.seal(report(), now_ts(), "r-3", encrypt=False)
+
+    warning = await refusal_warning(gateway, "safe", query, body)
+
+    assert (warning["app"], warning["reason"]) == ("safe", "encryption_required")
+    assert "requires safe mode" in warning["fix"] and "安全模式" in warning["fix"]
+    assert "clear apps.safe.encoding_aes_key" in warning["fix"]
+    assert refused(gateway, "safe", "encryption_required") == 1
+
+
+async def test_an_envelope_that_does_not_open_warns_to_set_the_aes_key(gateway: Gateway) -> None:
+    query, body = safe_query("r-4", "not base64 at all!")
+
+    warning = await refusal_warning(gateway, "safe", query, body)
+
+    assert (warning["app"], warning["reason"]) == ("safe", "decrypt")
+    assert "apps.safe.encoding_aes_key" in warning["fix"] and "EncodingAESKey" in warning["fix"]
+    assert refused(gateway, "safe", "decrypt") == 1
+
+
+async def test_an_encrypted_push_to_an_app_without_a_key_warns_to_set_one(
+    gateway: Gateway,
+) -> None:
+    query, body = SAFE.seal(report(), now_ts(), "r-5")
+
+    warning = await refusal_warning(gateway, "default", query, body)
+
+    assert (warning["app"], warning["reason"]) == ("default", "decrypt")
+    assert "apps.default.encoding_aes_key" in warning["fix"]
+    assert refused(gateway, "default", "decrypt") == 1
+
+
+async def test_an_envelope_for_another_appid_warns_to_set_the_appid(gateway: Gateway) -> None:
+    other_account = CallbackCodec(CALLBACK_TOKEN, "wx00000000000000e5", AES_KEY)
+    query, body = other_account.seal(report(), now_ts(), "r-6")
+
+    warning = await refusal_warning(gateway, "safe", query, body)
+
+    assert (warning["app"], warning["reason"]) == ("safe", "appid")
+    assert "apps.safe.appid" in warning["fix"]
+    assert refused(gateway, "safe", "appid") == 1
+
+
+async def test_a_safe_mode_body_that_is_not_an_envelope_is_a_refusal_named_xml(
+    gateway: Gateway,
+) -> None:
+    # Nothing of it can be verified (its msg_signature covers the Encrypt it lacks);
+    # a plaintext push that cannot be read is signed, and taken: see above.
+    query = plain_query("r-7") | {"encrypt_type": "aes", "msg_signature": "0" * 40}
+    warning = await refusal_warning(gateway, "safe", query, b"<xml><MsgType>")
+
+    assert (warning["app"], warning["reason"]) == ("safe", "xml")
+    assert "only WeChat" in warning["fix"]
+    assert refused(gateway, "safe", "xml") == 1
+
+
+async def test_a_garbled_timestamp_is_a_refusal_named_field(gateway: Gateway) -> None:
+    query = plain_query("r-8", timestamp="soon")
+
+    warning = await refusal_warning(gateway, "default", query, report().encode())
+
+    assert (warning["app"], warning["reason"]) == ("default", "field")
+    assert refused(gateway, "default", "field") == 1
+
+
+async def test_a_stale_timestamp_warns_to_check_the_clock(gateway: Gateway) -> None:
+    query, body = PLAIN.seal(report(), str(int(time.time()) - 1000), "r-9")
+
+    warning = await refusal_warning(gateway, "default", query, body)
+
+    assert (warning["app"], warning["reason"]) == ("default", "timestamp")
+    assert "clock" in warning["fix"] and "callback_max_age_s" in warning["fix"]
+    assert "behind" in warning["detail"]
+    assert refused(gateway, "default", "timestamp") == 1
+
+
+async def test_an_app_without_a_callback_token_warns_to_set_one(gateway: Gateway) -> None:
+    query, body = PLAIN.seal(report(), now_ts(), "r-10")
+
+    warning = await refusal_warning(gateway, "silent", query, body)
+
+    assert (warning["app"], warning["reason"]) == ("silent", "no_callback_token")
+    assert "apps.silent.callback_token" in warning["fix"]
+    assert refused(gateway, "silent", "no_callback_token") == 1
+
+
+async def test_an_unknown_app_is_counted_under_a_fixed_label(gateway: Gateway) -> None:
+    query, body = PLAIN.seal(report(), now_ts(), "r-11")
+
+    warning = await refusal_warning(gateway, "shpo", query, body)
+
+    assert (warning["app"], warning["reason"]) == ("shpo", "unknown_app")
+    assert "[apps.<name>]" in warning["fix"]
+    assert refused(gateway, "_unknown", "unknown_app") == 1
+    assert "shpo" not in generate_latest(gateway.metrics.registry).decode()
+
+
+async def test_a_url_check_with_a_bad_signature_is_a_refusal_too(gateway: Gateway) -> None:
+    ts = now_ts()
+    query = {"signature": sign("wrong", ts, "r-12"), "timestamp": ts, "nonce": "r-12"}
+
+    with structlog.testing.capture_logs() as logs:
+        status, _, _ = await gateway.request(
+            "GET", "/wechat/callback/default", key=None, params={**query, "echostr": "e-1"}
+        )
+
+    assert status == 403
+    assert [line["reason"] for line in logs if line["event"] == "callback refused"] == ["signature"]
+    assert refused(gateway, "default", "signature") == 1
+
+
+async def test_an_accepted_push_logs_no_refusal(gateway: Gateway) -> None:
+    await sent_message(gateway, "default")
+    query, body = PLAIN.seal(report(), now_ts(), "r-13")
+
+    with structlog.testing.capture_logs() as logs:
+        assert await push(gateway, "default", query, body) == (200, "success")
+
+    assert not [line for line in logs if line["event"] == "callback refused"]
+    assert refused(gateway, "default", "signature") == 0

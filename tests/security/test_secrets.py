@@ -20,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chaos.checks import TOKEN_SHAPE
+from wxgate.api.routes.callback import REFUSAL_FIXES, REFUSED_OTHER, UNKNOWN_APP
 from wxgate.backends.base import Status
 from wxgate.wechat.callback import CallbackCodec, sign, template_finish_xml
 from wxgate.wechat.errors import Category
@@ -130,7 +131,7 @@ async def test_answers_about_apps_and_messages_hold_no_secret_or_token(
 # The label values every metric may carry: bounded sets, so a label can never hold an
 # openid, a message id or a secret (STYLE.md, principle 12).
 BOUNDED_LABELS: dict[str, Any] = {
-    "app": {"plain", "safe"},
+    "app": {"plain", "safe", UNKNOWN_APP},
     "status": {str(s) for s in Status},
     "category": {c.value for c in Category},
     "outcome": {
@@ -153,10 +154,11 @@ BOUNDED_LABELS: dict[str, Any] = {
         "forbidden",
         "replayed",
         "malformed",
+        "unparseable",
         "ignored",
     }
     | {c.value.lower() for c in Category},
-    "reason": {"QUOTA", "CONFIG"},
+    "reason": {"QUOTA", "CONFIG", REFUSED_OTHER} | set(REFUSAL_FIXES),  # pauses; refusals
     "route": {"messages", "batch"},
     "errcode": re.compile(r"-?[0-9]{1,6}|other|none"),
     "le": re.compile(r"[0-9.]+|\+Inf"),

@@ -52,6 +52,7 @@ from wxgate.wechat.errors import (
     CallbackDecryptError,
     CallbackMalformedError,
     CallbackSignatureError,
+    HostileDocument,
     UnparseableEvent,
 )
 
@@ -344,6 +345,8 @@ def _parse_signed(document: bytes) -> CallbackMessage:
     read is UnparseableEvent (answered `success`), not a refusal WeChat would retry."""
     try:
         return parse_message(document)
+    except HostileDocument:
+        raise
     except CallbackMalformedError as error:
         raise UnparseableEvent(error.detail) from None
 

@@ -20,7 +20,7 @@ import defusedxml.ElementTree as SafeElementTree
 import orjson
 from defusedxml import DefusedXmlException
 
-from wxgate.wechat.errors import CallbackMalformedError
+from wxgate.wechat.errors import CallbackMalformedError, HostileDocument
 from wxgate.wechat.report import ReportOutcome, report_outcome
 
 EVENT_TEMPLATE_FINISH = "TEMPLATESENDJOBFINISH"
@@ -173,13 +173,19 @@ def is_json(document: bytes) -> bool:
 
 
 def parse_xml(document: bytes) -> Element:
+    """The document's root; HostileDocument for what WeChat never sends, else
+    CallbackMalformedError when it is not well-formed."""
+    try:
+        document.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HostileDocument("the body is not UTF-8") from None
     try:
         return SafeElementTree.fromstring(document, forbid_dtd=True)
     except DefusedXmlException:
-        raise CallbackMalformedError(
-            "the XML declares a DTD or entities, which are refused"
-        ) from None
-    except (ParseError, LookupError, ValueError):  # LookupError: an unknown declared encoding
+        raise HostileDocument("the XML declares a DTD or entities, which are refused") from None
+    except LookupError:
+        raise HostileDocument("the XML declares an unknown encoding") from None
+    except (ParseError, ValueError):
         raise CallbackMalformedError("the body is not well-formed XML") from None
 
 

@@ -733,6 +733,12 @@ class CallbackMalformedError(CallbackRejected):
     reason = "xml"
 
 
+class HostileDocument(CallbackMalformedError):
+    """A body no WeChat server sends: a DTD or entities, an unknown declared encoding,
+    bytes that are not UTF-8. Refused even under a valid signature (WeChat will not be
+    retrying what it never sent)."""
+
+
 class UnparseableEvent(CallbackMalformedError):
     """A callback whose signature holds (and, in safe mode, whose envelope opened) but
     whose event cannot be read. WeChat did send it, so refusing it only makes WeChat

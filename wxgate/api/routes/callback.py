@@ -12,6 +12,10 @@ again, which changes nothing twice (applying a report is idempotent) but means a
 crash between claiming and applying never loses the report. A TEMPLATESENDJOBFINISH
 moves the message to delivered or rejected; other events are acknowledged and
 ignored. The answer is the literal `success` (text/plain), well within WeChat's 5 s.
+
+A refused callback is usually a console and a config that disagree, which nothing
+else would show: each one logs a WARNING naming the app, the reason and the fix,
+and counts in `wxgate_callbacks_refused_total{app,reason}`.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ from wxgate.wechat.callback import (
 )
 from wxgate.wechat.errors import CallbackMalformedError, CallbackRejected, UnparseableEvent
 
-_log = get_logger(__name__)
 router = APIRouter(prefix="/wechat/callback", tags=["wechat callback"], route_class=JsonRoute)
+
+log = get_logger(__name__)
 
 SUCCESS = "success"  # WeChat's "received, do not retry"
 # WeChat waits 5 s for an answer, and retries a refusal at once. Storage away for a
@@ -50,11 +55,50 @@ STORAGE_WAITS_S = (0.1, 0.2, 0.4, 0.8, 1.5)  # 3 s in all
 _T = TypeVar("_T")
 
 
+# The reasons a callback is refused (a bounded metric label; those of the protocol
+# module's exceptions, and the route's own), each with the fix an operator makes.
+REFUSAL_FIXES = {
+    "unknown_app": "the URL names no [apps.<name>] section: set the console's server URL "
+    "to https://<host>/wechat/callback/<name> of a configured app",
+    "no_callback_token": "set apps.{app}.callback_token to the Token of the console's "
+    "server configuration (服务器配置)",
+    "signature": "the signature does not match apps.{app}.callback_token: set it to the "
+    "console's Token (or the request is forged)",
+    "msg_signature": "the safe-mode msg_signature does not match apps.{app}.callback_token: "
+    "set it to the console's Token (or the request is forged)",
+    "encryption_required": "the app has an encoding_aes_key, so it requires safe mode: set "
+    "the console's message encryption to 安全模式 or clear apps.{app}.encoding_aes_key",
+    "decrypt": "the AES envelope does not open: set apps.{app}.encoding_aes_key to the "
+    "console's EncodingAESKey",
+    "appid": "the envelope was sealed for another account: set apps.{app}.appid to the "
+    "AppID of the account whose console points here",
+    "xml": "the body is not a WeChat event document: only WeChat should post to this URL",
+    "field": "a field WeChat always sends is missing or garbled: only WeChat should post "
+    "to this URL",
+    "timestamp": "the timestamp is more than server.callback_max_age_s from this host's "
+    "clock: check the clock (NTP), or the request is an old one replayed",
+}
+REFUSED_OTHER = "other"  # a reason missing above
+UNKNOWN_APP = "_unknown"  # the app label for a URL naming no configured app
+
+
+def _refuse(state: ApiState, app: str, reason: str, detail: str = "") -> None:
+    """Log and count one refused callback."""
+    known = app in state.settings.apps
+    label = reason if reason in REFUSAL_FIXES else REFUSED_OTHER
+    state.metrics.callbacks_refused.labels(app=app if known else UNKNOWN_APP, reason=label).inc()
+    fix = REFUSAL_FIXES.get(label, "see the detail").format(app=app)
+    # An unknown name is the caller's text: cut short, and only in the log line.
+    log.warning("callback refused", app=app[:64], reason=label, fix=fix, detail=detail)
+
+
 def _codec(state: ApiState, app: str) -> CallbackCodec:
     if app not in state.settings.apps:
+        _refuse(state, app, "unknown_app")
         raise NotFound(f"no app {app!r}")
     codec = state.codecs.get(app)
     if codec is None:
+        _refuse(state, app, "no_callback_token")
         raise Forbidden(f"app {app!r} has no callback_token configured")
     return codec
 
@@ -74,16 +118,21 @@ def _open(state: ApiState, app: str, request: Request, body: bytes) -> CallbackM
         # Signed by WeChat, so refusing it would only make WeChat retry it and alarm the
         # account's owner ("回应不合法"): taken, logged and counted instead.
         _count(state, app, "unparseable")
-        _log.warning("callback_unparseable", app=app, reason=exc.reason, detail=exc.detail)
+        log.warning("callback_unparseable", app=app, reason=exc.reason, detail=exc.detail)
         message, sent_at = None, callback_timestamp(query)
     except CallbackMalformedError as exc:
+        _refuse(state, app, exc.reason, exc.detail)
         _count(state, app, "malformed")
         raise InvalidRequest.at(["body"], exc.detail) from None
     except CallbackRejected as exc:
+        _refuse(state, app, exc.reason, exc.detail)
         _count(state, app, "forbidden")
         raise Forbidden(f"callback rejected: {exc.reason}") from None
     max_age = state.settings.server.callback_max_age_s
-    if abs(state.clock.now() - sent_at) > max_age:
+    skew = state.clock.now() - sent_at
+    if abs(skew) > max_age:
+        ahead_or_behind = "behind" if skew > 0 else "ahead of"
+        _refuse(state, app, "timestamp", f"{abs(skew):.0f} s {ahead_or_behind} this host's clock")
         _count(state, app, "replayed")
         raise Forbidden(f"callback timestamp is more than {max_age:.0f} s from now")
     return message
@@ -132,6 +181,7 @@ async def verify_url(request: Request, app: str) -> Response:
     try:
         echostr = codec.verify_echo(request.query_params)
     except CallbackRejected as exc:
+        _refuse(state, app, exc.reason, exc.detail)
         _count(state, app, "forbidden")
         raise Forbidden(f"callback rejected: {exc.reason}") from None
     return PlainTextResponse(echostr)
