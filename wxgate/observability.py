@@ -19,8 +19,6 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from wxgate.wechat.errors import CATALOGUE
-
 _TOKEN_IN_URL = re.compile(r"(access_token=)[^&\s\"']+")
 _MASK = "***"
 
@@ -117,13 +115,6 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)
-
-
-def errcode_label(errcode: int | None, fallback: str = "none") -> str:
-    """A bounded label for an errcode: catalogue codes as themselves, others as "other"."""
-    if errcode is None:
-        return fallback
-    return str(errcode) if errcode in CATALOGUE else "other"
 
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

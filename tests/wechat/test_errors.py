@@ -1,4 +1,5 @@
-"""The error catalogue against wechat-api.md §6, and the exception hierarchy."""
+"""The error catalogue against docs/wechat-protocol.md §6 and the protocol review's list (b),
+and the exception hierarchy."""
 
 from __future__ import annotations
 
@@ -23,10 +24,15 @@ from wxgate.wechat.errors import (
     WeChatError,
     acted_on_as,
     classify,
+    errcode_label,
     error_for,
     is_duplicate_accept,
+    is_per_recipient,
+    is_per_user_quota,
+    is_token_superseded,
     lookup,
     retry_after_s,
+    revokes_grant,
 )
 
 C = Category
@@ -91,6 +97,39 @@ SECTION_6: dict[int, tuple[Category, str | None]] = {
     89507: (C.CONFIG, None),
 }
 
+# The protocol review's list (b) and the subscribe work (issues 12-13): code -> category
+# and errmsg (None where the text was not captured or is ours).
+LIST_B: dict[int, tuple[Category, str | None]] = {
+    40246: (C.REQUEST, "keyword name invalid"),
+    40250: (C.REQUEST, None),
+    40251: (C.QUOTA, None),
+    40252: (C.TRANSIENT, None),
+    43003: (C.CONFIG, "require https"),
+    43108: (C.TRANSIENT, None),
+    45012: (C.REQUEST, "template size out of limit"),
+    45013: (C.REQUEST, "too many template args"),
+    45014: (C.REQUEST, "template message size out of limit"),
+    45026: (C.CONFIG, "template num exceeds limit"),
+    45027: (C.CONFIG, "template conflict with industry"),
+    45051: (C.REQUEST, "template msg use invalid link"),
+    45082: (C.REQUEST, "need icp license for the url domain"),
+    45103: (C.CONFIG, "This API has been unsupported"),
+    47002: (C.REQUEST, None),
+    48011: (C.REQUEST, "disabled template id"),
+    61024: (C.CONFIG, None),
+    200011: (C.CONFIG, None),
+    200012: (C.CONFIG, None),
+    200013: (C.REQUEST, None),
+    200014: (C.REQUEST, "missing parameter tid"),  # seen in a community thread
+    200016: (C.REQUEST, None),
+    200017: (C.REQUEST, None),
+    200018: (C.REQUEST, None),
+    200019: (C.REQUEST, None),
+    200020: (C.REQUEST, None),
+    200021: (C.REQUEST, None),
+}
+ROWS = SECTION_6 | LIST_B
+
 CLASS_OF: dict[Category, type[WeChatError]] = {
     C.TRANSIENT: TransientError,
     C.UNKNOWN: UnknownError,
@@ -104,11 +143,11 @@ HAN = re.compile(r"[\u4e00-\u9fff]")
 RID = " rid: 6486c0be-1a245810-70697600"
 
 
-def test_catalogue_has_exactly_the_codes_of_section_6() -> None:
-    assert set(CATALOGUE) == set(SECTION_6)
+def test_catalogue_has_exactly_the_codes_of_section_6_and_list_b() -> None:
+    assert set(CATALOGUE) == set(ROWS)
 
 
-@pytest.mark.parametrize(("code", "category"), [(c, cat) for c, (cat, _) in SECTION_6.items()])
+@pytest.mark.parametrize(("code", "category"), [(c, cat) for c, (cat, _) in ROWS.items()])
 def test_code_is_classified_as_section_6_says(code: int, category: Category) -> None:
     assert classify(code) is category
 
@@ -150,7 +189,7 @@ def test_every_entry_has_a_chinese_meaning(code: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "observed"), [(c, msg) for c, (_, msg) in SECTION_6.items() if msg is not None]
+    ("code", "observed"), [(c, msg) for c, (_, msg) in ROWS.items() if msg is not None]
 )
 def test_errmsg_is_the_text_wechat_was_seen_returning(code: int, observed: str) -> None:
     errmsg = CATALOGUE[code].errmsg
@@ -250,3 +289,61 @@ def test_codes_without_a_minimum_wait_leave_it_to_the_backoff() -> None:
 
 def test_43117_backs_off_for_minutes_not_seconds() -> None:
     assert retry_after_s(43117) >= 60
+
+
+@pytest.mark.parametrize("code", [43117, 43108, 45047])
+def test_errors_about_one_recipient_are_marked_so_the_breaker_ignores_them(code: int) -> None:
+    assert is_per_recipient(code)
+    assert error_for(code, CATALOGUE[code].errmsg).per_recipient
+
+
+@pytest.mark.parametrize("code", [-1, 45011, 45009, 40001, 43101, 77777, None])
+def test_errors_about_the_account_or_wechat_are_not_per_recipient(code: int | None) -> None:
+    assert not is_per_recipient(code)
+
+
+def test_only_the_per_recipient_quota_is_a_per_user_quota() -> None:
+    assert is_per_user_quota(45047)
+    assert not is_per_user_quota(43117)  # per recipient, but TRANSIENT
+    assert not is_per_user_quota(45009)
+
+
+def test_43101_revokes_a_subscribe_grant_and_no_other_code_does() -> None:
+    assert [code for code in CATALOGUE if revokes_grant(code)] == [43101]
+    assert not revokes_grant(None)
+
+
+def test_only_40001_says_the_token_was_superseded() -> None:
+    assert is_token_superseded(40001)
+    assert not any(is_token_superseded(code) for code in (40014, 42001, 41001, None))
+
+
+@pytest.mark.parametrize(
+    "code", [40166, 40241, 40249, 40250, 40251, 40252, 43108, 43116, 43117, 45103]
+)
+def test_rows_resting_on_one_source_are_marked_unverified_with_their_source(code: int) -> None:
+    info = CATALOGUE[code]
+    assert not info.verified
+    assert info.source
+
+
+def test_every_row_beyond_section_6_names_its_source() -> None:
+    assert all(CATALOGUE[code].source for code in LIST_B)
+
+
+def test_40252_content_under_review_waits_long() -> None:
+    assert retry_after_s(40252) >= 1800
+
+
+def test_errcode_label_is_the_code_for_catalogue_codes_and_other_otherwise() -> None:
+    assert errcode_label(45009) == "45009"
+    assert errcode_label(200018) == "200018"
+    assert errcode_label(77777) == "other"
+    assert errcode_label(None) == "none"
+    assert errcode_label(None, fallback="transport") == "transport"
+
+
+def test_transport_error_tells_whether_the_request_could_have_reached_wechat() -> None:
+    assert TransportError("read timed out").request_sent is None
+    assert TransportError("cannot connect", request_sent=False).request_sent is False
+    assert TransportError("read timed out", request_sent=True).request_sent is True

@@ -1,4 +1,4 @@
-"""The template message model and WeChat's content rules (wechat-api.md §2.1–2.3)."""
+"""The template message model and WeChat's content rules (docs/wechat-protocol.md §2.1–2.3)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from wxgate.wechat.kinds import MessageKind
 from wxgate.wechat.template import (
     DataItem,
     MiniProgram,
@@ -65,7 +66,20 @@ TYPED_CASES = [
     ("time4", "15:01~16:00", "15:01~", "24-hour time"),
     ("date5", "2019年10月1日", "15:01", "a date"),
     ("date5", "2019-10-01 15:01~2019-10-02 16:00", "2019-13-01", "a date"),
-    ("amount6", "¥12345.67", "¥12345678901", "at most 10 digits before the decimal point (got 11)"),
+    ("date5", "2018-01", "2018-1-", "a date"),
+    ("date5", "01-01", "13-01", "a date"),
+    ("date5", "2018年1月", "2018年", "a date"),
+    ("date5", "1月1日", "1月32日", "a date"),
+    ("date5", "2018-01 15:01", "2018-01 25:01", "a date"),
+    ("date5", "2019年10月1日 15:01~16:00", "2019年10月1日~", "a date"),
+    ("time4", "2018-01 15:01", "2018-01", "24-hour time"),
+    ("time4", "1月1日 08:00:59", "8点", "24-hour time"),
+    (
+        "amount6",
+        "¥123456789012.5",
+        "¥1234567890123",
+        "at most 12 digits before the decimal point (got 13)",
+    ),
     ("amount6", "100元", "¥1,000", "currency"),
     ("amount6", "USD 9.99", "¥¥5", "currency"),
     ("phone_number7", "+86-0766-66888866", "+86-0766-668888661", "at most 17 characters (got 18)"),
@@ -113,6 +127,39 @@ def test_typed_values_must_not_be_empty() -> None:
     assert problem.loc == ("data", "amount2", "value")
 
 
+def test_an_empty_const_is_allowed_as_wechat_sends_the_empty_string() -> None:
+    # "只能下发审核通过的字符串和空串" (protocol review row 6)
+    assert typed_value_problem("const1", "") is None
+    message, warnings = parse(body_with_value("const1", ""))
+    assert message.data["const1"].value == "" and warnings == []
+
+
+def test_amount_has_12_digits_in_a_template_message_and_10_in_subscribe_kinds() -> None:
+    twelve = "¥123456789012"
+    assert typed_value_problem("amount1", twelve) is None
+    for kind in (MessageKind.SUBSCRIBE, MessageKind.MINIPROGRAM):
+        assert typed_value_problem("amount1", twelve, kind=kind) == (
+            "amount1: at most 10 digits before the decimal point (got 12)"
+        )
+        assert typed_value_problem("amount1", "¥1234567890元", kind=kind) is None
+
+
+@pytest.mark.parametrize("line_break", ["\n", "\u2028"])
+def test_a_line_break_in_a_typed_value_breaks_its_rule(line_break: str) -> None:
+    # Typed keys are strict: "不能带有换行等控制字符" (docs/wechat-protocol.md §2.3).
+    assert typed_value_problem("thing1", f"a{line_break}b") == "thing1: no line breaks allowed"
+    [problem] = problems_of(body_with_value("thing1", f"a{line_break}b"))
+    assert problem.msg == "thing1: no line breaks allowed"
+
+
+def test_enum_values_are_checked_only_against_the_values_given() -> None:
+    assert typed_value_problem("enum_string2", "客厅") is None
+    allowed = ["客厅", "保姆房"]
+    assert typed_value_problem("enum_string2", "客厅,保姆房", allowed=allowed) is None
+    problem = typed_value_problem("enum_string2", "厨房", allowed=allowed)
+    assert problem == "enum_string2: must be one of the template's values (客厅, 保姆房)"
+
+
 @pytest.mark.parametrize("key", ["short_thing1", "detail3", "Thing3", "thing", "keyword1"])
 def test_keys_without_a_typed_prefix_have_no_typed_rule(key: str) -> None:
     assert typed_value_problem(key, "x" * 100) is None
@@ -124,21 +171,39 @@ def test_typed_prefix_is_matched_whole_so_short_thing_is_not_thing() -> None:
 
 
 # ---------------------------------------------------------------------------
-# Untyped values, plain keywordN, control characters.
+# Untyped values, plain keywordN, control characters. WeChat folds or cuts a legacy
+# keyword over 20 characters or with line breaks, and the send succeeds (protocol
+# review rows 2-3), so these are warnings, never errors.
 
 
-def test_plain_keyword_value_over_20_characters_is_rejected() -> None:
-    parse(body_with_value("keyword1", "x" * 20))
-    [problem] = problems_of(body_with_value("keyword1", "x" * 21))
-    assert problem.loc == ("data", "keyword1", "value")
-    assert problem.msg == "keyword1: at most 20 characters (got 21)"
+def test_plain_keyword_value_over_20_characters_is_a_warning_not_an_error() -> None:
+    assert parse(body_with_value("keyword1", "x" * 20))[1] == []
+    message, warnings = parse(body_with_value("keyword1", "x" * 21))
+    assert message.data["keyword1"].value == "x" * 21
+    assert warnings == [
+        Problem(
+            ("data", "keyword1", "value"),
+            "keyword1: WeChat shows at most 20 characters of a keyword and cuts the rest (got 21)",
+        )
+    ]
 
 
 @pytest.mark.parametrize("line_break", ["\n", "\r\n", "\u2028", "\u2029"])
-def test_plain_keyword_value_with_a_line_break_is_rejected(line_break: str) -> None:
-    [problem] = problems_of(body_with_value("keyword2", f"第一行{line_break}第二行"))
-    assert problem.loc == ("data", "keyword2", "value")
-    assert "no line breaks" in problem.msg
+@pytest.mark.parametrize("key", ["keyword2", "detail1", "first"])
+def test_a_line_break_in_an_untyped_value_is_a_warning_not_an_error(
+    line_break: str, key: str
+) -> None:
+    message, warnings = parse(body_with_value(key, f"第一行{line_break}第二行"))
+    assert message.data[key].value == f"第一行{line_break}第二行"
+    folded = Problem(
+        ("data", key, "value"), f"{key}: WeChat does not show line breaks; it folds them"
+    )
+    assert folded in warnings
+
+
+def test_typed_values_get_no_folding_warning_only_errors() -> None:
+    [problem] = problems_of(body_with_value("thing1", "x" * 21))
+    assert problem.msg == "thing1: at most 20 characters (got 21)"
 
 
 def test_untyped_value_may_be_200_characters_but_not_more() -> None:
@@ -335,6 +400,17 @@ def test_miniprogram_with_appid_and_pagepath_is_accepted() -> None:
     assert message.miniprogram == MiniProgram("wx1234567890abcdef", "pages/order/detail?id=1")
 
 
+@pytest.mark.parametrize("pagepath", [None, ""])
+def test_miniprogram_pagepath_is_optional(pagepath: str | None) -> None:
+    # The current template/send doc marks pagepath "否" (protocol review row 7).
+    mini: dict[str, Any] = {"appid": "wx1234567890abcdef"}
+    if pagepath is not None:
+        mini["pagepath"] = pagepath
+    message, _ = parse(body_with(miniprogram=mini))
+    assert message.miniprogram == MiniProgram("wx1234567890abcdef")
+    assert message.to_wechat()["miniprogram"] == {"appid": "wx1234567890abcdef"}
+
+
 def test_miniprogram_appid_of_an_unusual_shape_is_accepted() -> None:
     parse(body_with(miniprogram={"appid": "wxOLDSTYLE", "pagepath": "index"}))
 
@@ -342,10 +418,8 @@ def test_miniprogram_appid_of_an_unusual_shape_is_accepted() -> None:
 @pytest.mark.parametrize(
     ("mini", "loc", "words"),
     [
-        ({"appid": "wx1234567890abcdef"}, ("miniprogram", "pagepath"), "required"),
         ({"pagepath": "index"}, ("miniprogram", "appid"), "required"),
         ({"appid": "", "pagepath": "index"}, ("miniprogram", "appid"), "must not be empty"),
-        ({"appid": "wx1", "pagepath": ""}, ("miniprogram", "pagepath"), "must not be empty"),
         ({"appid": "wx1", "pagepath": "p" * 513}, ("miniprogram", "pagepath"), "at most 512"),
         ({"appid": "wx1", "pagepath": "a\nb"}, ("miniprogram", "pagepath"), "no line breaks"),
         ({"appid": "wx1", "pagepath": 3}, ("miniprogram", "pagepath"), "must be a string"),

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from wxgate.backends.base import Outcome
 from wxgate.delivery.breaker import BreakerState
-from wxgate.observability import Metrics, errcode_label
-from wxgate.wechat.errors import Category
+from wxgate.observability import Metrics
+from wxgate.wechat.errors import Category, errcode_label
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
 """What WeChat can answer, and what each answer means for a gateway.
 
-This module owns the error catalogue (every code of wechat-api.md §6 with its
-observed English errmsg, its Chinese meaning and one category) and the one
-exception hierarchy of the WeChat layer. Code elsewhere acts on categories;
-no other module compares raw errcode numbers.
+This module owns the error catalogue (every code of docs/wechat-protocol.md §6 and
+of the protocol review's list (b), with its observed English errmsg, its Chinese
+meaning, one category and where the row comes from) and the one exception hierarchy
+of the WeChat layer. Code elsewhere acts on categories and on the questions asked
+here (`is_per_recipient`, `revokes_grant`, ...); no other module compares raw errcodes.
 """
 
 from __future__ import annotations
@@ -42,7 +43,16 @@ class ErrorInfo:
     category: Category  # on a business API call
     on_token_fetch: Category | None = None  # when the token endpoints mean something else
     retry_after_s: float = 0.0  # the least a retry should wait (45011: the next minute)
-    per_user: bool = False  # a QUOTA that belongs to one recipient, not the whole account
+    # About one recipient, not the account: kept out of the app's circuit breaker and
+    # pauses (43117, 43108, 45047).
+    per_recipient: bool = False
+    # For subscribe kinds the user's grant for this template is gone (none was given, or
+    # a one-time grant was used): a grant ledger clears it (43101).
+    revokes_grant: bool = False
+    # False where the row rests on one source or its meaning is inferred (protocol review
+    # list (b)); such rows are the first to check against a real account.
+    verified: bool = True
+    source: str = ""  # where the row comes from, beyond docs/wechat-protocol.md §6
     note: str = ""
 
     def category_for(self, endpoint: Endpoint) -> Category:
@@ -51,9 +61,50 @@ class ErrorInfo:
         return self.category
 
 
-# The signal for "this token is no longer good": TOKEN on a send, CONFIG on a fetch
-# (there it means the AppSecret is wrong).
 _C = Category
+# WxJava's WxMpErrorMsgEnum, which copies WeChat's global return-code table.
+_GLOBAL_TABLE = "global return-code table (WxJava WxMpErrorMsgEnum)"
+# The subscribe template library (wxaapi/newtmpl/*): its errcode table in the
+# mini-program doc of addTemplate, and WxJava's WxMaErrorMsgEnum.
+_NEWTMPL = "subscribeMessage.addTemplate doc; WxJava WxMaErrorMsgEnum"
+_REVIEW = "docs/wechat-protocol.md §6 (protocol review list (b))"
+
+_NEWTMPL_ENTRIES: tuple[ErrorInfo, ...] = tuple(
+    ErrorInfo(code, errmsg, meaning, category, source=_NEWTMPL)
+    for code, errmsg, meaning, category in (
+        (
+            200011,
+            "This account has been banned and cannot be operated",
+            "此账号已被封禁，无法操作 / the account is banned",
+            _C.CONFIG,
+        ),
+        (
+            200012,
+            "The number of private templates has reached the maximum limit",
+            "个人模板数已达上限 / the account holds its maximum of subscribe templates",
+            _C.CONFIG,
+        ),
+        (
+            200013,
+            "This template has been banned and cannot be selected",
+            "此模版已被封禁，无法选用 / this library template is banned",
+            _C.REQUEST,
+        ),
+        (200014, "missing parameter tid", "模版 tid 参数错误 / bad or missing tid", _C.REQUEST),
+        (200016, "invalid start", "start 参数错误 / bad start", _C.REQUEST),
+        (200017, "invalid limit", "limit 参数错误 / bad limit (at most 30)", _C.REQUEST),
+        (200018, "missing category ids", "类目 ids 缺失 / ids missing", _C.REQUEST),
+        (200019, "invalid category ids", "类目 ids 不合法 / bad ids", _C.REQUEST),
+        (200020, "invalid kidList", "关键词列表 kidList 参数错误 / bad kidList", _C.REQUEST),
+        (
+            200021,
+            "invalid sceneDesc",
+            "场景描述 sceneDesc 参数错误 / bad sceneDesc (at most 15 characters)",
+            _C.REQUEST,
+        ),
+    )
+)
+
 _ENTRIES: tuple[ErrorInfo, ...] = (
     ErrorInfo(-1, "system error", "系统繁忙，稍候再试 / system busy", _C.TRANSIENT),
     ErrorInfo(0, "ok", "请求成功 / success", _C.OK),
@@ -118,12 +169,16 @@ _ENTRIES: tuple[ErrorInfo, ...] = (
         "invalid weapp appid",
         "不合法的小程序 AppID（未关联）/ invalid or unlinked miniprogram.appid",
         _C.REQUEST,
+        verified=False,
+        source="WxJava open enum only",
     ),
     ErrorInfo(
         40241,
         "The message is duplicate in 60 seconds",
         "60 秒内重复消息 / WeChat already has this message",
         _C.OK,
+        verified=False,
+        source="one community report (Feb 2025)",
         note="WeChat already accepted it: settle as sent without a msgid, never retry",
     ),
     ErrorInfo(40243, "AppSecret is frozen", "AppSecret 已被冻结 / AppSecret frozen", _C.CONFIG),
@@ -132,6 +187,40 @@ _ENTRIES: tuple[ErrorInfo, ...] = (
         "this template msg has been blocked for illegal content",
         "模板消息因违规内容被拦截 / blocked for illegal content",
         _C.REQUEST,
+        verified=False,
+        source="one community report (2023)",
+    ),
+    ErrorInfo(
+        40246,
+        "keyword name invalid",
+        "关键词名称不合法（keyword_name_list 为空或含未知关键词）/ bad keyword_name_list",
+        _C.REQUEST,
+        source="https://developers.weixin.qq.com/doc/service/api/notify/template/api_addtemplate",
+    ),
+    ErrorInfo(
+        40250,
+        "content is not standard",
+        "内容不规范（如空值）/ content breaks the rules, e.g. an empty value",
+        _C.REQUEST,
+        verified=False,
+        source="a third-party copy of the global return-code table",
+    ),
+    ErrorInfo(
+        40251,
+        "reach max quota limit for violation",
+        "因违规被降低的下发额度已用完 / quota lowered for violations is used up",
+        _C.QUOTA,
+        verified=False,
+        source="a third-party copy of the global return-code table",
+    ),
+    ErrorInfo(
+        40252,
+        "content is under review",
+        "内容审核中，请稍后再试 / content under review, try much later",
+        _C.TRANSIENT,
+        retry_after_s=3600.0,
+        verified=False,
+        source="a third-party copy of the global return-code table",
     ),
     ErrorInfo(
         41001,
@@ -158,6 +247,13 @@ _ENTRIES: tuple[ErrorInfo, ...] = (
     ErrorInfo(42001, "access_token expired", "access_token 超时 / token expired", _C.TOKEN),
     ErrorInfo(43002, "require POST method", "需要 POST 请求 / POST required", _C.REQUEST),
     ErrorInfo(
+        43003,
+        "require https",
+        "需要 HTTPS 请求 / plain HTTP used (check api_base)",
+        _C.CONFIG,
+        source="channels commErrCode; WxJava enums",
+    ),
+    ErrorInfo(
         43004, "require subscribe", "需要接收者关注 / recipient does not follow", _C.RECIPIENT
     ),
     ErrorInfo(
@@ -177,12 +273,27 @@ _ENTRIES: tuple[ErrorInfo, ...] = (
         "user refuse to accept the msg",
         "用户拒绝接受消息，如果用户之前曾经订阅过，则表示用户取消了订阅关系 / user refused",
         _C.RECIPIENT,
+        revokes_grant=True,
+        note="subscribe kinds: no grant for this template, or a one-time grant already used",
+    ),
+    ErrorInfo(
+        43108,
+        "concurrent calls to the same openid",
+        "对同一 OpenID 的并发调用 / concurrent sends to the same user",
+        _C.TRANSIENT,
+        retry_after_s=5.0,
+        per_recipient=True,
+        verified=False,
+        source=_REVIEW,
+        note="subscribe sends; retry this message alone, a little later",
     ),
     ErrorInfo(
         43116,
         "This template_id is banned",
         "该模板因滥用被封禁 / template banned",
         _C.REQUEST,
+        verified=False,
+        source="one community report (2024)",
         note="every send with this template fails the same way",
     ),
     ErrorInfo(
@@ -191,6 +302,9 @@ _ENTRIES: tuple[ErrorInfo, ...] = (
         "对该用户发送过于频繁 / too many messages to this user",
         _C.TRANSIENT,
         retry_after_s=600.0,
+        per_recipient=True,
+        verified=False,
+        source="one community report (2024)",
     ),
     ErrorInfo(44002, "empty post data", "POST 的数据包为空 / empty body", _C.REQUEST),
     ErrorInfo(
@@ -210,15 +324,81 @@ _ENTRIES: tuple[ErrorInfo, ...] = (
         retry_after_s=60.0,
     ),
     ErrorInfo(
+        45012,
+        "template size out of limit",
+        "模板大小超过限制 / template too large",
+        _C.REQUEST,
+        source=_GLOBAL_TABLE,
+    ),
+    ErrorInfo(
+        45013,
+        "too many template args",
+        "模板参数过多 / too many template arguments",
+        _C.REQUEST,
+        source=_GLOBAL_TABLE,
+    ),
+    ErrorInfo(
+        45014,
+        "template message size out of limit",
+        "模板消息大小超过限制 / template message too large",
+        _C.REQUEST,
+        source=_GLOBAL_TABLE,
+    ),
+    ErrorInfo(
+        45026,
+        "template num exceeds limit",
+        "模板数量超过上限（25 个）/ the account holds its maximum of templates",
+        _C.CONFIG,
+        source=_GLOBAL_TABLE + "; Template_Message_Interface.html",
+    ),
+    ErrorInfo(
+        45027,
+        "template conflict with industry",
+        "模板与所选行业冲突 / template conflicts with the account's industry",
+        _C.CONFIG,
+        source=_GLOBAL_TABLE,
+    ),
+    ErrorInfo(
         45047,
         "out of response count limit",
         "客服接口下行条数超过上限 / customer-service reply limit for this user",
         _C.QUOTA,
-        per_user=True,
+        per_recipient=True,
         note="per user, and a customer-service code; not expected from template sends",
+    ),
+    ErrorInfo(
+        45051,
+        "template msg use invalid link",
+        "模板消息使用了不合法的链接 / invalid link in a template message",
+        _C.REQUEST,
+        source=_GLOBAL_TABLE,
+    ),
+    ErrorInfo(
+        45082,
+        "need icp license for the url domain",
+        "链接域名需要 ICP 备案 / the url's domain needs an ICP licence",
+        _C.REQUEST,
+        source=_GLOBAL_TABLE,
+    ),
+    ErrorInfo(
+        45103,
+        "This API has been unsupported",
+        "该接口不支持此账号类型 / API not supported: a token of the other account kind",
+        _C.CONFIG,
+        verified=False,
+        source="WxJava enum; the meaning (wrong account kind's token) from " + _REVIEW,
+        note="bizsend called with a mini program's token, or the reverse",
     ),
     ErrorInfo(46004, "user not exist", "不存在的用户 / no such user", _C.RECIPIENT),
     ErrorInfo(47001, "data format error", "解析 JSON/XML 内容错误 / malformed body", _C.REQUEST),
+    ErrorInfo(
+        47002,
+        "data format error, do NOT use json unicode encode (\\uxxxx\\uxxxx), "
+        "please use utf8 encoded text!",
+        "JSON 中不能使用 \\uxxxx 转义，请用 UTF-8 文本 / \\u escapes in the JSON body",
+        _C.REQUEST,
+        source=_GLOBAL_TABLE,
+    ),
     ErrorInfo(
         47003,
         "argument invalid!",
@@ -230,6 +410,7 @@ _ENTRIES: tuple[ErrorInfo, ...] = (
         "api unauthorized",
         "api 功能未授权，请确认公众号已获得该接口 / API not authorised for this account",
         _C.CONFIG,
+        note="also a token of the other account kind (bizsend with a mini program's token)",
     ),
     ErrorInfo(
         48002,
@@ -242,6 +423,13 @@ _ENTRIES: tuple[ErrorInfo, ...] = (
         "api forbidden for irregularities, view detail on mp.weixin.qq.com",
         "api 接口被封禁 / API banned for this account",
         _C.CONFIG,
+    ),
+    ErrorInfo(
+        48011,
+        "disabled template id",
+        "模板已被停用 / the template is disabled",
+        _C.REQUEST,
+        source=_GLOBAL_TABLE,
     ),
     ErrorInfo(50001, "user unauthorized", "用户未授权该 api / API not authorised", _C.CONFIG),
     ErrorInfo(
@@ -276,6 +464,13 @@ _ENTRIES: tuple[ErrorInfo, ...] = (
         _C.CONFIG,
     ),
     ErrorInfo(
+        61024,
+        "must use api(api_component_token) to get token for component acct",
+        "第三方平台账号须用 api_component_token 获取 token / a component account's token",
+        _C.CONFIG,
+        source="WxJava open enum; the global return-code table",
+    ),
+    ErrorInfo(
         89501,
         "ip confirmation pending",
         "此 IP 正在等待管理员确认，请联系管理员 / IP confirmation pending",
@@ -299,12 +494,14 @@ _ENTRIES: tuple[ErrorInfo, ...] = (
         "该 IP 调用被管理员拒绝，1 小时内不可再调用 / IP refused for 1 h",
         _C.CONFIG,
     ),
+    *_NEWTMPL_ENTRIES,
 )
 
 CATALOGUE: dict[int, ErrorInfo] = {entry.code: entry for entry in _ENTRIES}
 
 OK = 0
 SYSTEM_BUSY = -1
+_NOT_LATEST = 40001
 
 
 def lookup(errcode: int) -> ErrorInfo | None:
@@ -333,7 +530,33 @@ def is_duplicate_accept(errcode: int) -> bool:
 def is_per_user_quota(errcode: int | None) -> bool:
     """A QUOTA answer about one recipient (45047): retry that message, don't pause the app."""
     info = CATALOGUE.get(errcode) if errcode is not None else None
-    return info.per_user if info else False
+    return info is not None and info.per_recipient and info.category is Category.QUOTA
+
+
+def is_per_recipient(errcode: int | None) -> bool:
+    """An answer about one recipient, not the account (43117, 43108, 45047): it says
+    nothing of WeChat's health, so it stays out of the app's circuit breaker."""
+    info = CATALOGUE.get(errcode) if errcode is not None else None
+    return info.per_recipient if info else False
+
+
+def revokes_grant(errcode: int | None) -> bool:
+    """For subscribe kinds: the user holds no grant for this template any more (43101)."""
+    info = CATALOGUE.get(errcode) if errcode is not None else None
+    return info.revokes_grant if info else False
+
+
+def is_token_superseded(errcode: int | None) -> bool:
+    """40001 on an API call: the token is "not latest", a newer one was minted (by us,
+    or by another system fetching for the same appid, docs/wechat-protocol.md §1.1)."""
+    return errcode == _NOT_LATEST
+
+
+def errcode_label(errcode: int | None, fallback: str = "none") -> str:
+    """A bounded metric label for an errcode: catalogue codes as themselves, others "other"."""
+    if errcode is None:
+        return fallback
+    return str(errcode) if errcode in CATALOGUE else "other"
 
 
 def retry_after_s(errcode: int | None) -> float:
@@ -375,6 +598,10 @@ class WeChatError(Exception):
     def retry_after_s(self) -> float:
         return retry_after_s(self.errcode)
 
+    @property
+    def per_recipient(self) -> bool:
+        return is_per_recipient(self.errcode)
+
 
 class TransientError(WeChatError):
     """Worth retrying later: WeChat was busy or a limit per minute was reached."""
@@ -383,9 +610,19 @@ class TransientError(WeChatError):
 
 
 class TransportError(TransientError):
-    """No usable WeChat answer: timeout, reset, HTTP 5xx or a body that is not JSON."""
+    """No usable WeChat answer: timeout, reset, HTTP 5xx or a body that is not JSON.
 
-    def __init__(self, errmsg: str, *, endpoint: Endpoint = Endpoint.API) -> None:
+    `request_sent` says whether the request could have reached WeChat: False when it
+    provably never left (connection refused, DNS, connect timeout), so resending cannot
+    double-send; True when it was written (read timeout, reset after writing, an answer
+    we cannot use), so the outcome is unknown; None when the failure does not tell.
+    Kinds without `client_msg_id` (subscribe sends) may be resent blindly only on False.
+    """
+
+    def __init__(
+        self, errmsg: str, *, endpoint: Endpoint = Endpoint.API, request_sent: bool | None = None
+    ) -> None:
+        self.request_sent = request_sent
         super().__init__(None, errmsg, endpoint=endpoint)
 
 
@@ -494,3 +731,11 @@ class CallbackMalformedError(CallbackRejected):
     """The XML is unsafe or unparsable, or a field is missing or garbled."""
 
     reason = "xml"
+
+
+class UnparseableEvent(CallbackMalformedError):
+    """A callback whose signature holds (and, in safe mode, whose envelope opened) but
+    whose event cannot be read. WeChat did send it, so refusing it only makes WeChat
+    retry and alarm: answer `success` and log it. `detail` names the field."""
+
+    reason = "unparseable"
