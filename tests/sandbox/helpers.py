@@ -26,7 +26,7 @@ ORDER_SHIPPED_DATA = {
     "character_string1": {"value": "XN2024050100123"},
     "thing2": {"value": "无线蓝牙耳机"},
     "time3": {"value": "2024-05-01 15:01"},
-    "phrase6": {"value": "已发货"},
+    "enum_string6": {"value": "已发货"},
 }
 
 

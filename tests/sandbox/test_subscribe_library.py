@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.sandbox.helpers import NEWTMPL, WeChatCalls
+from wxgate.wechat.template_content import subscribe_template_keys
 
 
 @pytest.fixture(params=["official_account", "miniprogram"])
@@ -83,13 +84,28 @@ async def test_added_template_is_listed_with_placeholders_and_its_enum_values(
         {
             "priTmplId": added["priTmplId"],
             "title": "订单发货通知",
-            "content": "订单号:{{character_string1.DATA}}\n订单状态:{{phrase6.DATA}}\n",
+            "content": "订单号:{{character_string1.DATA}}\n订单状态:{{enum_string6.DATA}}\n",
             "example": "订单号:XN2024050100123\n订单状态:已发货\n",
             "type": 2,
             "keywordEnumValueList": [
-                {"keywordCode": "phrase6", "enumValueList": ["待发货", "已发货", "已签收"]}
+                {
+                    "keywordCode": "enum_string6.DATA",
+                    "enumValueList": ["待发货", "已发货", "已签收"],
+                }
             ],
         }
+    ]
+
+
+async def test_the_gateway_reads_listed_keys_with_their_enum_values(
+    wechat: WeChatCalls, token: str
+):
+    await wechat.add_subscribe_template(token, "1001", [2, 6])
+    [template] = (await wechat.get(NEWTMPL + "gettemplate", access_token=token))["data"]
+    keys = subscribe_template_keys(template["content"], template["keywordEnumValueList"])
+    assert [(key.name, key.type, key.enum_values) for key in keys] == [
+        ("thing2", "thing", None),
+        ("enum_string6", "enum_string", ("待发货", "已发货", "已签收")),
     ]
 
 

@@ -188,8 +188,8 @@ async def test_a_template_the_account_did_not_add_is_40037(account: Account, wec
         ("thing2", "这是一个超过二十个字符的商品名称用来测试长度限制的"),
         ("time3", "明天下午"),
         ("character_string1", "订单XN2024"),
-        ("phrase6", "已退货"),  # a phrase, but not one of the enum's values
-        ("phrase6", ""),
+        ("enum_string6", "已退货"),  # not one of the template's values
+        ("enum_string6", ""),
     ],
     ids=["thing-too-long", "time-shape", "chinese-in-character-string", "not-in-enum", "empty"],
 )
@@ -218,7 +218,7 @@ async def test_a_key_of_the_template_missing_from_data_is_47003(
 async def test_a_refused_send_spends_no_grant(account: Account, sandbox_control: SandboxControl):
     await sandbox_control.popup(account.appid, "oAnn", account.template_id)
     bad = subscribe_message("oAnn", account.template_id)
-    bad["data"]["phrase6"] = {"value": "已退货"}
+    bad["data"]["enum_string6"] = {"value": "已退货"}
     assert (await account.send(bad))["errcode"] == 47003
     good = subscribe_message("oAnn", account.template_id)
     assert (await account.send(good))["errcode"] == 0

@@ -3,14 +3,12 @@ and the rules of adding templates (protocol-review rows 8 and 15)."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from tests.sandbox.helpers import WeChatCalls, message
+from wxgate.wechat.template_content import template_keys
 
 BASE = "/cgi-bin/template/"
-PLACEHOLDER = re.compile(r"\{\{([A-Za-z_0-9]+)\.DATA\}\}")
 
 
 @pytest.fixture
@@ -60,7 +58,7 @@ async def test_added_template_is_listed_with_its_typed_placeholders(
     assert template["example"] == "订单号：XN2024050100123\n金额：¥128.00\n"
 
 
-async def test_listed_placeholders_are_keys_a_send_is_accepted_with(
+async def test_the_gateway_reads_listed_keys_and_types_a_send_is_accepted_with(
     wechat: WeChatCalls, token: str
 ):
     names = ["商品名称", "支付时间", "金额"]
@@ -71,8 +69,13 @@ async def test_listed_placeholders_are_keys_a_send_is_accepted_with(
     [template] = (await wechat.get(BASE + "get_all_private_template", access_token=token))[
         "template_list"
     ]
-    keys = PLACEHOLDER.findall(template["content"])
-    assert keys == ["thing3", "time4", "amount2"]
+    read = template_keys(template["content"])
+    assert [(key.name, key.type) for key in read] == [
+        ("thing3", "thing"),
+        ("time4", "time"),
+        ("amount2", "amount"),
+    ]
+    keys = [key.name for key in read]
     examples = dict(line.split("：") for line in template["example"].splitlines())
     data = {key: {"value": examples[name]} for key, name in zip(keys, names, strict=True)}
     answer = await wechat.send(token, message(template_id=template_id, data=data))

@@ -4,8 +4,9 @@ messages by short id (`api_add_template`, wechat-api.md §3) and subscribe templ
 
 Each keyword has a library id (`kid`), a name, a rule (its type: `thing`, `time`,
 `amount`, ...) and an example; an added template's placeholder for it is `{rule}{kid}`,
-so `{{thing2.DATA}}` is keyword 2, a `thing`. A keyword with `enum_values` only takes
-one of them (gettemplate lists them as `keywordEnumValueList`).
+so `{{thing2.DATA}}` is keyword 2, a `thing`. An `enum_string` keyword takes only its
+`enum_values` (gettemplate lists them as `keywordEnumValueList`, each under a
+`keywordCode` such as `enum_string6.DATA`, as in WeChat's own examples).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ SUBSCRIBE_LIBRARY: dict[str, PublicTemplate] = {
                 ("发货时间", "time", "2024-05-01 15:01"),
                 ("快递公司", "thing", "顺丰速运"),
                 ("快递单号", "character_string", "SF1234567890"),
-                ("订单状态", "phrase", "已发货", _ORDER_STATUSES),
+                ("订单状态", "enum_string", "已发货", _ORDER_STATUSES),
             ),
         ),
         PublicTemplate(

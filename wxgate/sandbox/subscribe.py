@@ -310,17 +310,18 @@ def _addressed(
 
 
 def _check_data(template: SubscribeTemplate, data: Any, kind: MessageKind) -> None:
-    """47003 for a key of the template without a string value, or one its rule refuses
-    (typed keys are always strict for subscribe messages), or outside its enum values."""
+    """47003 for a key of the template without a string value, or where the gateway's own
+    `typed_value_problem` finds one for `kind` (typed keys are always strict for
+    subscribe messages; an enum key takes only the template's values)."""
     if type(data) is not dict:
         raise Answer(DATA_FORMAT_ERROR)
     for keyword in template.keywords:
         item = data.get(keyword.key)
         value = item.get("value") if type(item) is dict else None
+        allowed = keyword.enum_values or None
         wrong = (
             type(value) is not str
-            or typed_value_problem(keyword.key, value) is not None
-            or (keyword.enum_values and value not in keyword.enum_values)
+            or typed_value_problem(keyword.key, value, kind=kind, allowed=allowed) is not None
         )
         if wrong:
             raise Answer(ARGUMENT_INVALID, f" data.{keyword.key}.value invalid")

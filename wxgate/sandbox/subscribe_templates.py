@@ -70,7 +70,7 @@ class SubscribeTemplate:
             "type": self.public.type,
         }
         enums = [
-            {"keywordCode": k.key, "enumValueList": list(k.enum_values)}
+            {"keywordCode": f"{k.key}.DATA", "enumValueList": list(k.enum_values)}
             for k in self.keywords
             if k.enum_values
         ]
