@@ -1,5 +1,6 @@
 """TEMPLATESENDJOBFINISH reports from the sandbox: signed, plain or safe mode, retried
-as WeChat does (wechat-api.md §5.2-§5.5), checked by a real receiver with CallbackCodec."""
+as WeChat does (docs/wechat-protocol.md §5.2-§5.5), checked by a real receiver with
+CallbackCodec."""
 
 from __future__ import annotations
 

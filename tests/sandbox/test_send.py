@@ -1,4 +1,4 @@
-"""template/send at the sandbox answers as WeChat would (wechat-api.md §2, §9 item 4)."""
+"""template/send at the sandbox answers as WeChat would (docs/wechat-protocol.md §2, §9 item 4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Subscribe events from the sandbox (wechat-api.md §5.5): popup, change and sent events,
+"""Subscribe events from the sandbox (docs/wechat-protocol.md §5.5): popup, change and sent events,
 in XML (opened with CallbackCodec) or a mini program's JSON, plaintext or safe mode."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The subscribe template library at the sandbox (/wxaapi/newtmpl/, wechat-api.md §4.1):
+"""The subscribe template library at the sandbox (/wxaapi/newtmpl/, docs/wechat-protocol.md §4.1):
 what each call answers for an official account and a mini program alike."""
 
 from __future__ import annotations

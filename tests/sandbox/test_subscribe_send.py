@@ -1,6 +1,5 @@
 """subscribe/bizsend (official account) and subscribe/send (mini program) at the sandbox:
-grants, strict values, the other kind's token, concurrency (wechat-api.md §4,
-protocol-review (c))."""
+grants, strict values, the other kind's token, concurrency (docs/wechat-protocol.md §4)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Template management at the sandbox (wechat-api.md §3): what a template registry syncs
-and the rules of adding templates (protocol-review rows 8 and 15)."""
+"""Template management at the sandbox (docs/wechat-protocol.md §3): what a template registry syncs
+and the rules of adding templates (docs/wechat-protocol.md §2.4 and §3)."""
 
 from __future__ import annotations
 

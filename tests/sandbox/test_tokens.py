@@ -1,4 +1,4 @@
-"""Access tokens at the sandbox behave as wechat-api.md §1 and §9 items 1-3 say."""
+"""Access tokens at the sandbox behave as docs/wechat-protocol.md §1 and §9 items 1-3 say."""
 
 from __future__ import annotations
 

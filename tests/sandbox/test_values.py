@@ -1,6 +1,6 @@
 """Typed values at the sandbox: it answers 47003 exactly where the gateway's own
 `typed_value_problem` finds a problem, for each kind of message, with WeChat's real
-shapes (docs/wechat-protocol.md §2.3; protocol-review rows 4 and 5)."""
+shapes (docs/wechat-protocol.md §2.3)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 the exception its endpoints raise to give one.
 
 Every error is HTTP 200 with `{"errcode": N, "errmsg": "<catalogue text><detail> rid: ..."}`
-(wechat-api.md §0); the texts come from the one catalogue in `wxgate.wechat.errors`.
+(docs/wechat-protocol.md §0); the texts come from the one catalogue in `wxgate.wechat.errors`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Delivery of WeChat's pushes to each account's callback URL (wechat-api.md §5.2-§5.5),
-the way WeChat does it: TEMPLATESENDJOBFINISH reports and the subscribe events.
+"""Delivery of WeChat's pushes to each account's callback URL, the way WeChat does it
+(docs/wechat-protocol.md §5.2-§5.5): TEMPLATESENDJOBFINISH reports and subscribe events.
 
 Accepted sends and played popups enqueue a push (never waiting); a bounded pool of
 tasks sharing one aiohttp session POSTs each, signed and in plaintext or safe mode,

@@ -1,5 +1,5 @@
-"""The subscribe events WeChat pushes to an account's callback URL (wechat-api.md §5.5),
-written as XML or, for a mini program that chose it, JSON.
+"""The subscribe events WeChat pushes to an account's callback URL
+(docs/wechat-protocol.md §5.5), written as XML or, for a mini program that chose it, JSON.
 
 XML: `<xml>` with the header fields and a container (`<SubscribeMsgSentEvent>`,
 ...) holding one `<List>` per item. JSON: the same header fields with `List` at the

@@ -6,11 +6,11 @@ merges into it); `FaultDice` draws, per request, whether a transport fault
 errcode or a token-endpoint -1 applies. Transport faults and errcodes apply to the
 three send paths alike (template/send, subscribe/bizsend, subscribe/send).
 
-Two settings play WeChat behaviours that are reported but unverified:
-`report_zero_msgid` (a TEMPLATESENDJOBFINISH for a send that carried a
-client_msg_id has MsgID 0, protocol-review row 1) and `duplicate_answer` (what a
-repeated client_msg_id within 10 minutes is answered: `original`, errcode 0 with the
-first msgid, the default; or `40241`, rows 11 and 13).
+Two settings play WeChat behaviours that are reported but unverified
+(docs/wechat-protocol.md §2.2): `report_zero_msgid`, a TEMPLATESENDJOBFINISH for a
+send that carried a client_msg_id has MsgID 0 (one 2023 community report); and
+`duplicate_answer`, what a repeated client_msg_id within 10 minutes is answered:
+`original` (errcode 0 with the first msgid, the default) or `40241`.
 """
 
 from __future__ import annotations

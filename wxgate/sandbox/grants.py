@@ -1,5 +1,5 @@
 """The grant ledger of one account: which user allowed which subscribe template, and how
-many sends that allows (wechat-api.md §4.2, protocol-review (c) "Grant ledger").
+many sends that allows (docs/wechat-protocol.md §4.2).
 
 Each accepted one-time popup allows one send, and accepts add up; a long-term accept
 allows sends until the user rejects. A reject, in a popup or in the settings, clears

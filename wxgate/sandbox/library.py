@@ -1,6 +1,6 @@
 """The public template libraries the sandbox offers, as WeChat's consoles do: template
-messages by short id (`api_add_template`, wechat-api.md §3) and subscribe templates by
-`tid` in their categories (`wxaapi/newtmpl`, §4.1).
+messages by short id (`api_add_template`, docs/wechat-protocol.md §3) and subscribe
+templates by `tid` in their categories (`wxaapi/newtmpl`, §4.1).
 
 Each keyword has a library id (`kid`), a name, a rule (its type: `thing`, `time`,
 `amount`, ...) and an example; an added template's placeholder for it is `{rule}{kid}`,

@@ -1,4 +1,4 @@
-"""WeChat's call limits (wechat-api.md §1, §2.2, §7) and the fixed-window counters
+"""WeChat's call limits (docs/wechat-protocol.md §1, §2.2, §7) and the fixed-window counters
 that enforce them.
 
 Days are calendar days in Beijing time (UTC+8), the reset instant a gateway is

@@ -1,26 +1,26 @@
-"""Subscribe messages at the simulated WeChat (wechat-api.md §4, protocol-review (c)):
-an official account's `subscribe/bizsend`, a mini program's `subscribe/send`, their
-template library under `/wxaapi/newtmpl/`, and the user's side, played by control calls.
+"""Subscribe messages at the simulated WeChat (docs/wechat-protocol.md §4): an official
+account's `subscribe/bizsend`, a mini program's `subscribe/send`, their template
+library under `/wxaapi/newtmpl/`, and the user's side, played by control calls.
 
 A send is answered, in this order: 41001/40014/40001/42001 for the token; a token of
 the other kind of account 48001 on bizsend (WxJava #2014) and 45103 on subscribe/send
-(protocol-review (b)); 44002/47001 for the body; injected errcodes; 40003 without
-`touser`, 40037 for a template the account has not added (or `bad_…`); 47003 for
-`miniprogram_state` or `lang` outside their values; 41030 for a mini-program `page`
-starting `bad_`; the test openids of template sends (40003, 43004, 43101); 47003
-`data.<key>.value invalid` for a template key without a value, a value breaking its
-rule, or outside an enum key's values; 43108 while a send to the same openid and
-template is still being answered (it takes as long as the `latency_ms` fault); 43101
-without a grant; 45009/45011 for the `daily_quota`/`minute_limit` faults; -1 twice
-for `busy_…`. An accepted send spends a one-time grant (long-term grants stay),
-answers a msgid on subscribe/send and none on bizsend (§4.1), and is followed by a
-`subscribe_msg_sent_event`: ErrorCode 0 and `success`, or for `blocked_…` 43101 and
-`failed:user block`, for `sysfail_…` -1 and `failed: system failed` (WeChat
-documents only the success values; these failures are the sandbox's).
+(§6); 44002/47001 for the body; injected errcodes; 40037 without a template the
+account added (or `bad_…`), 40003 without `touser`; 47003 for `miniprogram_state` or
+`lang` outside their values; 41030 for a mini-program `page` starting `bad_`; the test
+openids of template sends (40003, 43004, 43101); 47003 `data.<key>.value invalid` for
+a template key without a value or where `typed_value_problem` (enum values included)
+finds a problem; 43108 while a send to the same openid and template is still being
+answered (it takes as long as the `latency_ms` fault); 43101 without a grant;
+45009/45011 for the `daily_quota`/`minute_limit` faults; -1 twice for `busy_…`.
 
-`popup` plays the user answering a subscribe popup (accept or reject; one-time or
-long-term, as the template's type allows) and `change` the user turning a template
-off in the settings; each updates the grant ledger and pushes its event.
+An accepted send spends a one-time grant (long-term grants stay), answers a msgid on
+subscribe/send and none on bizsend (§4.1), and is followed by a
+`subscribe_msg_sent_event`: ErrorCode 0 and `success`, or for `blocked_…` 43101 and
+`failed:user block`, for `sysfail_…` -1 and `failed: system failed` (WeChat documents
+only the success values; these failures are the sandbox's). `popup` plays the user
+answering a subscribe popup (accept or reject; one-time or long-term, as the
+template's type allows) and `change` the user turning a template off in the
+settings; each updates the grant ledger and pushes its event.
 """
 
 from __future__ import annotations

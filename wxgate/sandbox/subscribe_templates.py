@@ -1,5 +1,5 @@
-"""Subscribe templates (wechat-api.md §4.1 "Template management", protocol-review (c)
-"Template library"): the public library's queries, and the templates one account added.
+"""Subscribe templates (docs/wechat-protocol.md §4.1, "Template management"): the public
+library's queries, and the templates one account added.
 
 `getcategory`, `getpubtemplatetitles` (`ids` required: 200018 without it, 200019 when
 not numbers; `start` 200016, `limit` 1-30 200017), `getpubtemplatekeywords` (each

@@ -1,13 +1,13 @@
-"""Template management of one account (wechat-api.md §3): its industry, the templates
-it added, and the ids it deleted (a send with a deleted id is answered 40037).
+"""Template management of one account (docs/wechat-protocol.md §3): its industry, the
+templates it added, and the ids it deleted (a send with a deleted id is answered 40037).
 
 A template is added from the library (`library.TEMPLATE_LIBRARY`) by short id with
 the keywords it picks by name: `keyword_name_list` is required, and a missing or
-empty list or an unknown name is 40246 (protocol-review row 8, from the
-api_addtemplate doc). An account holds at most 25 templates; the 26th add is 45026
-(row 15). Each template's `content` names its keys (`订单号：{{character_string1.DATA}}`),
-so a registry can read their types. The bodies are what the endpoints answer; errors
-are raised as `Answer`s.
+empty list or an unknown name is 40246 (§3, from the api_addtemplate doc). An account
+holds at most 25 templates; the 26th add is 45026 (§2.4,
+Template_Message_Interface.html). Each template's `content` names its keys
+(`订单号：{{character_string1.DATA}}`), so a registry can read their types. The bodies
+are what the endpoints answer; errors are raised as `Answer`s.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Access tokens as WeChat issues and checks them (wechat-api.md §1, §9 items 1-3).
+"""Access tokens as WeChat issues and checks them (docs/wechat-protocol.md §1, §9 items 1-3).
 
 Two separate namespaces per account: the classic `/cgi-bin/token` (every fetch
 mints a new token; the one it replaces keeps working for 300 s) and

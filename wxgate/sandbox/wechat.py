@@ -8,7 +8,7 @@ hot one: dict lookups and one `orjson.loads`, nothing else per request.
 Subscribe messages are `subscribe.SubscribeDesk`'s, which works on the same state.
 
 Accounts have a kind: a mini program's token is refused by template/send and the
-template-message management calls with 48001 (wechat-api.md §6: "wrong token type").
+template-message management calls with 48001 (docs/wechat-protocol.md §6: "wrong token type").
 `foreign_refresh` plays another system fetching the account's token.
 """
 
@@ -51,7 +51,7 @@ from wxgate.wechat.template import typed_value_problem
 
 GRANT_TYPE = "client_credential"
 
-# Status values of TEMPLATESENDJOBFINISH (wechat-api.md §5.5).
+# Status values of TEMPLATESENDJOBFINISH (docs/wechat-protocol.md §5.5).
 STATUS_SUCCESS = "success"
 STATUS_USER_BLOCK = "failed:user block"
 STATUS_SYSTEM_FAILED = "failed: system failed"
