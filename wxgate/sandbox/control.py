@@ -48,7 +48,7 @@ class SandboxControl:
         return (await self.inbox(**filters))["items"]
 
     async def send_rate(self, window_s: float = 1.0, appid: str | None = None) -> dict[str, Any]:
-        """Per appid: template sends so far and the busiest window of `window_s` seconds,
+        """Per appid: sends so far (every kind) and the busiest window of `window_s` seconds,
         `{"window_s": w, "accounts": {appid: {"sends": n, "busiest": {"sends", "from", "to"}}}}`."""
         params = {"window_s": repr(window_s), **({"appid": appid} if appid else {})}
         return await self._call("GET", "/sandbox/send-rate", params=params)

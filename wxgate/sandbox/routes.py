@@ -271,7 +271,7 @@ class Router:
         )
 
     def _send_rate(self, _method: bytes, params: dict[str, str], _body: bytes) -> dict[str, Any]:
-        """Per account: template sends so far and the busiest `window_s` (default 1 s)."""
+        """Per account: sends so far and the busiest `window_s` (default 1 s)."""
         raw = params.get("window_s", "1")
         try:
             window_s = float(raw)
