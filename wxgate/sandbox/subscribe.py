@@ -36,6 +36,7 @@ from wxgate.sandbox.events import Item, SubscribeEvent
 from wxgate.sandbox.inbox import Received
 from wxgate.sandbox.subscribe_templates import SubscribeTemplate, categories, keywords, titles
 from wxgate.sandbox.wechat import (
+    API_UNAUTHORIZED,
     ARGUMENT_INVALID,
     BAD_TEMPLATE,
     DAILY_QUOTA,
@@ -61,7 +62,6 @@ from wxgate.wechat.errors import SYSTEM_BUSY
 from wxgate.wechat.kinds import AccountKind, MessageKind
 from wxgate.wechat.template import typed_value_problem
 
-API_UNAUTHORIZED = 48001
 API_UNSUPPORTED = 45103
 USER_REFUSED = 43101
 CONCURRENT_SENDS = 43108
