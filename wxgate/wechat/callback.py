@@ -1,8 +1,10 @@
-"""WeChat's callback protocol (wechat-api.md §5): signatures, the AES envelope and events.
+"""WeChat's callback protocol (docs/wechat-protocol.md §5): signatures, the AES
+envelope, and the way from the bytes WeChat POSTs to a typed event.
 
-This module owns the way from the bytes WeChat POSTs to our callback URL to a typed
-event, and the way back that the sandbox uses to send callbacks. It does no I/O and
-reads no clock: timestamp freshness and nonce replay belong to the caller.
+This module owns signing and opening what reaches our callback URL (and sealing the
+same, for the sandbox); the events themselves live in callback_events.py, whose
+public names are re-exported here. It does no I/O and reads no clock: timestamp
+freshness and nonce replay belong to the caller.
 """
 
 from __future__ import annotations
@@ -10,40 +12,89 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import re
 import secrets
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TypeAlias
-from xml.etree.ElementTree import Element, ParseError
+from collections.abc import Mapping
 
-import defusedxml.ElementTree as SafeElementTree
+import orjson
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from defusedxml import DefusedXmlException
 
+from wxgate.wechat.callback_events import (
+    EVENT_FOLLOW,
+    EVENT_SUBSCRIBE_CHANGE,
+    EVENT_SUBSCRIBE_POPUP,
+    EVENT_SUBSCRIBE_SENT,
+    EVENT_TEMPLATE_FINISH,
+    EVENT_UNFOLLOW,
+    INTEGER,
+    CallbackEvent,
+    CallbackMessage,
+    FollowEvent,
+    OtherMessage,
+    SubscribeChangeEvent,
+    SubscribeChangeItem,
+    SubscribePopupEvent,
+    SubscribePopupItem,
+    SubscribeSentEvent,
+    SubscribeSentItem,
+    TemplateSendJobFinish,
+    cdata,
+    event_json,
+    event_xml,
+    field_error,
+    is_json,
+    parse_message,
+    parse_xml,
+    read_json,
+    template_finish_xml,
+)
 from wxgate.wechat.errors import (
     CallbackAppIdError,
     CallbackDecryptError,
     CallbackMalformedError,
     CallbackSignatureError,
+    UnparseableEvent,
 )
+
+__all__ = [
+    "ENCRYPT_TYPE_AES",
+    "ENCRYPT_TYPE_RAW",
+    "EVENT_FOLLOW",
+    "EVENT_SUBSCRIBE_CHANGE",
+    "EVENT_SUBSCRIBE_POPUP",
+    "EVENT_SUBSCRIBE_SENT",
+    "EVENT_TEMPLATE_FINISH",
+    "EVENT_UNFOLLOW",
+    "CallbackCodec",
+    "CallbackEvent",
+    "CallbackMessage",
+    "Envelope",
+    "FollowEvent",
+    "OtherMessage",
+    "SubscribeChangeEvent",
+    "SubscribeChangeItem",
+    "SubscribePopupEvent",
+    "SubscribePopupItem",
+    "SubscribeSentEvent",
+    "SubscribeSentItem",
+    "TemplateSendJobFinish",
+    "callback_timestamp",
+    "event_json",
+    "event_xml",
+    "parse_message",
+    "sign",
+    "template_finish_xml",
+    "verify_msg_signature",
+    "verify_signature",
+]
 
 ENCRYPT_TYPE_AES = "aes"
 ENCRYPT_TYPE_RAW = "raw"  # what WeChat calls plaintext mode; an absent encrypt_type means the same
-
-EVENT_TEMPLATE_FINISH = "TEMPLATESENDJOBFINISH"
-EVENT_SUBSCRIBE_POPUP = "subscribe_msg_popup_event"
-EVENT_SUBSCRIBE_CHANGE = "subscribe_msg_change_event"
-EVENT_SUBSCRIBE_SENT = "subscribe_msg_sent_event"
 
 _AES_KEY_BYTES = 32
 _AES_BLOCK = 16
 _PAD_BLOCK = 32  # WeChat pads to 32 bytes, twice the AES block (§5.3)
 _RANDOM_BYTES = 16
 _HEADER_BYTES = _RANDOM_BYTES + 4  # the random prefix, then the message length big-endian
-
-# Twenty digits hold any int64 or uint64 msgid, and bound the work int() is asked to do.
-_INTEGER = re.compile(r"-?[0-9]{1,20}")
 
 
 # ---------------------------------------------------------------------------
@@ -167,245 +218,11 @@ def _unpad(plain: bytes) -> bytes:
     return plain[:-size]
 
 
-# ---------------------------------------------------------------------------
-# Events (§5.5)
-
-
-@dataclass(frozen=True, slots=True)
-class CallbackEvent:
-    """What every event pushed by WeChat starts with."""
-
-    to_user: str  # the account's original id, gh_...
-    from_user: str  # the openid of the user concerned
-    create_time: int  # epoch seconds
-
-
-@dataclass(frozen=True, slots=True)
-class TemplateSendJobFinish(CallbackEvent):
-    """TEMPLATESENDJOBFINISH: WeChat's final word on one template message."""
-
-    msgid: int  # the msgid template/send answered; exact even above 2**53
-    status: str  # kept raw: "success", "failed:user block", "failed: system failed", ...
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status == "success"
-
-    @property
-    def failed(self) -> bool:
-        return self.status.startswith("failed")
-
-
-@dataclass(frozen=True, slots=True)
-class SubscribePopupItem:
-    """One template in a subscribe pop-up the user answered."""
-
-    template_id: str
-    status: str  # "accept" or "reject", raw
-    popup_scene: int
-
-    @property
-    def accepted(self) -> bool:
-        return self.status == "accept"
-
-
-@dataclass(frozen=True, slots=True)
-class SubscribeChangeItem:
-    """One template whose subscription the user changed in the settings."""
-
-    template_id: str
-    status: str  # "accept" or "reject" (unsubscribed), raw
-
-    @property
-    def accepted(self) -> bool:
-        return self.status == "accept"
-
-
-@dataclass(frozen=True, slots=True)
-class SubscribeSentItem:
-    """The delivery result of one subscription notification."""
-
-    template_id: str
-    msgid: int
-    error_code: int
-    error_status: str  # "success" when error_code is 0
-
-    @property
-    def succeeded(self) -> bool:
-        return self.error_code == 0
-
-
-@dataclass(frozen=True, slots=True)
-class SubscribeMsgPopupEvent(CallbackEvent):
-    """subscribe_msg_popup_event: the user answered a subscribe pop-up."""
-
-    items: tuple[SubscribePopupItem, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SubscribeMsgChangeEvent(CallbackEvent):
-    """subscribe_msg_change_event: the user changed subscriptions in the settings."""
-
-    items: tuple[SubscribeChangeItem, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SubscribeMsgSentEvent(CallbackEvent):
-    """subscribe_msg_sent_event: delivery results of subscription notifications."""
-
-    items: tuple[SubscribeSentItem, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class OtherMessage:
-    """Anything else WeChat pushes (user messages, follow events, ...): acknowledged, not used."""
-
-    msg_type: str
-    event: str  # "" when the message is not an event
-    fields: dict[str, str] = field(hash=False)  # every top-level element's text
-
-
-CallbackMessage: TypeAlias = (
-    TemplateSendJobFinish
-    | SubscribeMsgPopupEvent
-    | SubscribeMsgChangeEvent
-    | SubscribeMsgSentEvent
-    | OtherMessage
-)
-
-
-def parse_message(xml: bytes) -> CallbackMessage:
-    """The message in a plaintext callback document; CallbackMalformedError names what is wrong."""
-    root = _parse_xml(xml)
-    msg_type = _text(root, "MsgType")
-    event = root.findtext("Event") or ""
-    parse_event = _EVENT_PARSERS.get(event.lower()) if msg_type.lower() == "event" else None
-    if parse_event is None:
-        return OtherMessage(msg_type, event, {child.tag: child.text or "" for child in root})
-    return parse_event(root)
-
-
-def template_finish_xml(
-    to_user: str, from_user: str, create_time: int, msgid: int, status: str
-) -> str:
-    """The TEMPLATESENDJOBFINISH document WeChat sends, byte for byte as in §5.3."""
-    return (
-        f"<xml><ToUserName>{_cdata(to_user)}</ToUserName>"
-        f"<FromUserName>{_cdata(from_user)}</FromUserName>"
-        f"<CreateTime>{int(create_time)}</CreateTime>"
-        f"<MsgType>{_cdata('event')}</MsgType>"
-        f"<Event>{_cdata(EVENT_TEMPLATE_FINISH)}</Event>"
-        f"<MsgID>{int(msgid)}</MsgID>"
-        f"<Status>{_cdata(status)}</Status></xml>"
-    )
-
-
-def _cdata(text: str) -> str:
-    # "]]>" would end the section early, so it is split across two sections.
-    return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
-
-
-def _parse_xml(document: bytes) -> Element:
-    try:
-        return SafeElementTree.fromstring(document, forbid_dtd=True)
-    except DefusedXmlException:
-        raise CallbackMalformedError(
-            "the XML declares a DTD or entities, which are refused"
-        ) from None
-    except (ParseError, LookupError, ValueError):  # LookupError: an unknown declared encoding
-        raise CallbackMalformedError("the body is not well-formed XML") from None
-
-
-def _field_error(name: str, problem: str) -> CallbackMalformedError:
-    return CallbackMalformedError(f"{name} {problem}", reason="field")
-
-
-def _text(node: Element, tag: str, where: str = "") -> str:
-    text = node.findtext(tag)
-    if not text:
-        raise _field_error(where + tag, "is missing or empty")
-    return text
-
-
-def _integer(node: Element, tag: str, where: str = "") -> int:
-    text = _text(node, tag, where).strip()
-    if not _INTEGER.fullmatch(text):
-        raise _field_error(where + tag, "is not an integer")
-    return int(text)
-
-
-def _header(root: Element) -> tuple[str, str, int]:
-    return _text(root, "ToUserName"), _text(root, "FromUserName"), _integer(root, "CreateTime")
-
-
-def _list_items(root: Element, container: str) -> list[Element]:
-    # XML has no arrays: one <List> or several, each an item; both become a tuple.
-    holder = root.find(container)
-    items = [] if holder is None else holder.findall("List")
-    if not items:
-        raise _field_error(f"{container}.List", "is missing")
-    return items
-
-
-def _template_finish(root: Element) -> TemplateSendJobFinish:
-    return TemplateSendJobFinish(
-        *_header(root), msgid=_integer(root, "MsgID"), status=_text(root, "Status")
-    )
-
-
-def _subscribe_popup(root: Element) -> SubscribeMsgPopupEvent:
-    where = "SubscribeMsgPopupEvent.List."
-    items = tuple(
-        SubscribePopupItem(
-            template_id=_text(item, "TemplateId", where),
-            status=_text(item, "SubscribeStatusString", where),
-            popup_scene=_integer(item, "PopupScene", where),
-        )
-        for item in _list_items(root, "SubscribeMsgPopupEvent")
-    )
-    return SubscribeMsgPopupEvent(*_header(root), items=items)
-
-
-def _subscribe_change(root: Element) -> SubscribeMsgChangeEvent:
-    where = "SubscribeMsgChangeEvent.List."
-    items = tuple(
-        SubscribeChangeItem(
-            template_id=_text(item, "TemplateId", where),
-            status=_text(item, "SubscribeStatusString", where),
-        )
-        for item in _list_items(root, "SubscribeMsgChangeEvent")
-    )
-    return SubscribeMsgChangeEvent(*_header(root), items=items)
-
-
-def _subscribe_sent(root: Element) -> SubscribeMsgSentEvent:
-    where = "SubscribeMsgSentEvent.List."
-    items = tuple(
-        SubscribeSentItem(
-            template_id=_text(item, "TemplateId", where),
-            msgid=_integer(item, "MsgID", where),
-            error_code=_integer(item, "ErrorCode", where),
-            error_status=_text(item, "ErrorStatus", where),
-        )
-        for item in _list_items(root, "SubscribeMsgSentEvent")
-    )
-    return SubscribeMsgSentEvent(*_header(root), items=items)
-
-
-# Keyed in lower case: WeChat spells TEMPLATESENDJOBFINISH in capitals, the others not.
-_EVENT_PARSERS: dict[str, Callable[[Element], CallbackMessage]] = {
-    EVENT_TEMPLATE_FINISH.lower(): _template_finish,
-    EVENT_SUBSCRIBE_POPUP: _subscribe_popup,
-    EVENT_SUBSCRIBE_CHANGE: _subscribe_change,
-    EVENT_SUBSCRIBE_SENT: _subscribe_sent,
-}
-
-
 def callback_timestamp(query: Mapping[str, str]) -> int:
     """The `timestamp` of a callback query in epoch seconds, for the caller's freshness check."""
     text = query.get("timestamp") or ""
-    if not _INTEGER.fullmatch(text):
-        raise _field_error("timestamp", "is not an integer")
+    if not INTEGER.fullmatch(text):
+        raise field_error("timestamp", "is not an integer")
     return int(text)
 
 
@@ -453,27 +270,28 @@ class CallbackCodec:
         self._check_signature(query)
         echostr = query.get("echostr")
         if not echostr:
-            raise _field_error("echostr", "is missing or empty")
+            raise field_error("echostr", "is missing or empty")
         return echostr
 
     def open(self, query: Mapping[str, str], body: bytes) -> CallbackMessage:
-        """The message in a POSTed callback, after every check §5.2 and §5.3 ask for."""
+        """The message in a POSTed callback, XML or JSON, after every check §5.2 and §5.3
+        ask for. A document that passed them but cannot be read is UnparseableEvent."""
         self._check_signature(query)
         encrypt_type = query.get("encrypt_type") or ENCRYPT_TYPE_RAW
         if encrypt_type == ENCRYPT_TYPE_AES:
-            return parse_message(self._unseal(query, body))
+            return _parse_signed(self._unseal(query, body))
         if encrypt_type != ENCRYPT_TYPE_RAW:
-            raise _field_error("encrypt_type", "is neither aes nor raw")
+            raise field_error("encrypt_type", "is neither aes nor raw")
         if self._require_encryption:
             raise CallbackDecryptError(
                 "a plaintext callback arrived but this app requires safe mode",
                 reason="encryption_required",
             )
-        return parse_message(body)
+        return _parse_signed(body)
 
     def seal(
         self,
-        xml: str,
+        document: str,
         timestamp: str,
         nonce: str,
         openid: str | None = None,
@@ -482,8 +300,9 @@ class CallbackCodec:
         *,
         compatible: bool = False,
     ) -> tuple[dict[str, str], bytes]:
-        """The query and body WeChat would POST for `xml`: plaintext, or safe mode when
-        `encrypt` (default: iff a key is set); `compatible` keeps the plaintext beside."""
+        """The query and body WeChat would POST for `document` (XML, or a mini program's
+        JSON): plaintext, or safe mode when `encrypt` (default: iff a key is set);
+        `compatible` keeps the plaintext beside."""
         signature = sign(self._token, timestamp, nonce)
         query = {"signature": signature, "timestamp": timestamp, "nonce": nonce}
         if openid is not None:
@@ -492,13 +311,13 @@ class CallbackCodec:
         if not sealing:
             if compatible:
                 raise ValueError("compatible mode is a form of encryption, but encrypt is False")
-            return query, xml.encode("utf-8")
+            return query, document.encode("utf-8")
         if self._envelope is None:
             raise ValueError("cannot encrypt: no EncodingAESKey is configured")
-        ciphertext = self._envelope.encrypt(xml, random16)
+        ciphertext = self._envelope.encrypt(document, random16)
         query["encrypt_type"] = ENCRYPT_TYPE_AES
         query["msg_signature"] = sign(self._token, timestamp, nonce, ciphertext)
-        return query, _sealed_document(xml, ciphertext, compatible).encode("utf-8")
+        return query, _sealed_document(document, ciphertext, compatible).encode("utf-8")
 
     def _check_signature(self, query: Mapping[str, str]) -> None:
         timestamp, nonce = query.get("timestamp"), query.get("nonce")
@@ -510,7 +329,7 @@ class CallbackCodec:
             raise CallbackDecryptError("an encrypted callback arrived but no key is configured")
         # In compatible mode the plaintext fields sit beside <Encrypt>; only the sealed
         # copy is signed, so only it is believed.
-        encrypt = _text(_parse_xml(body), "Encrypt")
+        encrypt = _encrypt_of(body)
         timestamp, nonce = query.get("timestamp"), query.get("nonce")
         signature = query.get("msg_signature")
         if not verify_msg_signature(self._token, timestamp, nonce, encrypt, signature):
@@ -520,12 +339,36 @@ class CallbackCodec:
         return self._envelope.decrypt(encrypt)
 
 
-def _sealed_document(xml: str, ciphertext: str, compatible: bool) -> str:
-    encrypt = f"<Encrypt>{_cdata(ciphertext)}</Encrypt>"
+def _parse_signed(document: bytes) -> CallbackMessage:
+    """The event of a document whose signature held: WeChat sent it, so what cannot be
+    read is UnparseableEvent (answered `success`), not a refusal WeChat would retry."""
+    try:
+        return parse_message(document)
+    except CallbackMalformedError as error:
+        raise UnparseableEvent(error.detail) from None
+
+
+def _encrypt_of(body: bytes) -> str:
+    """The Encrypt value of a safe-mode body, XML or JSON."""
+    if is_json(body):
+        encrypt = read_json(body)[0].get("Encrypt")
+    else:
+        encrypt = parse_xml(body).findtext("Encrypt")
+    if not encrypt:
+        raise field_error("Encrypt", "is missing or empty")
+    return encrypt
+
+
+def _sealed_document(document: str, ciphertext: str, compatible: bool) -> str:
+    if is_json(document.encode("utf-8")):
+        fields = orjson.loads(document)
+        sealed = fields if compatible else {"ToUserName": fields.get("ToUserName", "")}
+        return orjson.dumps({**sealed, "Encrypt": ciphertext}).decode("utf-8")
+    encrypt = f"<Encrypt>{cdata(ciphertext)}</Encrypt>"
     if compatible:
-        head, closing, _ = xml.rstrip().rpartition("</xml>")
+        head, closing, _ = document.rstrip().rpartition("</xml>")
         if not closing:
             raise ValueError("compatible mode needs a document that ends with </xml>")
         return f"{head}{encrypt}</xml>"
-    to_user = _parse_xml(xml.encode("utf-8")).findtext("ToUserName") or ""
-    return f"<xml><ToUserName>{_cdata(to_user)}</ToUserName>{encrypt}</xml>"
+    to_user = parse_xml(document.encode("utf-8")).findtext("ToUserName") or ""
+    return f"<xml><ToUserName>{cdata(to_user)}</ToUserName>{encrypt}</xml>"
