@@ -1,5 +1,6 @@
-"""Subscribe events from the sandbox (docs/wechat-protocol.md §5.5): popup, change and sent events,
-in XML (opened with CallbackCodec) or a mini program's JSON, plaintext or safe mode."""
+"""Subscribe events from the sandbox (docs/wechat-protocol.md §5.5): popup, change and
+sent events, in XML or a mini program's JSON, plaintext or safe mode, each opened by the
+gateway's CallbackCodec."""
 
 from __future__ import annotations
 
@@ -26,49 +27,42 @@ from wxgate.sandbox.server import SandboxServer
 from wxgate.wechat.callback import (
     CallbackCodec,
     Envelope,
-    SubscribeMsgChangeEvent,
-    SubscribeMsgPopupEvent,
-    SubscribeMsgSentEvent,
-    verify_msg_signature,
-    verify_signature,
+    SubscribeChangeEvent,
+    SubscribePopupEvent,
+    SubscribeSentEvent,
 )
 
 
 @dataclass
 class Receiver:
-    """An account's callback URL that keeps what arrives: XML opened by CallbackCodec,
-    JSON checked and opened here (wxgate has no JSON reader of its own)."""
+    """An account's callback URL: opens every push with the gateway's CallbackCodec, and
+    keeps a JSON push's document as it came, to check its shape."""
 
     appid: str
     queries: list[dict[str, str]] = field(default_factory=list)
     content_types: list[str] = field(default_factory=list)
-    xml_events: list[Any] = field(default_factory=list)
-    json_events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
+    json_documents: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
 
     async def handle(self, request: web.Request) -> web.Response:
         query, body = dict(request.query), await request.read()
         self.queries.append(query)
         self.content_types.append(request.content_type)
+        codec = CallbackCodec(DEFAULT_CALLBACK_TOKEN, self.appid, DEFAULT_ENCODING_AES_KEY, False)
+        self.events.append(codec.open(query, body))
         if request.content_type == "application/json":
-            self.json_events.append(self._open_json(query, body))
-        else:
-            codec = CallbackCodec(
-                DEFAULT_CALLBACK_TOKEN, self.appid, DEFAULT_ENCODING_AES_KEY, False
-            )
-            self.xml_events.append(codec.open(query, body))
+            self.json_documents.append(self._json_document(query, body))
         return web.Response(text="success")
 
-    def _open_json(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
-        timestamp, nonce = query["timestamp"], query["nonce"]
-        assert verify_signature(DEFAULT_CALLBACK_TOKEN, timestamp, nonce, query["signature"])
+    def _json_document(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
         document = orjson.loads(body)
         if query.get("encrypt_type") != "aes":
             return document
-        encrypt = document["Encrypt"]
-        signature = query["msg_signature"]
-        assert verify_msg_signature(DEFAULT_CALLBACK_TOKEN, timestamp, nonce, encrypt, signature)
-        return orjson.loads(Envelope(DEFAULT_ENCODING_AES_KEY, self.appid).decrypt(encrypt))
+        assert set(document) == {"ToUserName", "Encrypt"}
+        return orjson.loads(
+            Envelope(DEFAULT_ENCODING_AES_KEY, self.appid).decrypt(document["Encrypt"])
+        )
 
 
 async def _serve(receiver: Receiver) -> AsyncIterator[Receiver]:
@@ -120,9 +114,9 @@ async def test_an_accepted_bizsend_is_followed_by_a_sent_event_in_xml(
     async with SandboxServer(callback_url=official_receiver.url) as server:
         template_id, answer = await _send_after_accept(server, mini=False)
     assert answer == {"errcode": 0, "errmsg": "ok"}
-    popup, sent = official_receiver.xml_events
-    assert isinstance(popup, SubscribeMsgPopupEvent)
-    assert isinstance(sent, SubscribeMsgSentEvent)
+    popup, sent = official_receiver.events
+    assert isinstance(popup, SubscribePopupEvent)
+    assert isinstance(sent, SubscribeSentEvent)
     assert (sent.to_user, sent.from_user) == (DEFAULT_ORIGINAL_ID, "oAnn")
     [item] = sent.items
     assert (item.template_id, item.error_code, item.error_status) == (template_id, 0, "success")
@@ -133,8 +127,8 @@ async def test_an_accepted_bizsend_is_followed_by_a_sent_event_in_xml(
 async def test_a_mini_program_sent_event_carries_the_answered_msgid(mini_receiver: Receiver):
     async with SandboxServer(miniprogram_callback_url=mini_receiver.url) as server:
         _, answer = await _send_after_accept(server, mini=True)
-    sent = mini_receiver.xml_events[-1]
-    assert isinstance(sent, SubscribeMsgSentEvent)
+    sent = mini_receiver.events[-1]
+    assert isinstance(sent, SubscribeSentEvent)
     assert sent.to_user == DEFAULT_MINI_ORIGINAL_ID
     assert sent.items[0].msgid == answer["msgid"]
 
@@ -149,7 +143,7 @@ async def test_a_failing_test_openid_is_accepted_then_reported_failed(
     async with SandboxServer(callback_url=official_receiver.url) as server:
         _, answer = await _send_after_accept(server, mini=False, touser=touser)
     assert answer["errcode"] == 0
-    [item] = official_receiver.xml_events[-1].items
+    [item] = official_receiver.events[-1].items
     assert (item.error_code, item.error_status) == (code, status)
 
 
@@ -157,7 +151,7 @@ async def test_safe_mode_sent_event_is_encrypted(official_receiver: Receiver):
     async with SandboxServer(callback_url=official_receiver.url, callback_mode="safe") as server:
         await _send_after_accept(server, mini=False)
     assert all(query["encrypt_type"] == "aes" for query in official_receiver.queries)
-    assert isinstance(official_receiver.xml_events[-1], SubscribeMsgSentEvent)
+    assert isinstance(official_receiver.events[-1], SubscribeSentEvent)
 
 
 async def test_a_popup_event_lists_each_template_with_its_answer_and_scene(
@@ -174,8 +168,8 @@ async def test_a_popup_event_lists_each_template_with_its_answer_and_scene(
         answer = await control.popup(DEFAULT_APPID, "oAnn", ids, "reject", popup_scene=2)
         await control.wait_for_callbacks()
     assert answer["pushed"] is True
-    [event] = official_receiver.xml_events
-    assert isinstance(event, SubscribeMsgPopupEvent)
+    [event] = official_receiver.events
+    assert isinstance(event, SubscribePopupEvent)
     assert [(i.template_id, i.status, i.popup_scene) for i in event.items] == [
         (ids[0], "reject", 2),
         (ids[1], "reject", 2),
@@ -192,8 +186,8 @@ async def test_turning_a_template_off_pushes_a_change_event(official_receiver: R
         template_id = await wechat.add_subscribe_template(await wechat.token())
         await control.unsubscribe(DEFAULT_APPID, "oAnn", template_id)
         await control.wait_for_callbacks()
-    [event] = official_receiver.xml_events
-    assert isinstance(event, SubscribeMsgChangeEvent)
+    [event] = official_receiver.events
+    assert isinstance(event, SubscribeChangeEvent)
     assert [(i.template_id, i.status) for i in event.items] == [(template_id, "reject")]
 
 
@@ -219,7 +213,7 @@ async def test_json_sent_event_has_list_as_an_object_of_strings(mini_receiver: R
     async with server:
         template_id, answer = await _send_after_accept(server, mini=True)
     assert mini_receiver.content_types == ["application/json", "application/json"]
-    sent = mini_receiver.json_events[-1]
+    sent = mini_receiver.json_documents[-1]
     assert sent["Event"] == "subscribe_msg_sent_event"
     assert (sent["ToUserName"], sent["FromUserName"]) == (DEFAULT_MINI_ORIGINAL_ID, "oAnn")
     assert isinstance(sent["CreateTime"], str) and sent["CreateTime"].isdigit()
@@ -229,6 +223,9 @@ async def test_json_sent_event_has_list_as_an_object_of_strings(mini_receiver: R
         "ErrorCode": "0",
         "ErrorStatus": "success",
     }
+    event = mini_receiver.events[-1]
+    assert isinstance(event, SubscribeSentEvent)
+    assert event.items[0].msgid == answer["msgid"]
 
 
 async def test_json_popup_for_two_templates_has_list_as_an_array(mini_receiver: Receiver):
@@ -245,12 +242,15 @@ async def test_json_popup_for_two_templates_has_list_as_an_array(mini_receiver: 
         ids = [await wechat.add_subscribe_template(token) for _ in range(2)]
         await control.popup(DEFAULT_MINI_APPID, "oAnn", ids)
         await control.wait_for_callbacks()
-    [popup] = mini_receiver.json_events
+    [popup] = mini_receiver.json_documents
     assert popup["Event"] == "subscribe_msg_popup_event"
     assert popup["List"] == [
         {"TemplateId": ids[0], "SubscribeStatusString": "accept", "PopupScene": "0"},
         {"TemplateId": ids[1], "SubscribeStatusString": "accept", "PopupScene": "0"},
     ]
+    [event] = mini_receiver.events
+    assert isinstance(event, SubscribePopupEvent)
+    assert [item.template_id for item in event.items if item.accepted] == ids
 
 
 async def test_json_safe_mode_seals_the_document_with_the_aes_key(mini_receiver: Receiver):
@@ -262,4 +262,5 @@ async def test_json_safe_mode_seals_the_document_with_the_aes_key(mini_receiver:
     async with server:
         await _send_after_accept(server, mini=True)
     assert all(query["encrypt_type"] == "aes" for query in mini_receiver.queries)
-    assert mini_receiver.json_events[-1]["Event"] == "subscribe_msg_sent_event"
+    assert mini_receiver.json_documents[-1]["Event"] == "subscribe_msg_sent_event"
+    assert isinstance(mini_receiver.events[-1], SubscribeSentEvent)

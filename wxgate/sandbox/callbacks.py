@@ -17,12 +17,10 @@ import secrets
 import time
 
 import aiohttp
-import orjson
 
 from wxgate.observability import get_logger
 from wxgate.sandbox.clock import OffsetClock
 from wxgate.sandbox.config import SandboxAccount
-from wxgate.sandbox.events import SubscribeEvent
 from wxgate.sandbox.stats import (
     CALLBACK_ACKNOWLEDGED,
     CALLBACK_FAILED,
@@ -31,13 +29,7 @@ from wxgate.sandbox.stats import (
     SandboxStats,
 )
 from wxgate.sandbox.wechat import Push, Report
-from wxgate.wechat.callback import (
-    ENCRYPT_TYPE_AES,
-    CallbackCodec,
-    Envelope,
-    sign,
-    template_finish_xml,
-)
+from wxgate.wechat.callback import CallbackCodec, event_json, event_xml, template_finish_xml
 
 CALLBACK_TIMEOUT_S = 5.0
 CALLBACK_RETRIES_MAX = 3
@@ -70,7 +62,6 @@ class CallbackDispatcher:
         self._retries = retries
         self._queue: asyncio.Queue[tuple[float, Push]] = asyncio.Queue()
         self._codecs: dict[str, CallbackCodec] = {}
-        self._envelopes: dict[str, Envelope] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
         self._in_flight = 0
@@ -121,19 +112,25 @@ class CallbackDispatcher:
 
     async def _deliver(self, push: Push) -> None:
         account = push.account
+        json = False
         if isinstance(push, Report):
             openid = push.touser
             document = template_finish_xml(
                 account.original_id, openid, push.create_time, push.msgid, push.status
             )
         else:
-            openid, document = push.openid, push.document()
+            openid = push.event.from_user
+            json = account.callback_format == "json"
+            # The documented JSON examples write CreateTime as text.
+            document = (
+                event_json(push.event, create_time_as_text=True) if json else event_xml(push.event)
+            )
         stats = self._stats.callbacks
         stats[CALLBACK_SENT] += 1
         for attempt in range(self._retries + 1):
             if attempt:
                 stats[CALLBACK_RETRIES] += 1
-            if await self._post(push, document, openid):
+            if await self._post(account, document, openid, json):
                 stats[CALLBACK_ACKNOWLEDGED] += 1
                 return
         stats[CALLBACK_FAILED] += 1
@@ -144,59 +141,26 @@ class CallbackDispatcher:
             attempts=self._retries + 1,
         )
 
-    async def _post(self, push: Push, document: str, openid: str) -> bool:
-        account = push.account
+    async def _post(self, account: SandboxAccount, document: str, openid: str, json: bool) -> bool:
         assert self._session is not None and account.callback_url is not None
         # The receiver checks freshness against its own clock, which the sandbox's offset
         # (moved by tests to pass token and de-dupe windows) must not make stale.
         timestamp = str(int(self._clock.base_now()))
         nonce = str(secrets.randbelow(10**10))
-        encrypt = account.callback_mode == "safe"
-        if isinstance(push, SubscribeEvent) and account.callback_format == "json":
-            params, body = self._seal_json(account, document, timestamp, nonce, openid, encrypt)
-            headers = _JSON_HEADERS
-        else:
-            params, body = self._codec(account).seal(
-                document, timestamp, nonce, openid=openid, encrypt=encrypt
-            )
-            headers = _XML_HEADERS
+        params, body = self._codec(account).seal(
+            document, timestamp, nonce, openid=openid, encrypt=account.callback_mode == "safe"
+        )
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
             async with self._session.post(
                 account.callback_url,
                 params=params,
                 data=body,
-                headers=headers,
+                headers=_JSON_HEADERS if json else _XML_HEADERS,
                 timeout=self._timeout,
             ) as response:
                 answer = await response.read()
                 return response.status == 200 and answer.strip() in _ACKNOWLEDGEMENTS
         return False
-
-    def _seal_json(
-        self,
-        account: SandboxAccount,
-        document: str,
-        timestamp: str,
-        nonce: str,
-        openid: str,
-        encrypt: bool,
-    ) -> tuple[dict[str, str], bytes]:
-        """The query and body of a JSON push: the document, or in safe mode
-        `{"ToUserName", "Encrypt"}` with `msg_signature` over the ciphertext (§5.2, §5.3)."""
-        token = account.callback_token
-        params = {"signature": sign(token, timestamp, nonce), "timestamp": timestamp}
-        params |= {"nonce": nonce, "openid": openid}
-        if not encrypt:
-            return params, document.encode("utf-8")
-        envelope = self._envelopes.get(account.appid)
-        if envelope is None:
-            envelope = Envelope(account.encoding_aes_key, account.appid)
-            self._envelopes[account.appid] = envelope
-        ciphertext = envelope.encrypt(document)
-        params["encrypt_type"] = ENCRYPT_TYPE_AES
-        params["msg_signature"] = sign(token, timestamp, nonce, ciphertext)
-        body = {"ToUserName": account.original_id, "Encrypt": ciphertext}
-        return params, orjson.dumps(body)
 
     def _codec(self, account: SandboxAccount) -> CallbackCodec:
         codec = self._codecs.get(account.appid)

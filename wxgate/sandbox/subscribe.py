@@ -32,7 +32,6 @@ import orjson
 
 from wxgate.sandbox.answers import OK_BODY, Answer, sent_body
 from wxgate.sandbox.errors import ControlRequestError
-from wxgate.sandbox.events import Item, SubscribeEvent
 from wxgate.sandbox.inbox import Received
 from wxgate.sandbox.subscribe_templates import SubscribeTemplate, categories, keywords, titles
 from wxgate.sandbox.wechat import (
@@ -48,15 +47,20 @@ from wxgate.sandbox.wechat import (
     STATUS_SYSTEM_FAILED,
     STATUS_USER_BLOCK,
     AccountState,
+    EventPush,
     SimulatedWeChat,
     answer_busy_openid,
     json_object,
     refuse_test_openid,
 )
 from wxgate.wechat.callback import (
-    EVENT_SUBSCRIBE_CHANGE,
-    EVENT_SUBSCRIBE_POPUP,
-    EVENT_SUBSCRIBE_SENT,
+    CallbackEvent,
+    SubscribeChangeEvent,
+    SubscribeChangeItem,
+    SubscribePopupEvent,
+    SubscribePopupItem,
+    SubscribeSentEvent,
+    SubscribeSentItem,
 )
 from wxgate.wechat.errors import SYSTEM_BUSY
 from wxgate.wechat.kinds import AccountKind, MessageKind
@@ -164,13 +168,9 @@ class SubscribeDesk:
         wechat.inbox.append(
             Received(appid, touser, template_id, None, msgid, body, now, status, kind)
         )
-        item: Item = (
-            ("TemplateId", template_id),
-            ("MsgID", msgid),
-            ("ErrorCode", code),
-            ("ErrorStatus", status),
-        )
-        wechat.push(SubscribeEvent(state.account, touser, EVENT_SUBSCRIBE_SENT, (item,), int(now)))
+        item = SubscribeSentItem(template_id, msgid, code, status)
+        event = SubscribeSentEvent(state.account.original_id, touser, int(now), (item,))
+        wechat.push(EventPush(state.account, event))
         return sent_body(msgid) if kind is MessageKind.MINIPROGRAM else OK_BODY
 
     # -- the template library (/wxaapi/newtmpl/) -----------------------------------------
@@ -220,15 +220,14 @@ class SubscribeDesk:
         if type(scene) is not int or scene not in (0, 1, 2):
             raise ControlRequestError("popup_scene must be 0, 1 or 2")
         long_terms = [_long_term(request.get("type"), template) for template in templates]
-        items: list[Item] = []
         for template, long_term in zip(templates, long_terms, strict=True):
             if action == ACCEPT:
                 state.grants.accept(openid, template.template_id, long_term=long_term)
             else:
                 state.grants.reject(openid, template.template_id)
-            status = (("SubscribeStatusString", action), ("PopupScene", scene))
-            items.append((("TemplateId", template.template_id), *status))
-        return self._user_event(state, openid, EVENT_SUBSCRIBE_POPUP, items)
+        items = tuple(SubscribePopupItem(t.template_id, action, scene) for t in templates)
+        event = SubscribePopupEvent(state.account.original_id, openid, self._now(), items)
+        return self._user_event(state, event, templates)
 
     def change(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """The user turns templates off in the settings (WeChat pushes only that change):
@@ -236,11 +235,11 @@ class SubscribeDesk:
         state, openid, templates = self._user_action(request)
         if request.get("action", REJECT) != REJECT:
             raise ControlRequestError(f"action must be {REJECT}: WeChat pushes no other change")
-        items: list[Item] = []
         for template in templates:
             state.grants.reject(openid, template.template_id)
-            items.append((("TemplateId", template.template_id), ("SubscribeStatusString", REJECT)))
-        return self._user_event(state, openid, EVENT_SUBSCRIBE_CHANGE, items)
+        items = tuple(SubscribeChangeItem(t.template_id, REJECT) for t in templates)
+        event = SubscribeChangeEvent(state.account.original_id, openid, self._now(), items)
+        return self._user_event(state, event, templates)
 
     def grants(self, params: Mapping[str, str]) -> dict[str, Any]:
         state = self._wechat.account(params.get("appid"))
@@ -267,16 +266,22 @@ class SubscribeDesk:
             templates.append(template)
         return state, openid, templates
 
+    def _now(self) -> int:
+        return int(self._wechat.clock.now())
+
     def _user_event(
-        self, state: AccountState, openid: str, event: str, items: list[Item]
+        self, state: AccountState, event: CallbackEvent, templates: list[SubscribeTemplate]
     ) -> dict[str, Any]:
-        now = int(self._wechat.clock.now())
-        self._wechat.push(SubscribeEvent(state.account, openid, event, tuple(items), now))
-        ids = [dict(item)["TemplateId"] for item in items]
+        """Push the user's event; answer the grants it left."""
+        self._wechat.push(EventPush(state.account, event))
+        openid, grants = event.from_user, state.grants
         return {
             "appid": state.account.appid,
             "openid": openid,
-            "grants": [{"template_id": i, **state.grants.grant(openid, i).to_json()} for i in ids],
+            "grants": [
+                {"template_id": t.template_id, **grants.grant(openid, t.template_id).to_json()}
+                for t in templates
+            ],
             "pushed": state.account.callback_url is not None,
         }
 

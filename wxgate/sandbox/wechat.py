@@ -26,7 +26,6 @@ from wxgate.sandbox.answers import OK_BODY, Answer, sent_body
 from wxgate.sandbox.clock import OffsetClock
 from wxgate.sandbox.config import SandboxAccount
 from wxgate.sandbox.errors import ControlRequestError
-from wxgate.sandbox.events import SubscribeEvent
 from wxgate.sandbox.faults import DUPLICATE_40241, FaultDice, FaultSettings, errcode_fault_name
 from wxgate.sandbox.grants import GrantLedger
 from wxgate.sandbox.inbox import Inbox, Received
@@ -45,6 +44,7 @@ from wxgate.sandbox.stats import STABLE_TOKEN, STABLE_TOKEN_FORCE, TOKEN, Sandbo
 from wxgate.sandbox.subscribe_templates import SubscribeTemplates
 from wxgate.sandbox.templates import TemplateLibrary
 from wxgate.sandbox.tokens import AccountTokens, TokenRegistry
+from wxgate.wechat.callback import CallbackEvent
 from wxgate.wechat.errors import SYSTEM_BUSY
 from wxgate.wechat.kinds import AccountKind
 from wxgate.wechat.template import typed_value_problem
@@ -102,7 +102,14 @@ class Report(NamedTuple):
     create_time: int
 
 
-Push = Report | SubscribeEvent  # what the callback URL of an account is sent
+class EventPush(NamedTuple):
+    """Another event to push to the account's callback URL (a subscribe event)."""
+
+    account: SandboxAccount
+    event: CallbackEvent
+
+
+Push = Report | EventPush  # what the callback URL of an account is sent
 
 
 @dataclass(slots=True)
