@@ -313,11 +313,12 @@ async def test_daily_quota_applies_to_subscribe_sends(
     assert [(await account.send(body))["errcode"] for _ in range(2)] == [0, 45009]
 
 
+@pytest.mark.parametrize("template_id", ["no-such-template", ["a", "list"], 7])
 async def test_a_popup_for_a_template_the_account_lacks_is_refused(
-    account: Account, sandbox_control: SandboxControl
+    account: Account, sandbox_control: SandboxControl, template_id: object
 ):
     with pytest.raises(ControlError) as refused:
-        await sandbox_control.popup(account.appid, "oAnn", "no-such-template")
+        await sandbox_control.popup(account.appid, "oAnn", [template_id])  # type: ignore[list-item]
     assert refused.value.status == 400
     assert "template_id" in refused.value.message
 

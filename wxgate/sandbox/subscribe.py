@@ -64,6 +64,7 @@ from wxgate.wechat.callback import (
 )
 from wxgate.wechat.errors import SYSTEM_BUSY
 from wxgate.wechat.kinds import AccountKind, MessageKind
+from wxgate.wechat.subscribe import LANGS, MINIPROGRAM_STATES
 from wxgate.wechat.template import typed_value_problem
 
 API_UNSUPPORTED = 45103
@@ -76,8 +77,6 @@ WRONG_KIND: dict[MessageKind, int] = {
     MessageKind.SUBSCRIBE: API_UNAUTHORIZED,
     MessageKind.MINIPROGRAM: API_UNSUPPORTED,
 }
-MINIPROGRAM_STATES = ("developer", "trial", "formal")
-LANGS = ("zh_CN", "en_US", "zh_HK", "zh_TW")
 BAD_PAGE = "bad_"
 
 # Test openids whose sends are accepted and then reported failed: (ErrorCode, ErrorStatus).
@@ -257,7 +256,9 @@ class SubscribeDesk:
             raise ControlRequestError("template_ids must list one to three template ids")
         templates = []
         for template_id in ids:
-            template = state.subscribe_templates.get(template_id)
+            template = None
+            if isinstance(template_id, str):
+                template = state.subscribe_templates.get(template_id)
             if template is None:
                 raise ControlRequestError(
                     f"template_id {template_id!r} is not a subscribe template of "
