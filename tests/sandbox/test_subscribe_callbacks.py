@@ -135,7 +135,11 @@ async def test_a_mini_program_sent_event_carries_the_answered_msgid(mini_receive
 
 @pytest.mark.parametrize(
     ("touser", "code", "status"),
-    [("blocked_1", 43101, "failed:user block"), ("sysfail_1", -1, "failed: system failed")],
+    [
+        ("blocked_1", 43101, "failed:user block"),
+        ("sysfail_1", -1, "failed: system failed"),
+        ("freqlimit_1", 43117, "failed:freq limit"),
+    ],
 )
 async def test_a_failing_test_openid_is_accepted_then_reported_failed(
     official_receiver: Receiver, touser: str, code: int, status: str

@@ -16,8 +16,9 @@ answered (it takes as long as the `latency_ms` fault); 43101 without a grant;
 An accepted send spends a one-time grant (long-term grants stay), answers a msgid on
 subscribe/send and none on bizsend (§4.1), and is followed by a
 `subscribe_msg_sent_event`: ErrorCode 0 and `success`, or for `blocked_…` 43101 and
-`failed:user block`, for `sysfail_…` -1 and `failed: system failed` (WeChat documents
-only the success values; these failures are the sandbox's). `popup` plays the user
+`failed:user block`, for `sysfail_…` -1 and `failed: system failed`, for `freqlimit_…`
+43117 and `failed:freq limit` (WeChat documents only the success values; these
+failures are the sandbox's). `popup` plays the user
 answering a subscribe popup (accept or reject; one-time or long-term, as the
 template's type allows) and `change` the user turning a template off in the
 settings; each updates the grant ledger and pushes its event.
@@ -43,6 +44,7 @@ from wxgate.sandbox.wechat import (
     INVALID_OPENID,
     INVALID_TEMPLATE_ID,
     MINUTE_QUOTA,
+    STATUS_FREQ_LIMIT,
     STATUS_SUCCESS,
     STATUS_SYSTEM_FAILED,
     STATUS_USER_BLOCK,
@@ -70,6 +72,7 @@ from wxgate.wechat.template import typed_value_problem
 API_UNSUPPORTED = 45103
 USER_REFUSED = 43101
 CONCURRENT_SENDS = 43108
+TOO_FREQUENT = 43117
 INVALID_PAGE = 41030
 
 # What a token of the other kind of account is answered, by the path it called.
@@ -83,6 +86,7 @@ BAD_PAGE = "bad_"
 SENT_FAILURES: dict[str, tuple[int, str]] = {
     "blocked_": (USER_REFUSED, STATUS_USER_BLOCK),
     "sysfail_": (SYSTEM_BUSY, STATUS_SYSTEM_FAILED),
+    "freqlimit_": (TOO_FREQUENT, STATUS_FREQ_LIMIT),
 }
 
 ACCEPT, REJECT = "accept", "reject"

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from wxgate.sandbox.answers import OK_BODY, Answer, sent_body
+from wxgate.sandbox.answers import OK_BODY, Answer, error_body, sent_body
 from wxgate.sandbox.clock import OffsetClock
 from wxgate.sandbox.config import SandboxAccount
 from wxgate.sandbox.errors import ControlRequestError
@@ -55,12 +55,14 @@ GRANT_TYPE = "client_credential"
 STATUS_SUCCESS = "success"
 STATUS_USER_BLOCK = "failed:user block"
 STATUS_SYSTEM_FAILED = "failed: system failed"
+STATUS_FREQ_LIMIT = "failed:freq limit"  # observed in 2024: too many to this user
 
 # Test openids and template ids (DESIGN.md, "Sandbox"): prefix -> errcode.
 REFUSING_OPENIDS: dict[str, int] = {"invalid_": 40003, "unfollowed_": 43004, "refused_": 43101}
 REPORTING_OPENIDS: dict[str, str] = {
     "blocked_": STATUS_USER_BLOCK,
     "sysfail_": STATUS_SYSTEM_FAILED,
+    "freqlimit_": STATUS_FREQ_LIMIT,
 }
 BUSY_OPENID = "busy_"
 BAD_TEMPLATE = "bad_"
@@ -276,12 +278,14 @@ class SimulatedWeChat:
         return orjson.dumps({"access_token": token, "expires_in": ttl})
 
     def stable_token(self, body: bytes) -> bytes:
-        """POST /cgi-bin/stable_token: the shared current token, rotated when due (§1.2)."""
+        """POST /cgi-bin/stable_token: the shared current token, rotated when due (§1.2).
+        A body that is not a JSON object holds no appid: 41002, as WeChat answers it (the
+        protocol review's row 14)."""
         try:
             request = json_object(body)
-        except Answer as answer:
+        except Answer:
             self.stats.token_fetches[STABLE_TOKEN] += 1
-            return answer.body()
+            return error_body(APPID_MISSING)
         force = request.get("force_refresh", False)
         self.stats.token_fetches[STABLE_TOKEN_FORCE if force is True else STABLE_TOKEN] += 1
         try:
