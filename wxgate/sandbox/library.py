@@ -40,7 +40,7 @@ class PublicTemplate:
 
     tid: str
     title: str
-    category_id: int
+    category_id: int  # the subscribe library's categories; 0 in the template-message one
     keywords: tuple[Keyword, ...]
     type: int = ONE_TIME
 
