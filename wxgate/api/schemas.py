@@ -148,7 +148,7 @@ class BatchIn(_Model):
     idempotency_key: IdempotencyKey | None = Field(
         None,
         description="a retried batch with the same key answers the same batch_id and ids; "
-        "message i gets the key '<key>:<i>'",
+        "the same key with other recipients or data is refused (422)",
     )
 
 
