@@ -23,9 +23,9 @@ from wxgate.backends.base import RECORD_FIELDS, Event, EventKind, MessageRecord,
 MAX_RECIPIENTS = 10_000
 MAX_IDEMPOTENCY_KEY = 128
 # A key is echoed in records, log lines and (on Redis) key names: printable text only.
-IDEMPOTENCY_KEY_PATTERN = "^[^\\x00-\\x1f\\x7f]+$"
+IDEMPOTENCY_KEY_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
 IDEMPOTENCY_KEY_RULE = "no control characters allowed"
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 # A data map bigger than this is refused by its shape alone, before any rule runs
 # (WeChat templates have at most a few dozen keys; template.parse applies the real limit).
 MAX_DATA_KEYS_SHAPE = 64
