@@ -26,6 +26,7 @@ from tests.monitoring.conftest import (
 )
 
 MONITORING_SERVICES = ("prometheus", "alertmanager", "grafana")
+RELAY_SERVICE = "wecom-robot-relay"
 REQUIRED_ALERTS = (
     "WxgateAppPausedConfig",
     "WxgateAppPausedQuota",
@@ -100,7 +101,22 @@ def test_monitoring_service_runs_only_in_its_profile(service: str) -> None:
     assert _compose()["services"][service]["profiles"] == ["monitoring"]
 
 
-@pytest.mark.parametrize("service", MONITORING_SERVICES)
+def test_robot_relay_runs_only_in_its_own_profile() -> None:
+    assert _compose()["services"][RELAY_SERVICE]["profiles"] == ["wecom-robot"]
+
+
+def test_alertmanager_reaches_the_robot_relay_where_compose_runs_it() -> None:
+    config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    [robot] = [r for r in config["receivers"] if r["name"] == "wecom-group-robot"]
+    relay = _compose()["services"][RELAY_SERVICE]
+    port = relay["command"][relay["command"].index("--port") + 1]
+    assert robot["webhook_configs"][0]["url"] == f"http://{RELAY_SERVICE}:{port}/alertmanager"
+    [(source, target)] = _mounts(relay)
+    assert source == DEPLOY / "alertmanager" / "wecom_robot_relay.py"
+    assert relay["entrypoint"] == ["python", target]
+
+
+@pytest.mark.parametrize("service", [*MONITORING_SERVICES, RELAY_SERVICE])
 def test_every_file_a_monitoring_service_mounts_exists(service: str) -> None:
     mounts = _mounts(_compose()["services"][service])
     assert mounts
@@ -132,5 +148,5 @@ def test_grafana_provisions_the_dashboard_and_the_data_source() -> None:
 
 def test_monitoring_ports_listen_on_loopback_only() -> None:
     for service in MONITORING_SERVICES:
-        for port in _compose()["services"][service]["ports"]:
+        for port in _compose()["services"][service].get("ports", []):
             assert port.startswith("127.0.0.1:"), (service, port)
