@@ -84,7 +84,7 @@ def test_dashboard_asks_for_a_prometheus_data_source_and_the_apps() -> None:
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
     app = variables["app"]
-    assert app["definition"] == "label_values(wxgate_messages_total, app)"
+    assert app["query"] == app["definition"] == "label_values(wxgate_messages_total, app)"
     assert app["multi"] and app["includeAll"] and app["allValue"] == ".*"
 
 
