@@ -67,10 +67,20 @@ def substitute(expr: str) -> str:
     return expr
 
 
+# Debian's package of each tool the tests run.
+PACKAGES = {
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "amtool": "prometheus-alertmanager",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+}
+
+
 def tool(name: str) -> str:
     found = shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} is not installed (Debian's `prometheus` package; .ci/run installs it)")
+        package = PACKAGES[name]
+        pytest.skip(f"{name} is not installed (Debian's `{package}`; .ci/run installs it)")
     return found
 
 
