@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from wxgate.api.auth import ApiKeyMiddleware, ApiKeys, document_api_keys
 from wxgate.api.backpressure import Backpressure
+from wxgate.api.docs_ui import install_docs
 from wxgate.api.errors import ApiError
 from wxgate.api.fastpath import MessageFastPath
 from wxgate.api.middleware import BodyLimitMiddleware, ErrorLogMiddleware, TraceMiddleware
@@ -120,6 +121,8 @@ def create_app(
         title="wxgate",
         summary="A reliable WeChat Official Account template-message gateway",
         default_response_class=JsonResponse,
+        docs_url=None,  # install_docs serves /docs and /redoc without a CDN
+        redoc_url=None,
         exception_handlers={
             ApiError: _on_api_error,
             RequestValidationError: _on_validation_error,
@@ -138,6 +141,7 @@ def create_app(
         readiness=readiness,
     )
     _include_routes(app, serve_api)
+    install_docs(app)
     _document_api_keys(app)
     # add_middleware wraps what is already there: the last one added runs first.
     if serve_api:
