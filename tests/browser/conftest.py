@@ -25,8 +25,9 @@ from playwright.async_api import BrowserContext, Page, Request, Route, async_pla
 
 from tests.conftest import free_port
 from tests.e2e.conftest import e2e_settings
-from wxgate.gateway import Gateway, serve_in_background
+from wxgate.gateway import Gateway
 from wxgate.sandbox.server import SandboxServer
+from wxgate.server import serve_in_background
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser")
 # Root needs --no-sandbox; the rest keep Chromium from calling home (update checks,

@@ -27,8 +27,9 @@ from tests.monitoring.conftest import (
     running_prometheus,
     substitute,
 )
-from wxgate.gateway import Gateway, serve_in_background
+from wxgate.gateway import Gateway
 from wxgate.sandbox.server import SandboxServer
+from wxgate.server import serve_in_background
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -11,7 +11,6 @@ silently round it as a number.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar, get_type_hints
 
 import orjson
@@ -19,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from starlette.responses import Response
 
 from wxgate.backends.base import RECORD_FIELDS, Event, EventKind, MessageRecord, Page, Status
+from wxgate.clock import rfc3339
 
 MAX_RECIPIENTS = 10_000
 MAX_IDEMPOTENCY_KEY = 128
@@ -210,14 +210,6 @@ class EventOut(BaseModel):
     kind: EventKind
     note: str = ""
     errcode: int | None = None
-
-
-def rfc3339(epoch: float | None) -> str | None:
-    """An epoch time as an RFC 3339 UTC string with milliseconds, e.g. 2026-12-07T04:31:36.123Z."""
-    if epoch is None:
-        return None
-    moment = datetime.fromtimestamp(epoch, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 # Statuses in which the record's next_attempt_at means something (a retry time, or the

@@ -14,11 +14,13 @@ import sqlite3
 import time
 from typing import Final
 
+from wxgate.backends.base import SETTLED
+
 SCHEMA_VERSION = 2
 _BUSY_TIMEOUT_S: Final = 10.0
 
-# Statuses no worker will touch again, spelled once for SQL (they mirror base.SETTLED).
-SETTLED_SQL = "('sent', 'delivered', 'rejected', 'failed', 'dead')"
+# Statuses no worker will touch again, as SQL (base.SETTLED's).
+SETTLED_SQL = "(" + ", ".join(f"'{status.value}'" for status in sorted(SETTLED)) + ")"
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -52,6 +54,9 @@ CREATE TABLE IF NOT EXISTS messages (
     updated_at REAL NOT NULL,
     sent_at REAL,
     delivered_at REAL,
+    kind TEXT NOT NULL DEFAULT 'template', -- template, subscribe or miniprogram
+    urgent INTEGER NOT NULL DEFAULT 0,   -- sent even inside the app's quiet hours
+    send_at REAL,                        -- scheduled: not before this time
     lease_owner TEXT,
     lease_token TEXT,
     lease_until REAL,
@@ -122,13 +127,21 @@ _ADDED_COLUMNS: Final[dict[int, tuple[tuple[str, str, str], ...]]] = {
         # stable_token force refreshes are budgeted per day.
         ("wx_access_tokens", "forced_count", "INTEGER NOT NULL DEFAULT 0"),
         ("wx_access_tokens", "forced_day", "INTEGER NOT NULL DEFAULT 0"),
+        # The kinds of notification, priority and scheduled sends.
+        ("messages", "kind", "TEXT NOT NULL DEFAULT 'template'"),
+        ("messages", "urgent", "INTEGER NOT NULL DEFAULT 0"),
+        ("messages", "send_at", "REAL"),
     ),
 }
 # Statements run after a version's columns were added.
 _BACKFILLS: Final[dict[int, tuple[str, ...]]] = {
     # The one place WeChat's report text is read in storage: a version-1 row was
     # written before the decision moved to the WeChat layer.
-    2: ("UPDATE pending_reports SET target = 'delivered' WHERE report_status = 'success'",),
+    2: (
+        "UPDATE pending_reports SET target = 'delivered' WHERE report_status = 'success'",
+        # More statuses are settled now: the partial index is made again below.
+        "DROP INDEX IF EXISTS messages_settled",
+    ),
 }
 
 _INDEXES = f"""
