@@ -34,6 +34,8 @@ from wxgate.backends.base import (
     new_id,
     send_burst,
 )
+from wxgate.backends.redis import RedisBackend
+from wxgate.backends.sqlite import SqliteBackend
 from wxgate.tokenbucket import WHOLE_EPSILON
 from wxgate.wechat.kinds import MessageKind
 from wxgate.wechat.tokenstore import CachedToken
@@ -354,6 +356,71 @@ async def test_a_throttled_message_spends_no_attempt(backend: Backend) -> None:
     assert await settle_one(backend, lease, Outcome.THROTTLED, T0 + 1, note="5/1h")
     record = await backend.get(message_id)
     assert record is not None and (record.status, record.attempts) == (Status.THROTTLED, 0)
+
+
+# -- the webhook outbox --------------------------------------------------------------
+
+
+async def outbox(backend: Backend, app: str = "shop") -> list[tuple[str, str, str]]:
+    """(message_id, status, errcode) of the app's outbox entries, in order, read from
+    each engine's own structure (the webhook dispatcher has its own store for this)."""
+    if isinstance(backend, SqliteBackend):
+        sql = "SELECT message_id, status, errcode FROM webhook_events WHERE app = ? ORDER BY seq"
+        rows = await backend.database.read(lambda conn: conn.execute(sql, (app,)).fetchall())
+        return [(mid, status, "" if code is None else str(code)) for mid, status, code in rows]
+    assert isinstance(backend, RedisBackend)
+    entries = await backend._client.xrange(backend.keys.hooks(app))
+    return [(f["message_id"], f["status"], f["errcode"]) for _, f in entries]
+
+
+async def test_every_settled_move_of_a_notify_message_reaches_the_outbox(
+    backend: Backend,
+) -> None:
+    watched = replace(message(touser="o-w"), notify=True, callback_url="https://x.example/h")
+    quiet = message(touser="o-q")
+    await backend.enqueue([watched, quiet], T0)
+    leases = {lease.id: lease for lease in await backend.lease_batch("w", 10, 30, T0)}
+    settlements = [
+        Settlement(leases[watched.id], Outcome.SENT, msgid=BIG_MSGID),
+        Settlement(leases[quiet.id], Outcome.SENT, msgid=BIG_MSGID + 1),
+    ]
+    await backend.settle(settlements, T0 + 1)
+    await backend.apply_report(
+        Report("shop", BIG_MSGID, Status.REJECTED, "failed:user block"), T0 + 2
+    )
+
+    assert await outbox(backend) == [
+        (watched.id, "sent", ""),
+        (watched.id, "rejected", ""),
+    ]
+    record = await backend.get(watched.id)
+    assert record is not None and (record.notify, record.callback_url) == (
+        True,
+        "https://x.example/h",
+    )
+
+
+async def test_a_notify_message_settled_at_intake_or_cancelled_reaches_the_outbox(
+    backend: Backend,
+) -> None:
+    verdict = Verdict(Status.SUPPRESSED, "unfollowed", 43004)
+    decided = replace(message(touser="o-d"), notify=True, verdict=verdict)
+    scheduled = replace(message(touser="o-s"), notify=True, send_at=T0 + 60)
+    await backend.enqueue([decided, scheduled], T0)
+    await backend.cancel([scheduled.id], T0 + 1)
+    assert await outbox(backend) == [
+        (decided.id, "suppressed", "43004"),
+        (scheduled.id, "cancelled", ""),
+    ]
+
+
+async def test_a_report_that_beat_its_settle_gives_both_moves_in_order(backend: Backend) -> None:
+    watched = replace(message(), notify=True)
+    await backend.enqueue([watched], T0)
+    [lease] = await backend.lease_batch("w", 10, 30, T0)
+    await backend.apply_report(Report("shop", BIG_MSGID, Status.DELIVERED, "success"), T0 + 1)
+    await settle_one(backend, lease, Outcome.SENT, T0 + 2, msgid=BIG_MSGID)
+    assert [status for _, status, _ in await outbox(backend)] == ["sent", "delivered"]
 
 
 # -- leasing ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from wxgate.api.backpressure import Backpressure
 from wxgate.api.docs_ui import install_docs
 from wxgate.api.errors import ApiError
 from wxgate.api.fastpath import MessageFastPath
+from wxgate.api.intake_checks import intake_checks
 from wxgate.api.middleware import BodyLimitMiddleware, ErrorLogMiddleware, TraceMiddleware
 from wxgate.api.routes import apps, batches, callback, dead_letters, messages, ops
 from wxgate.api.schemas import JsonResponse, failure
@@ -139,6 +140,7 @@ def create_app(
         backpressure=Backpressure(backend, server.max_queued, clock),
         codecs=_codecs(settings),
         readiness=readiness,
+        intake_checks=intake_checks(settings, backend, clock),
     )
     _include_routes(app, serve_api)
     install_docs(app)

@@ -2,7 +2,8 @@
 
 `accept` is the one sequence every intake route runs (POST /v1/messages, its fast
 path, and the batch route): backpressure, the app, the messages of the request,
-one durable `enqueue`, the metrics, the answer (202, or 200 when every message was
+the gateway's intake checks (intake_checks.py), one durable `enqueue`, the metrics,
+the answer (202, or 200 when every message was
 stored before under its idempotency key). What differs between a single message
 and a batch is an `Intake`: `SingleIntake` and `BatchIntake` below.
 
@@ -302,8 +303,11 @@ async def accept(state: ApiState, intake: Intake, trace_id: str | None) -> Respo
     await state.backpressure.check()
     app = resolve_app(state.settings, intake.app)
     prepared = intake.prepare(app, trace_id)
+    messages: Sequence[NewMessage] = prepared.messages
+    for check in state.intake_checks:
+        messages = await check.check(app, messages)
     try:
-        results = await state.backend.enqueue(prepared.messages, state.clock.now(), prepared.batch)
+        results = await state.backend.enqueue(messages, state.clock.now(), prepared.batch)
     except IdempotencyConflict as conflict:
         raise refused(conflict) from None
     created = sum(1 for result in results if result.created)

@@ -238,6 +238,8 @@ class NewMessage:
     urgent: bool = False  # sent even inside the app's quiet hours
     send_at: float | None = None  # scheduled: not sent before this time
     verdict: Verdict | None = None  # stored as already decided: never queued, never sent
+    notify: bool = False  # its moves into settled statuses go to the webhook outbox
+    callback_url: str | None = None  # the caller's own webhook for this message
 
     @property
     def status(self) -> Status:
@@ -324,6 +326,8 @@ class MessageRecord:
     kind: MessageKind = MessageKind.TEMPLATE
     urgent: bool = False
     send_at: float | None = None
+    notify: bool = False
+    callback_url: str | None = None
     events: list[Event] = field(default_factory=list)
 
 
@@ -492,6 +496,23 @@ class Cancelled:
     id: str
     status: Status | None  # its status after the call; None: no such message
     cancelled: bool  # True when this call cancelled it (else a worker or an earlier call won)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """One entry of the webhook outbox: a message of `notify=True` moved into a settled
+    status. Storage writes it in the same atomic step as the move, so a status change a
+    caller cares about is never lost between the two; the webhook dispatcher delivers
+    it. The fields are a snapshot taken at the move; `seq` orders a store's events."""
+
+    seq: str  # SQLite: the row number; Redis: the outbox stream's entry id
+    message_id: str
+    app: str
+    status: Status
+    at: float
+    errcode: int | None = None
+    errmsg: str | None = None
+    msgid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

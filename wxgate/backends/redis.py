@@ -333,6 +333,7 @@ class RedisBackend:
             batch_index = k.index_batch(m.batch_id) if m.batch_id else message_key
             keys += [message_key, dedupe or message_key, k.ready(m.app), k.retry(m.app)]
             keys += [k.app_counts(m.app), k.index_app(m.app), batch_key, batch_index]
+            keys.append(k.hooks(m.app))
             args += _enqueue_args(m, now, dedupe is not None)
         return keys, args
 
@@ -532,6 +533,7 @@ class RedisBackend:
             k.pending_report(record.app, s.msgid)
             if stores_msgid and s.msgid is not None
             else message_key,
+            k.hooks(record.app),
             *self._book(record.app, record.batch_id, message_key),
         ]
 
@@ -567,7 +569,8 @@ class RedisBackend:
             if app is None:
                 continue
             k, message_key = self._keys, self._keys.message(message_id)
-            keys = [message_key, k.retry(app), k.settled, *self._book(app, batch_id, message_key)]
+            keys = [message_key, k.retry(app), k.settled, k.hooks(app)]
+            keys += self._book(app, batch_id, message_key)
             self._queue(pipe, lua.CANCEL, keys, [message_id, _num(now), line, self._retention_s])
         answers = iter(await pipe.execute())
         results = []
@@ -686,7 +689,8 @@ class RedisBackend:
             return ReportApplied(None, None, False)
         message_key = self._keys.message(message_id)
         batch_id = await self._client.hget(message_key, "batch_id")
-        keys = [message_key, self._keys.settled, *self._book(app, batch_id, message_key)]
+        keys = [message_key, self._keys.settled, self._keys.hooks(app)]
+        keys += self._book(app, batch_id, message_key)
         args = [message_id, report.text, target.value, _num(now), self._retention_s]
         answer = await self._run(lua.REPORT, keys, args)
         if answer is None:  # the message was purged; its msgid key was going with it
@@ -880,6 +884,7 @@ def _enqueue_args(m: NewMessage, now: float, deduped: bool) -> list[object]:
         b"\n".join(event.to_json() for event in events).decode(), len(events),
         m.kind.value, "1" if m.urgent else "", "" if m.send_at is None else _num(m.send_at),
         _opt(verdict.errcode if verdict else None), _opt(verdict.errmsg if verdict else None),
+        "1" if m.notify else "", _opt(m.callback_url),
     ]  # fmt: skip
 
 

@@ -26,7 +26,7 @@ from wxgate.backends.base import (
     EventKind,
     Status,
 )
-from wxgate.backends.redis_keys import GROUP
+from wxgate.backends.redis_keys import GROUP, HOOKS_GROUP
 
 BOOK_SIZE: Final = 3 + len(Status)
 
@@ -41,6 +41,7 @@ local STATUSES = {{{_STATUSES}}}
 local SETTLED = {{{_SETTLED}}}
 local REPLAYABLE = {{{_REPLAYABLE}}}
 local GROUP = '{GROUP}'
+local HOOKS_GROUP = '{HOOKS_GROUP}'
 local MAX_EVENTS = {MAX_EVENTS}
 local LEASE_EXPIRED, REPORT = '{EventKind.LEASE_EXPIRED}', '{EventKind.REPORT}'
 local LEASE_FIELDS = {{'lease_owner', 'lease_token', 'lease_deadline', 'lease_entry'}}
@@ -128,6 +129,18 @@ local function push(stream, ref)
   redis.call('XADD', stream, '*', 'ref', ref)
 end
 
+-- The webhook outbox entry of a move into a settled status, if the message asked for
+-- one: a snapshot of the record as just written, in the same script as the move.
+local function notify(msg, hooks, id, status, now)
+  if redis.call('HGET', msg, 'notify') ~= '1' then return end
+  if redis.call('EXISTS', hooks) == 0 then
+    redis.call('XGROUP', 'CREATE', hooks, HOOKS_GROUP, '0', 'MKSTREAM')
+  end
+  local f = redis.call('HMGET', msg, 'last_errcode', 'last_errmsg', 'msgid')
+  redis.call('XADD', hooks, '*', 'message_id', id, 'status', status, 'at', now,
+    'errcode', f[1] or '', 'errmsg', f[2] or '', 'msgid', f[3] or '')
+end
+
 local function ack(stream, entry)
   if entry and entry ~= '' then
     redis.call('XACK', stream, GROUP, entry)
@@ -147,16 +160,17 @@ end
 """
 
 # KEYS: counts, index_all, apps, the batch's hash (any key when the call names no
-#   batch), settled, then the status indexes (in Status order); then per message 8
+#   batch), settled, then the status indexes (in Status order); then per message 9
 #   keys: message, dedupe key (the idempotency key, or the batch-position key of a
 #   keyed batch's member; the message key when none), ready(app), retry(app),
-#   app_counts, index_app, batch, index_batch (the message key when no batch).
+#   app_counts, index_app, batch, index_batch (the message key when no batch),
+#   hooks(app).
 # ARGV: now, dedupe ttl, retention, the batch's digest ('' for none); then per message
 #   PER values: id, app, touser, template_id, payload, idempotency_key, trace_id,
 #   batch_id, ref, dedupe ('1' when the message has a dedupe key), digest,
 #   batch_position, status (queued, scheduled, or a settled verdict), next_attempt_at,
-#   events (JSON lines), event count, kind, urgent ('1'/''), send_at, errcode, errmsg
-#   ('' for an absent optional value).
+#   events (JSON lines), event count, kind, urgent ('1'/''), send_at, errcode, errmsg,
+#   notify ('1'/''), callback_url ('' for an absent optional value).
 # Every key is checked before anything is written. Returns per message '' (stored) or
 # the id of the first message with its dedupe key; or {'!', n}: the n-th message's key
 # (n = 0: the batch) was stored for a request with another digest, and nothing was
@@ -167,7 +181,7 @@ ENQUEUE: Final = (
     _PRELUDE
     + f"""
 local now, ttl, retention, batch_digest = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local PER = 21
+local PER = 23
 local FIRST = 5 + {len(Status)}
 local count = (#ARGV - 4) / PER
 local INDEX = {{}}
@@ -188,7 +202,7 @@ local firsts, pending = {}, {}
 for i = 0, count - 1 do
   local a = 4 + i * PER
   if ARGV[a + 10] == '1' then
-    local idem, digest = KEYS[FIRST + i * 8 + 2], ARGV[a + 11]
+    local idem, digest = KEYS[FIRST + i * 9 + 2], ARGV[a + 11]
     local value = pending[idem] or redis.call('GET', idem)
     if value then
       local first, stored = split(value)
@@ -206,7 +220,7 @@ end
 
 local answers = {}
 for i = 0, count - 1 do
-  local k, a = FIRST + i * 8, 4 + i * PER
+  local k, a = FIRST + i * 9, 4 + i * PER
   local msg, idem, stream, retry = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
   local id, app, batch_id, ref, status = ARGV[a + 1], ARGV[a + 2], ARGV[a + 8], ARGV[a + 9],
     ARGV[a + 13]
@@ -228,6 +242,8 @@ for i = 0, count - 1 do
     put(msg, 'send_at', ARGV[a + 19])
     put(msg, 'last_errcode', ARGV[a + 20])
     put(msg, 'last_errmsg', ARGV[a + 21])
+    put(msg, 'notify', ARGV[a + 22])
+    put(msg, 'callback_url', ARGV[a + 23])
     ensure_stream(stream)
     if status == 'queued' then
       push(stream, ref)
@@ -235,6 +251,7 @@ for i = 0, count - 1 do
       redis.call('ZADD', retry, ARGV[a + 14], ref)
     else
       settle_record(msg, KEYS[5], status, now, retention)
+      notify(msg, KEYS[k + 9], id, status, now)
     end
     redis.call('SADD', KEYS[3], app)
     redis.call('HINCRBY', KEYS[1], status, 1)
@@ -335,7 +352,7 @@ return redis.call('HMGET', msg, {_LEASED})
 # Settle one lease, if its token still holds it.
 # KEYS: message, ready(app), retry(app), leases, dead, settled, dedupe key (the
 #   message key when none), msgid (the message key when none), pending report
-#   (likewise), then the book (10..19).
+#   (likewise), hooks(app), then the book (11..).
 # ARGV: id, token, now, target status, counted (0/1), next_attempt_at ('' none),
 #   msgid ('' none), answered ('1'/''), errcode, errmsg, category, event line,
 #   retention seconds.
@@ -399,7 +416,9 @@ redis.call('HDEL', msg, unpack(clear))
 redis.call('HSET', msg, unpack(set))
 ack(stream, f[3])
 redis.call('ZREM', leases, ref)
-move(book(10, f[5]), id, 'sending', final)
+move(book(11, f[5]), id, 'sending', final)
+if SETTLED[target] then notify(msg, KEYS[10], id, target, now) end
+if final ~= target then notify(msg, KEYS[10], id, final, now) end
 if SETTLED[final] then
   redis.call('EXPIRE', msg, retention)
   redis.call('ZADD', settled, now, member(ref, final, key, stored_msgid))
@@ -420,7 +439,7 @@ return false
 """
 
 # sent -> delivered/rejected.
-# KEYS: message, settled, then the book (3..12).
+# KEYS: message, settled, hooks(app), then the book (4..).
 # ARGV: id, report status, target status, now, retention seconds.
 # Returns {status, changed (0/1)}, or false when the record is gone.
 REPORT: Final = (
@@ -435,7 +454,8 @@ redis.call('ZREM', settled, settled_member(msg, status))
 redis.call('HSET', msg, 'status', target, 'report_status', report, 'delivered_at', now,
   'updated_at', now)
 add_event(msg, event(now, REPORT, report))
-move(book(3, has_batch(msg)), id, status, target)
+move(book(4, has_batch(msg)), id, status, target)
+notify(msg, KEYS[3], id, target, now)
 settle_record(msg, settled, target, now, retention)
 return {target, 1}
 """
@@ -443,8 +463,9 @@ return {target, 1}
 
 # scheduled or queued -> cancelled. A stream entry it may have is skipped when read
 # (LEASE acknowledges entries of settled messages).
-# KEYS: message, retry(app), settled, then the book (4..). ARGV: id, now, event line,
-# retention seconds. Returns {status after, 1 if this call cancelled it}, or false.
+# KEYS: message, retry(app), settled, hooks(app), then the book (5..). ARGV: id, now,
+# event line, retention seconds. Returns {status after, 1 if this call cancelled it},
+# or false.
 CANCEL: Final = (
     _PRELUDE
     + """
@@ -457,8 +478,9 @@ if status ~= 'queued' and status ~= 'scheduled' then return {status, 0} end
 redis.call('ZREM', retry, f[2])
 redis.call('HSET', msg, 'status', 'cancelled', 'updated_at', now)
 add_event(msg, line)
-move(book(4, f[3]), id, status, 'cancelled')
+move(book(5, f[3]), id, status, 'cancelled')
 settle_record(msg, settled, 'cancelled', now, retention)
+notify(msg, KEYS[4], id, 'cancelled', now)
 return {'cancelled', 1}
 """
 )

@@ -86,8 +86,8 @@ def _append_event(event: str) -> str:
 _INSERT_MESSAGE = (
     "INSERT INTO messages (id, app, touser, template_id, payload, status, next_attempt_at,"
     " idempotency_key, trace_id, batch_id, batch_position, created_at, updated_at, events,"
-    " request_digest, kind, urgent, send_at, last_errcode, last_errmsg)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " request_digest, kind, urgent, send_at, last_errcode, last_errmsg, notify, callback_url)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _KNOWN_KEYS = (
     "SELECT m.app, m.idempotency_key, m.id, m.status, m.request_digest FROM json_each(?) AS k"
@@ -146,7 +146,13 @@ _SETTLE = (
     " lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = :now,"
     " events = "
     + _append_event("json(:event)")
-    + " WHERE id = :id AND status = 'sending' AND lease_token = :token RETURNING app"
+    + " WHERE id = :id AND status = 'sending' AND lease_token = :token RETURNING app, notify"
+)
+# The outbox entry of a move into a settled status, taken from the row just written.
+_NOTIFY = (
+    "INSERT INTO webhook_events (message_id, app, status, at, errcode, errmsg, msgid,"
+    " next_attempt_at) SELECT id, app, status, :now, last_errcode, last_errmsg, msgid, :now"
+    " FROM messages WHERE id = :id AND notify = 1 AND status IN " + SETTLED_SQL
 )
 _REPORT = (
     "UPDATE messages SET status = :status, report_status = :report,"
@@ -501,6 +507,9 @@ def _insert_messages(
             created[m.batch_id] += 1
     _record_batches(conn, messages, batch, created, now)
     conn.executemany(_INSERT_MESSAGE, rows)
+    decided = [m for m in messages if m.verdict is not None and m.notify]
+    for m in decided:  # stored settled at once: the caller hears of it like any other
+        conn.execute(_NOTIFY, {"id": m.id, "now": now})
     return answers
 
 
@@ -514,6 +523,7 @@ def _insert_row(m: NewMessage, now: float) -> tuple[Any, ...]:
         m.trace_id, m.batch_id, m.batch_position, now, now, events.decode(), m.digest or None,
         m.kind.value, 1 if m.urgent else 0, m.send_at,
         verdict.errcode if verdict else None, verdict.errmsg if verdict else None,
+        1 if m.notify else 0, m.callback_url,
     )  # fmt: skip
 
 
@@ -611,9 +621,12 @@ def _settle_one(
     row = conn.execute(_SETTLE, params).fetchone()
     if row is None:
         return False
+    app, notify = row
+    if notify:
+        conn.execute(_NOTIFY, {"id": params["id"], "now": now})
     if reports_waiting and params["msgid"] is not None:
         # The report may have beaten this settle; it waits in pending_reports.
-        pending = conn.execute(_TAKE_PENDING_REPORT, (row[0], params["msgid"], now)).fetchone()
+        pending = conn.execute(_TAKE_PENDING_REPORT, (app, params["msgid"], now)).fetchone()
         if pending is not None:
             text, target, received_at = pending
             _record_report(conn, params["id"], Status(target), text, received_at, now)
@@ -636,7 +649,10 @@ def _record_report(
         "received_at": received_at,
         "now": now,
     }
-    return target if conn.execute(_REPORT, params).rowcount else None
+    if not conn.execute(_REPORT, params).rowcount:
+        return None
+    conn.execute(_NOTIFY, {"id": message_id, "now": now})
+    return target
 
 
 def _apply_report(conn: sqlite3.Connection, report: Report, now: float) -> ReportApplied:
@@ -660,6 +676,7 @@ def _cancel(conn: sqlite3.Connection, ids: list[str], now: float) -> list[Cancel
     answers = []
     for message_id in ids:
         if conn.execute(_CANCEL, {"id": message_id, "now": now}).fetchone() is not None:
+            conn.execute(_NOTIFY, {"id": message_id, "now": now})
             answers.append(Cancelled(message_id, Status.CANCELLED, True))
             continue
         row = conn.execute("SELECT status FROM messages WHERE id = ?", (message_id,)).fetchone()
