@@ -24,6 +24,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from wxgate.wechat.kinds import AccountKind
+
 DEFAULT_CONFIG_FILE = "wxgate.toml"
 WECHAT_API_BASE = "https://api.weixin.qq.com"
 API_KEY_PREFIX = "sha256:"
@@ -109,6 +111,9 @@ class DeliverySettings(_Section):
 
 class AppSettings(_Section):
     appid: str
+    # An official account sends template messages and subscribe notifications; a mini
+    # program its subscribe messages. Each kind has its own appid, secret and token.
+    kind: AccountKind = AccountKind.OFFICIAL_ACCOUNT
     secret: SecretStr = SecretStr("")
     api_base: str = WECHAT_API_BASE
     token_mode: TokenMode = "stable"

@@ -423,6 +423,36 @@ async def test_a_report_that_beat_its_settle_gives_both_moves_in_order(backend: 
     assert [status for _, status, _ in await outbox(backend)] == ["sent", "delivered"]
 
 
+# -- recent sends to one recipient ---------------------------------------------------
+
+
+async def test_recent_sends_finds_what_a_recipient_was_sent_lately(backend: Backend) -> None:
+    old, sent, unknown, other = (
+        message(touser="o-a"),
+        message(touser="o-a"),
+        message(touser="o-a"),
+        message(touser="o-b"),
+    )
+    await backend.enqueue([old, sent, unknown, other], T0)
+    leases = {lease.id: lease for lease in await backend.lease_batch("w", 10, 30, T0)}
+    await settle_one(backend, leases[old.id], Outcome.SENT, T0 + 1, msgid=1)
+    await backend.settle(
+        [
+            Settlement(leases[sent.id], Outcome.SENT, msgid=2),
+            Settlement(leases[unknown.id], Outcome.UNKNOWN),
+            Settlement(leases[other.id], Outcome.SENT, msgid=3),
+        ],
+        T0 + 500,
+    )
+    await backend.apply_report(Report("shop", 1, Status.DELIVERED, "success"), T0 + 501)
+
+    found = await backend.recent_sends("shop", "o-a", T0 + 100)
+    assert sorted(r.id for r in found) == sorted([sent.id, unknown.id])
+    assert {r.status for r in found} == {Status.SENT, Status.UNKNOWN}
+    assert await backend.recent_sends("shop", "o-a", T0 + 600) == []
+    assert await backend.recent_sends("bank", "o-a", T0) == []
+
+
 # -- leasing ---------------------------------------------------------------------------
 
 

@@ -435,7 +435,7 @@ async def test_every_key_is_under_the_prefix_and_of_a_known_shape(
         k.index_batch("b-1"), k.apps, k.ready(app), k.retry(app), k.settled,
         k.idempotency(app, "order-1"), k.msgid(app, 77), k.pending_report(app, 88),
         k.nonce(app, "n-1"), k.paused, k.pause(app), k.bucket(app), k.token(app),
-        k.token_lock(app), k.token_fence(app),
+        k.token_lock(app), k.token_fence(app), k.recent_sends(app, "o-user-1"),
     }  # fmt: skip
     assert await prefix_keys(prefix) == expected
     marker = prefix[-6:]

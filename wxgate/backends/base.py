@@ -98,6 +98,9 @@ REPLAYABLE = frozenset(
 # A cancel takes these; a message a worker holds (sending) or has sent wins the race.
 CANCELLABLE = LEASABLE
 PENDING_REPORT_TTL_S: Final = 3600  # how long a report that beat its settle waits for it
+RECENT_SENDS_S: Final = 3600  # how far back `recent_sends` can look
+# Settled as sent (or unknown): what a report or a sent event may still be about.
+RECENTLY_SENT: Final = frozenset({Status.SENT, Status.UNKNOWN})
 
 
 class EventKind(StrEnum):
@@ -603,6 +606,13 @@ class Backend(Protocol):
 
     async def list(self, flt: ListFilter, limit: int, cursor: str | None = None) -> Page:
         """Newest first; `cursor` is the `next_cursor` of the previous page."""
+        ...
+
+    async def recent_sends(self, app: str, touser: str, since: float) -> list[MessageRecord]:
+        """Messages of `app` to `touser` that a worker settled sent or unknown at or after
+        `since` (at most RECENT_SENDS_S ago) and that are still in that status, newest
+        first, without events: what a delivery report without a usable msgid, or a
+        subscribe sent event, is matched against."""
         ...
 
     async def batch_counts(self, batch_id: str) -> dict[Status, int] | None:

@@ -67,6 +67,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from wxgate.backends import redis_scripts as lua
 from wxgate.backends.base import (
     PENDING_REPORT_TTL_S,
+    RECENT_SENDS_S,
+    RECENTLY_SENT,
     RECORD_FIELDS,
     BackendError,
     Cancelled,
@@ -534,6 +536,7 @@ class RedisBackend:
             if stores_msgid and s.msgid is not None
             else message_key,
             k.hooks(record.app),
+            k.recent_sends(record.app, record.touser),
             *self._book(record.app, record.batch_id, message_key),
         ]
 
@@ -553,6 +556,7 @@ class RedisBackend:
             _opt(change.category),
             change.event.to_json().decode(),
             self._retention_s,
+            RECENT_SENDS_S,
         ]
 
     @_storage_call
@@ -813,6 +817,16 @@ class RedisBackend:
         if not fields:
             return None
         return _record(fields)
+
+    @_storage_call
+    async def recent_sends(self, app: str, touser: str, since: float) -> list[MessageRecord]:
+        key = self._keys.recent_sends(app, touser)
+        ids = await self._client.zrevrangebyscore(key, "+inf", _num(since), start=0, num=100)
+        return [
+            record
+            for record in await self._records(ids)
+            if record is not None and record.status in RECENTLY_SENT
+        ]
 
     @_storage_call
     async def batch_counts(self, batch_id: str) -> dict[Status, int] | None:

@@ -100,6 +100,11 @@ class RedisKeys:
         HOOKS_GROUP consumer group."""
         return self._key("hooks", escape(app))
 
+    def recent_sends(self, app: str, touser: str) -> str:
+        """Sorted set: messages to one recipient settled sent or unknown, by settle time;
+        trimmed to base.RECENT_SENDS_S and expiring with it."""
+        return self._key("recent", escape(app), escape(touser))
+
     def idempotency(self, app: str, key: str) -> str:
         """String: "<id>\\x1f<digest>" of the first message with this key."""
         return self._key("idem", escape(app), escape(key))

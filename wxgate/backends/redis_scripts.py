@@ -352,10 +352,10 @@ return redis.call('HMGET', msg, {_LEASED})
 # Settle one lease, if its token still holds it.
 # KEYS: message, ready(app), retry(app), leases, dead, settled, dedupe key (the
 #   message key when none), msgid (the message key when none), pending report
-#   (likewise), hooks(app), then the book (11..).
+#   (likewise), hooks(app), recent_sends(app, touser), then the book (12..).
 # ARGV: id, token, now, target status, counted (0/1), next_attempt_at ('' none),
 #   msgid ('' none), answered ('1'/''), errcode, errmsg, category, event line,
-#   retention seconds.
+#   retention seconds, recent_sends window seconds.
 # Returns 1 when written, 0 when the lease was lost (nothing written).
 SETTLE: Final = (
     _PRELUDE
@@ -363,7 +363,7 @@ SETTLE: Final = (
 local msg, stream, retry, leases, dead, settled = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
   KEYS[6]
 local id, token, now, target, counted, next_at, msgid, answered, errcode, errmsg, category, line,
-  retention = unpack(ARGV)
+  retention, recent = unpack(ARGV)
 local f = redis.call('HMGET', msg, 'status', 'lease_token', 'lease_entry', 'ref', 'batch_id',
   'idempotency_key', 'msgid', 'events', 'n_events', 'attempts')
 if f[1] ~= 'sending' or f[2] ~= token then return 0 end
@@ -416,7 +416,12 @@ redis.call('HDEL', msg, unpack(clear))
 redis.call('HSET', msg, unpack(set))
 ack(stream, f[3])
 redis.call('ZREM', leases, ref)
-move(book(11, f[5]), id, 'sending', final)
+move(book(12, f[5]), id, 'sending', final)
+if target == 'sent' or target == 'unknown' then
+  redis.call('ZADD', KEYS[11], now, id)
+  redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', '(' .. (tonumber(now) - tonumber(recent)))
+  redis.call('EXPIRE', KEYS[11], recent)
+end
 if SETTLED[target] then notify(msg, KEYS[10], id, target, now) end
 if final ~= target then notify(msg, KEYS[10], id, final, now) end
 if SETTLED[final] then

@@ -232,6 +232,10 @@ _PAUSE = (
     " ON CONFLICT (app) DO UPDATE SET reason = excluded.reason, since = excluded.since,"
     " until = excluded.until, errcode = excluded.errcode, note = excluded.note"
 )
+_RECENT_SENDS = (
+    f"SELECT {_COLUMNS} FROM messages INDEXED BY messages_touser WHERE touser = ? AND app = ?"
+    " AND status IN ('sent', 'unknown') AND updated_at >= ? ORDER BY id DESC LIMIT 100"
+)
 _LIST_FILTERS: Final = ("status", "app", "touser", "batch_id")
 
 
@@ -424,6 +428,11 @@ class SqliteBackend:
         sql = f"SELECT {_COLUMNS}, events FROM messages WHERE id = ?"
         row = await self._read(lambda conn: conn.execute(sql, (message_id,)).fetchone())
         return None if row is None else _record(row, events=row[len(RECORD_FIELDS)])
+
+    async def recent_sends(self, app: str, touser: str, since: float) -> list[MessageRecord]:
+        params = (touser, app, since)
+        rows = await self._read(lambda conn: conn.execute(_RECENT_SENDS, params).fetchall())
+        return [_record(row) for row in rows]
 
     async def batch_counts(self, batch_id: str) -> dict[Status, int] | None:
         return await self._read(lambda conn: _batch_counts(conn, batch_id))
