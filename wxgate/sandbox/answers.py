@@ -8,6 +8,7 @@ Every error is HTTP 200 with `{"errcode": N, "errmsg": "<catalogue text><detail>
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import orjson
 
@@ -15,6 +16,9 @@ from wxgate.wechat.errors import CATALOGUE
 
 # What WeChat has appended to 40001 since ~2024 when a token is no longer the latest.
 STABLE_TOKEN_HINT = ", could get access_token by getStableAccessToken, more details at https://mmbizurl.cn/s/JtxxFh33r"
+
+EMPTY_POST_DATA = 44002
+DATA_FORMAT_ERROR = 47001
 
 _OK_PREFIX = b'{"errcode":0,"errmsg":"ok","msgid":'
 
@@ -55,3 +59,17 @@ class Answer(Exception):
 
     def body(self) -> bytes:
         return error_body(self.errcode, self.detail)
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object, or the Answer WeChat gives instead
+    (44002 for an empty body, 47001 for anything but an object)."""
+    if not body:
+        raise Answer(EMPTY_POST_DATA)
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise Answer(DATA_FORMAT_ERROR) from None
+    if type(value) is not dict:
+        raise Answer(DATA_FORMAT_ERROR)
+    return value

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from wxgate.sandbox.answers import OK_BODY, Answer, sent_body
+from wxgate.sandbox.answers import DATA_FORMAT_ERROR, OK_BODY, Answer, json_object, sent_body
 from wxgate.sandbox.errors import ControlRequestError
 from wxgate.sandbox.inbox import Received
 from wxgate.sandbox.subscribe_templates import SubscribeTemplate, categories, keywords, titles
@@ -40,7 +40,6 @@ from wxgate.sandbox.wechat import (
     ARGUMENT_INVALID,
     BAD_TEMPLATE,
     DAILY_QUOTA,
-    DATA_FORMAT_ERROR,
     INVALID_OPENID,
     INVALID_TEMPLATE_ID,
     MINUTE_QUOTA,
@@ -52,7 +51,6 @@ from wxgate.sandbox.wechat import (
     EventPush,
     SimulatedWeChat,
     answer_busy_openid,
-    json_object,
     refuse_test_openid,
 )
 from wxgate.wechat.callback import (

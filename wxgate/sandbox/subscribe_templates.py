@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
-
-from wxgate.sandbox.answers import Answer
+from wxgate.sandbox.answers import Answer, json_object
 from wxgate.sandbox.library import (
     CATEGORIES,
     LONG_TERM,
@@ -40,7 +38,6 @@ IDS_INVALID = 200019
 KID_LIST_INVALID = 200020
 SCENE_DESC_INVALID = 200021
 INVALID_TEMPLATE_ID = 40037
-DATA_FORMAT_ERROR = 47001
 
 MAX_TEMPLATES = 50
 MAX_TITLES = 30
@@ -175,13 +172,7 @@ def _chosen(public: PublicTemplate, kid_list: Any) -> tuple[Keyword, ...]:
 def _request_fields(body: bytes) -> dict[str, Any]:
     """A JSON object, or a form whose `kidList` is repeated or one list (`[1,2]`, `1,2`)."""
     if body.lstrip().startswith(b"{"):
-        try:
-            value = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise Answer(DATA_FORMAT_ERROR) from None
-        if type(value) is not dict:
-            raise Answer(DATA_FORMAT_ERROR)
-        return value
+        return json_object(body)
     pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
     fields: dict[str, Any] = {k: v for k, v in pairs if k != "kidList"}
     kids = [v for k, v in pairs if k == "kidList"]

@@ -17,10 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from wxgate.sandbox.answers import Answer
+from wxgate.sandbox.answers import DATA_FORMAT_ERROR, Answer
 from wxgate.sandbox.library import TEMPLATE_LIBRARY, Keyword, PublicTemplate, content, example
 
-DATA_FORMAT_ERROR = 47001
 ARGUMENT_INVALID = 47003
 INVALID_TEMPLATE_ID = 40037
 CHANGED_TOO_OFTEN = 43100

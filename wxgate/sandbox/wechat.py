@@ -22,7 +22,14 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from wxgate.sandbox.answers import OK_BODY, Answer, error_body, sent_body
+from wxgate.sandbox.answers import (
+    DATA_FORMAT_ERROR,
+    OK_BODY,
+    Answer,
+    error_body,
+    json_object,
+    sent_body,
+)
 from wxgate.sandbox.clock import OffsetClock
 from wxgate.sandbox.config import SandboxAccount
 from wxgate.sandbox.errors import ControlRequestError
@@ -71,8 +78,6 @@ _TEST_OPENIDS = (*REFUSING_OPENIDS, *REPORTING_OPENIDS, BUSY_OPENID)
 # The errcodes this module answers with, by what they mean here.
 INVALID_OPENID = 40003
 INVALID_TEMPLATE_ID = 40037
-EMPTY_POST_DATA = 44002
-DATA_FORMAT_ERROR = 47001
 ARGUMENT_INVALID = 47003
 DAILY_QUOTA = 45009
 MINUTE_QUOTA = 45011
@@ -145,18 +150,6 @@ class AccountState:
             if recent[key][1] > horizon:
                 return
             del recent[key]
-
-
-def json_object(body: bytes) -> dict[str, Any]:
-    if not body:
-        raise Answer(EMPTY_POST_DATA)
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise Answer(DATA_FORMAT_ERROR) from None
-    if type(value) is not dict:
-        raise Answer(DATA_FORMAT_ERROR)
-    return value
 
 
 def _check_data(data: dict[str, Any], valid: set[tuple[str, str]]) -> None:
