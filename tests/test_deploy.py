@@ -31,7 +31,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tests.conftest import free_port
-from wxgate.config import DeliverySettings, ServerSettings, Settings, check, load_settings
+from wxgate.config import (
+    DeliverySettings,
+    ServerSettings,
+    Settings,
+    check,
+    hash_api_key,
+    load_settings,
+)
 from wxgate.sandbox.config import load_accounts
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -448,9 +455,11 @@ class Gateway:
     port: int
     ready_after_s: float
 
-    def get(self, path: str) -> int:
+    def get(self, path: str, headers: dict[str, str] | None = None) -> int:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        request = urllib.request.Request(url, headers=headers or {})
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=3) as r:
+            with urllib.request.urlopen(request, timeout=3) as r:  # noqa: S310
                 return int(r.status)
         except urllib.error.HTTPError as exc:
             return exc.code
@@ -498,23 +507,27 @@ def start_pod(tmp_path: Path, redis_prefix: str) -> Iterator[Any]:
     config path, the Secret as environment; only the addresses point at this host."""
     started: list[Gateway] = []
 
-    def start(role: str) -> Gateway:
+    def start(role: str, **extra_env: str) -> Gateway:
         container = _container(_k8s("Deployment", f"wxgate-{role}"))
         config = tmp_path / f"{role}-wxgate.toml"
         config.write_text(_configmap_toml())
         args = [str(config) if arg == CONFIG_PATH else arg for arg in container["args"]]
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("WXGATE_")}
-        env |= _secret_env() | {
-            "WXGATE_SERVER__HOST": "127.0.0.1",
-            "WXGATE_SERVER__PORT": str(port),
-            "WXGATE_SERVER__WORKER_PORT": str(port),
-            "WXGATE_STORAGE__REDIS_URL": REDIS_URL,
-            "WXGATE_STORAGE__REDIS_PREFIX": redis_prefix,
-            # Nothing answers here: no send leaves this host.
-            "WXGATE_APPS__SHOP__API_BASE": f"http://127.0.0.1:{free_port()}",
-            "WXGATE_APPS__CLUB__API_BASE": f"http://127.0.0.1:{free_port()}",
-        }
+        env |= (
+            _secret_env()
+            | {
+                "WXGATE_SERVER__HOST": "127.0.0.1",
+                "WXGATE_SERVER__PORT": str(port),
+                "WXGATE_SERVER__WORKER_PORT": str(port),
+                "WXGATE_STORAGE__REDIS_URL": REDIS_URL,
+                "WXGATE_STORAGE__REDIS_PREFIX": redis_prefix,
+                # Nothing answers here: no send leaves this host.
+                "WXGATE_APPS__SHOP__API_BASE": f"http://127.0.0.1:{free_port()}",
+                "WXGATE_APPS__CLUB__API_BASE": f"http://127.0.0.1:{free_port()}",
+            }
+            | extra_env
+        )
         began = time.monotonic()
         process = subprocess.Popen(
             [str(WXGATE), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -576,3 +589,52 @@ def test_pod_output_holds_no_value_of_the_secret(start_pod: Any) -> None:
     assert "gateway stopped" in output
     for name, value in _secret_env().items():
         assert value not in output, name
+
+
+# -- Prometheus ---------------------------------------------------------------------------------
+
+
+def _scrape_jobs() -> list[dict[str, Any]]:
+    return list(yaml.safe_load((DEPLOY / "prometheus.yaml").read_text())["scrape_configs"])
+
+
+def test_prometheus_scrapes_every_job_with_a_bearer_key_from_a_file() -> None:
+    jobs = _scrape_jobs()
+    assert {job["job_name"] for job in jobs} == {"wxgate", "wxgate-k8s"}
+    for job in jobs:
+        assert job["metrics_path"] == "/metrics"
+        assert job["authorization"]["type"] == "Bearer"
+        assert job["authorization"]["credentials_file"].startswith("/")
+
+
+def test_prometheus_compose_job_names_every_gateway_service_on_its_port() -> None:
+    [job] = [job for job in _scrape_jobs() if job["job_name"] == "wxgate"]
+    targets = {target for group in job["static_configs"] for target in group["targets"]}
+    targets |= {f"{name}:{sd['port']}" for sd in job["dns_sd_configs"] for name in sd["names"]}
+    services = {**_serve_services("api"), **_serve_services("worker")}
+    assert targets == {f"{name}:8000" for name in services}
+
+
+@pytest.mark.parametrize("role", ["api", "worker"])
+def test_metrics_require_key_refuses_a_keyless_scrape_and_takes_the_jobs_key(
+    role: str, start_pod: Any, tmp_path: Path
+) -> None:
+    # The key the operator gives Prometheus: its hash in the gateway's keys, the key
+    # itself in the file the scrape job reads, sent as that job's authorization says.
+    key = "wxg_prometheus-scrape-key-7d0c1e"
+    credentials = tmp_path / "wxgate-api-key"
+    credentials.write_text(key + "\n")
+    [job] = [job for job in _scrape_jobs() if job["job_name"] == "wxgate"]
+    scheme = job["authorization"]["type"]
+    gateway = start_pod(
+        role,
+        WXGATE_SERVER__METRICS_REQUIRE_KEY="true",
+        WXGATE_SERVER__API_KEYS=json.dumps([hash_api_key(key)]),
+    )
+
+    keyless = gateway.get(job["metrics_path"])
+    keyed = gateway.get(
+        job["metrics_path"], {"Authorization": f"{scheme} {credentials.read_text().strip()}"}
+    )
+
+    assert (keyless, keyed) == (401, 200)

@@ -59,6 +59,11 @@ class ServerSettings(_Section):
     callback_max_age_s: float = Field(300.0, gt=0)
     # Intake answers 503 when this many messages wait to be sent (0: no limit).
     max_queued: int = Field(0, ge=0)
+    # A slow client is answered 408 and cut off: a request's head must arrive within
+    # this many seconds (of the connection's start, or of its first byte after a
+    # kept-alive pause), its body within this many of the head's end.
+    request_head_timeout_s: float = Field(10.0, gt=0)
+    request_body_timeout_s: float = Field(30.0, gt=0)
 
     def listen_port(self, role: Role) -> int | None:
         """The port a process of `role` serves HTTP on; None for a worker told to serve none."""

@@ -325,6 +325,7 @@ async def _serve_http(gateway: Gateway, sock: socket.socket) -> None:
         gateway.app,
         *sock.getsockname()[:2],  # uvicorn serves the socket given; these are for its logs
         grace_s=gateway.settings.delivery.shutdown_grace_s,
+        settings=gateway.settings.server,
     )
     server = uvicorn.Server(config)
     loop = asyncio.get_running_loop()
