@@ -2,8 +2,9 @@
 
 This is the only module that reads the environment. Secrets are `SecretStr`, so
 no repr, log line or error text can print them. `load_settings` finds the file
-(`--config PATH`, else ./wxgate.toml when present) and `check` lists what is
-wrong with a configuration, one line per problem, without printing a secret. The
+(`--config PATH`, else ./wxgate.toml when present) and `check` lists what an
+operator should fix before serving real traffic, one line per problem, without
+printing a secret (what keeps a gateway from starting is startup.py's). The
 file `wxgate config init` writes is starter_config.py's.
 """
 
@@ -218,10 +219,9 @@ def hash_api_key(key: str) -> str:
 
 
 def check(settings: Settings) -> list[str]:
-    """Problems an operator should fix before serving; empty when the config is usable."""
+    """Problems an operator should fix before serving real traffic, though a gateway
+    would start (what keeps it from starting is `wxgate.startup`'s); empty when none."""
     problems: list[str] = []
-    if not settings.apps:
-        problems.append("apps: no app configured; add an [apps.<name>] section")
     if not settings.server.api_keys:
         problems.append("server.api_keys: empty, so the API accepts requests without a key")
     for name, app in settings.apps.items():
