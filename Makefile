@@ -18,8 +18,8 @@ $(VENV)/.bench-installed: $(STAMP)
 	touch $@
 
 lint: $(STAMP)
-	$(BIN)/ruff check wxgate tests bench
-	$(BIN)/ruff format --check wxgate tests bench
+	$(BIN)/ruff check wxgate tests bench deploy
+	$(BIN)/ruff format --check wxgate tests bench deploy
 
 test: lint
 	$(BIN)/pytest -q

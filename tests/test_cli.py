@@ -566,42 +566,22 @@ def live_config(tmp_path: Path, live: LiveGateway) -> Path:
 def test_send_delivers_one_message_through_the_gateway(
     live: LiveGateway, live_config: Path
 ) -> None:
-    result = invoke(
-        "send",
-        "--touser",
-        "oCli_send",
-        "--template-id",
-        TEMPLATE,
-        "-d",
-        "thing2=Shipped",
-        "-d",
-        "time3=2026-11-29 10:30",
-        "--idempotency-key",
-        "cli-send-1",
-        "--api-key",
-        API_KEY,
-        "--config",
-        str(live_config),
-    )
-    again = invoke(
-        "send",
-        "--touser",
-        "oCli_send",
-        "--template-id",
-        TEMPLATE,
-        "-d",
-        "thing2=Shipped",
-        "--idempotency-key",
-        "cli-send-1",
-        "--api-key",
-        API_KEY,
-        "--config",
-        str(live_config),
-    )
+    def send(*data: str) -> Any:
+        pairs = [arg for item in data for arg in ("-d", item)]
+        return invoke(
+            "send", "--touser", "oCli_send", "--template-id", TEMPLATE, *pairs,
+            "--idempotency-key", "cli-send-1", "--api-key", API_KEY,
+            "--config", str(live_config),
+        )  # fmt: skip
+
+    result = send("thing2=Shipped", "time3=2026-11-29 10:30")
+    again = send("thing2=Shipped", "time3=2026-11-29 10:30")
+    other = send("thing2=Shipped")  # the same key for another request
 
     assert result.exit_code == 0, result.output
     assert "HTTP 202" in result.stdout and '"status": "queued"' in result.stdout
     assert again.exit_code == 0 and "HTTP 200" in again.stdout
+    assert other.exit_code == 1 and "HTTP 422" in other.output and "42200" in other.output
     live.wait_delivered(1)
     assert live.inbox_total() == 1
 

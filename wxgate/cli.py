@@ -42,6 +42,7 @@ from wxgate.config import (
 from wxgate.observability import configure_logging
 from wxgate.sandbox.command import sandbox_command
 from wxgate.starter_config import starter_toml
+from wxgate.styles import STATUS_STYLE
 from wxgate.wechat.tokenstore import CachedToken, mask
 
 if TYPE_CHECKING:
@@ -356,16 +357,6 @@ def send_batch(
 
 
 # -- operator tools: straight to the configured storage ---------------------------------------
-
-STATUS_STYLE: dict[Status, str] = {
-    Status.QUEUED: "white",
-    Status.SENDING: "blue",
-    Status.SENT: "cyan",
-    Status.DELIVERED: "green",
-    Status.REJECTED: "yellow",
-    Status.FAILED: "red",
-    Status.DEAD: "bold red",
-}
 
 
 def _records_table(records: list[MessageRecord], title: str) -> Table:

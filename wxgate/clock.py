@@ -3,7 +3,8 @@
 Wall time (`now`, epoch seconds) is what records and WeChat's expiries use;
 `monotonic` measures durations. `sleep` lets a fake clock finish a wait the
 moment a test advances past it, so backoff and pauses are tested without
-sleeping for real.
+sleeping for real. `rfc3339` is how wxgate writes a time for people and other
+systems (API answers, event notes).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -78,3 +80,11 @@ class FakeClock:
         """Seconds until the earliest pending sleeper wakes, or None."""
         pending = [when for when, _, fut in self._sleepers if not fut.done()]
         return min(pending) - self._mono if pending else None
+
+
+def rfc3339(epoch: float | None) -> str | None:
+    """An epoch time as an RFC 3339 UTC string with milliseconds, e.g. 2026-12-07T04:31:36.123Z."""
+    if epoch is None:
+        return None
+    moment = datetime.fromtimestamp(epoch, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

@@ -48,17 +48,9 @@ from wxgate.sandbox.server import (
     SandboxServer,
 )
 from wxgate.server import serve_in_background
+from wxgate.styles import STATUS_STYLE
 
 TERMINAL = frozenset({Status.DELIVERED, Status.REJECTED, Status.FAILED, Status.DEAD})
-STYLE = {
-    Status.DELIVERED: "green",
-    Status.REJECTED: "yellow",
-    Status.FAILED: "red",
-    Status.DEAD: "bold red",
-    Status.SENT: "cyan",
-    Status.SENDING: "blue",
-    Status.QUEUED: "white",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +175,7 @@ def status_table(rows: list[tuple[Sample, dict[str, Any] | None]], elapsed: floa
         if record is None:
             status, msgid = Text("…"), ""
         else:
-            status = Text(_describe(record), style=STYLE[Status(record["status"])])
+            status = Text(_describe(record), style=STATUS_STYLE[Status(record["status"])])
             msgid = str(record.get("msgid") or "")
         table.add_row(
             Text(sample.touser), Text(sample.template_id), status, msgid, Text(sample.expect)

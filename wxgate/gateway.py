@@ -24,7 +24,8 @@ from wxgate.api.app import create_app
 from wxgate.backends.base import Backend, StorageUnavailable
 from wxgate.clock import Clock, SystemClock
 from wxgate.config import NO_LISTENER, AppSettings, Role, ServerSettings, Settings
-from wxgate.delivery.events import MetricsListener
+from wxgate.delivery.events import MetricsListener, WorkerListener
+from wxgate.delivery.send_checks import send_checks
 from wxgate.delivery.worker import AppRuntime, Worker
 from wxgate.observability import Metrics, get_logger, register_secret
 from wxgate.server import server_config
@@ -182,11 +183,16 @@ class Gateway:
             runtimes,
             self.settings.delivery,
             clock=self.clock,
-            listeners=[MetricsListener(self.metrics)],
+            listeners=self._listeners(),
+            checks=send_checks(self.settings, self.backend, self.clock),
         )
         self._worker_task = asyncio.create_task(self.worker.run(), name="wxgate-worker")
         self._worker_task.add_done_callback(_report_worker_end)
         self._purge_task = asyncio.create_task(self._purge_loop(), name="wxgate-purge")
+
+    def _listeners(self) -> list[WorkerListener]:
+        """What hears the worker's events: metrics, and the features that act on outcomes."""
+        return [MetricsListener(self.metrics)]
 
     async def _purge_loop(self) -> None:
         """Delete settled records past their retention, now and then (worker roles only)."""

@@ -16,10 +16,12 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from tests.backends.conftest import REDIS_URL, delete_prefix, redis_prefix, require_redis
 from tests.conftest import free_port
 from wxgate.api.app import create_app
 from wxgate.api.state import Readiness
-from wxgate.backends.base import Outcome, Settlement
+from wxgate.backends.base import Backend, Outcome, Settlement
+from wxgate.backends.redis import RedisBackend
 from wxgate.backends.sqlite import SqliteBackend
 from wxgate.clock import Clock, SystemClock
 from wxgate.config import Settings, hash_api_key
@@ -78,7 +80,7 @@ class Gateway:
 
     url: str
     app: FastAPI
-    backend: SqliteBackend
+    backend: Backend
     metrics: Metrics
     clock: Clock
     settings: Settings
@@ -154,12 +156,20 @@ async def gateway_factory(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
             settings: Settings | None = None,
             clock: Clock | None = None,
             readiness: Readiness | None = None,
+            engine: str = "sqlite",
         ) -> Gateway:
             nonlocal count
             count += 1
             settings = settings if settings is not None else make_settings()
             clock = clock if clock is not None else SystemClock()
-            backend = SqliteBackend(tmp_path / f"gateway-{count}.db", clock=clock)
+            backend: Backend
+            if engine == "redis":
+                await require_redis()
+                prefix = f"{redis_prefix(tmp_path)}-{count}"
+                stack.push_async_callback(delete_prefix, prefix)
+                backend = RedisBackend(REDIS_URL, prefix=prefix, clock=clock)
+            else:
+                backend = SqliteBackend(tmp_path / f"gateway-{count}.db", clock=clock)
             await backend.start()
             stack.push_async_callback(backend.close)
             metrics = Metrics()

@@ -212,3 +212,18 @@ async def test_queued_count_is_unchanged_by_every_refusal(gateway: Gateway) -> N
     await post_raw(gateway, b"not json")
     await gateway.post("/v1/messages", message_body(touser=""))
     assert (await gateway.backend.counts())[Status.QUEUED] == 0
+
+
+@pytest.mark.parametrize("char", ["\u0085", "\u009b"], ids=["NEL", "CSI"])
+async def test_c1_control_characters_are_refused_in_values_and_keys(
+    gateway: Gateway, char: str
+) -> None:
+    body = message_body(data={"thing1": {"value": f"a{char}b"}})
+    status, answer, _ = await gateway.post("/v1/messages", body)
+    assert status == 400
+    assert answer["data"]["errors"][0]["loc"] == ["body", "data", "thing1", "value"]
+
+    keyed = message_body(idempotency_key=f"order{char}1")
+    status, answer, _ = await gateway.post("/v1/messages", keyed)
+    assert status == 400
+    assert answer["data"]["errors"][0]["loc"] == ["body", "idempotency_key"]

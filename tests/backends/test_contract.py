@@ -18,6 +18,7 @@ from wxgate.backends.base import (
     MAX_EVENTS,
     Backend,
     DeadLetterFilter,
+    EventKind,
     IdempotencyConflict,
     Lease,
     ListFilter,
@@ -29,10 +30,14 @@ from wxgate.backends.base import (
     Report,
     Settlement,
     Status,
+    Verdict,
     new_id,
     send_burst,
 )
+from wxgate.backends.redis import RedisBackend
+from wxgate.backends.sqlite import SqliteBackend
 from wxgate.tokenbucket import WHOLE_EPSILON
+from wxgate.wechat.kinds import MessageKind
 from wxgate.wechat.tokenstore import CachedToken
 
 T0 = 1_700_000_000.0
@@ -263,6 +268,159 @@ async def test_a_conflict_in_a_large_batch_stores_none_of_it(backend: Backend) -
         await backend.enqueue(recipients, T0 + 1, batch)
     assert conflict.value.key == "taken"
     assert (await backend.counts())[Status.QUEUED] == 1
+
+
+# -- scheduled, decided at intake, cancelled ---------------------------------------------
+
+
+async def test_a_scheduled_message_waits_for_its_time_then_is_leased(backend: Backend) -> None:
+    later = replace(message(touser="o-later"), send_at=T0 + 600)
+    [answer] = await backend.enqueue([later], T0)
+    assert (answer.status, await status_of(backend, later.id)) == (Status.SCHEDULED,) * 2
+    assert await backend.lease_batch("w", 10, 30, T0 + 599) == []
+    assert (await backend.counts())[Status.SCHEDULED] == 1
+
+    [lease] = await backend.lease_batch("w", 10, 30, T0 + 600)
+    assert lease.id == later.id and lease.record.send_at == T0 + 600
+    record = await backend.get(later.id)
+    assert record is not None and record.status is Status.SENDING
+    assert [e.kind for e in record.events] == [EventKind.ACCEPTED, EventKind.SCHEDULED]
+    assert (await backend.counts())[Status.SCHEDULED] == 0
+
+
+async def test_a_message_decided_at_intake_is_stored_settled_and_never_leased(
+    backend: Backend,
+) -> None:
+    verdict = Verdict(Status.SUPPRESSED, "not following (43004)", 43004, "require subscribe")
+    decided = replace(message(touser="o-gone"), verdict=verdict)
+    answer, _ = await backend.enqueue([decided, message(touser="o-here")], T0)
+    assert answer.status is Status.SUPPRESSED
+    leases = await backend.lease_batch("w", 10, 30, T0 + 1)
+    assert [lease.record.touser for lease in leases] == ["o-here"]
+    record = await backend.get(decided.id)
+    assert record is not None and record.status is Status.SUPPRESSED
+    assert (record.last_errcode, record.last_errmsg) == (43004, "require subscribe")
+    assert record.events[-1].kind is EventKind.SUPPRESSED
+    assert record.events[-1].note == "not following (43004)"
+    assert (await backend.counts())[Status.SUPPRESSED] == 1
+    assert await backend.purge(T0 + 1) == 1  # settled: purged with the others
+
+
+async def test_kind_and_urgency_are_stored_with_the_message(backend: Backend) -> None:
+    sub = replace(message(), kind=MessageKind.SUBSCRIBE, urgent=True)
+    await backend.enqueue([sub], T0)
+    [lease] = await backend.lease_batch("w", 10, 30, T0)
+    assert (lease.record.kind, lease.record.urgent) == (MessageKind.SUBSCRIBE, True)
+
+
+async def test_cancel_takes_scheduled_and_queued_messages_and_reports_the_rest(
+    backend: Backend,
+) -> None:
+    scheduled = replace(message(touser="o-s"), send_at=T0 + 60)
+    queued, held = message(touser="o-q"), message(touser="o-h", at=T0 - 1)
+    await backend.enqueue([held], T0 - 1)
+    [lease] = await backend.lease_batch("w", 1, 30, T0)
+    await backend.enqueue([scheduled, queued], T0)
+
+    answers = await backend.cancel([scheduled.id, queued.id, lease.id, "nope"], T0 + 1)
+
+    assert [(a.status, a.cancelled) for a in answers] == [
+        (Status.CANCELLED, True),
+        (Status.CANCELLED, True),
+        (Status.SENDING, False),  # a worker holds it: the send wins
+        (None, False),
+    ]
+    assert await settle_one(backend, lease, Outcome.SENT, T0 + 2, msgid=1)
+    assert await backend.lease_batch("w", 10, 30, T0 + 120) == []  # neither comes back
+    record = await backend.get(queued.id)
+    assert record is not None and record.events[-1].kind is EventKind.CANCELLED
+    counts = await backend.counts()
+    assert (counts[Status.CANCELLED], counts[Status.QUEUED], counts[Status.SCHEDULED]) == (2, 0, 0)
+    again = await backend.cancel([queued.id], T0 + 2)
+    assert [(a.status, a.cancelled) for a in again] == [(Status.CANCELLED, False)]
+
+
+async def test_an_unknown_outcome_is_settled_and_replayable(backend: Backend) -> None:
+    message_id = await enqueue_one(backend)
+    lease = await lease_only(backend, message_id, T0)
+    assert await settle_one(backend, lease, Outcome.UNKNOWN, T0 + 1, note="no answer")
+    assert await status_of(backend, message_id) is Status.UNKNOWN
+    assert await backend.lease_batch("w", 10, 30, T0 + 999) == []
+    assert await backend.replay([message_id], T0 + 2) == 1
+    assert await status_of(backend, message_id) is Status.QUEUED
+
+
+async def test_a_throttled_message_spends_no_attempt(backend: Backend) -> None:
+    message_id = await enqueue_one(backend)
+    lease = await lease_only(backend, message_id, T0)
+    assert await settle_one(backend, lease, Outcome.THROTTLED, T0 + 1, note="5/1h")
+    record = await backend.get(message_id)
+    assert record is not None and (record.status, record.attempts) == (Status.THROTTLED, 0)
+
+
+# -- the webhook outbox --------------------------------------------------------------
+
+
+async def outbox(backend: Backend, app: str = "shop") -> list[tuple[str, str, str]]:
+    """(message_id, status, errcode) of the app's outbox entries, in order, read from
+    each engine's own structure (the webhook dispatcher has its own store for this)."""
+    if isinstance(backend, SqliteBackend):
+        sql = "SELECT message_id, status, errcode FROM webhook_events WHERE app = ? ORDER BY seq"
+        rows = await backend.database.read(lambda conn: conn.execute(sql, (app,)).fetchall())
+        return [(mid, status, "" if code is None else str(code)) for mid, status, code in rows]
+    assert isinstance(backend, RedisBackend)
+    entries = await backend._client.xrange(backend.keys.hooks(app))
+    return [(f["message_id"], f["status"], f["errcode"]) for _, f in entries]
+
+
+async def test_every_settled_move_of_a_notify_message_reaches_the_outbox(
+    backend: Backend,
+) -> None:
+    watched = replace(message(touser="o-w"), notify=True, callback_url="https://x.example/h")
+    quiet = message(touser="o-q")
+    await backend.enqueue([watched, quiet], T0)
+    leases = {lease.id: lease for lease in await backend.lease_batch("w", 10, 30, T0)}
+    settlements = [
+        Settlement(leases[watched.id], Outcome.SENT, msgid=BIG_MSGID),
+        Settlement(leases[quiet.id], Outcome.SENT, msgid=BIG_MSGID + 1),
+    ]
+    await backend.settle(settlements, T0 + 1)
+    await backend.apply_report(
+        Report("shop", BIG_MSGID, Status.REJECTED, "failed:user block"), T0 + 2
+    )
+
+    assert await outbox(backend) == [
+        (watched.id, "sent", ""),
+        (watched.id, "rejected", ""),
+    ]
+    record = await backend.get(watched.id)
+    assert record is not None and (record.notify, record.callback_url) == (
+        True,
+        "https://x.example/h",
+    )
+
+
+async def test_a_notify_message_settled_at_intake_or_cancelled_reaches_the_outbox(
+    backend: Backend,
+) -> None:
+    verdict = Verdict(Status.SUPPRESSED, "unfollowed", 43004)
+    decided = replace(message(touser="o-d"), notify=True, verdict=verdict)
+    scheduled = replace(message(touser="o-s"), notify=True, send_at=T0 + 60)
+    await backend.enqueue([decided, scheduled], T0)
+    await backend.cancel([scheduled.id], T0 + 1)
+    assert await outbox(backend) == [
+        (decided.id, "suppressed", "43004"),
+        (scheduled.id, "cancelled", ""),
+    ]
+
+
+async def test_a_report_that_beat_its_settle_gives_both_moves_in_order(backend: Backend) -> None:
+    watched = replace(message(), notify=True)
+    await backend.enqueue([watched], T0)
+    [lease] = await backend.lease_batch("w", 10, 30, T0)
+    await backend.apply_report(Report("shop", BIG_MSGID, Status.DELIVERED, "success"), T0 + 1)
+    await settle_one(backend, lease, Outcome.SENT, T0 + 2, msgid=BIG_MSGID)
+    assert [status for _, status, _ in await outbox(backend)] == ["sent", "delivered"]
 
 
 # -- leasing ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from wxgate.backends.base import (
     settle_change,
 )
 from wxgate.wechat.errors import Category
+from wxgate.wechat.kinds import MessageKind
 
 T0 = 1_700_000_000.0
 
@@ -77,6 +78,7 @@ def test_only_a_sent_outcome_keeps_its_msgid_and_sent_time() -> None:
 def test_a_stored_record_reads_the_same_from_text_and_from_typed_columns() -> None:
     typed = ["m1", "shop", "o1", "t1", '{"touser": "o1"}', "sent", 2, 5.0, "k", 2**60, -1]
     typed += ["busy", "TRANSIENT", None, "trace", "batch-1", 4, 1, 2.5, 3, None]
+    typed += ["subscribe", 1, 9.5, 1, "https://hooks.example.com/x"]
     as_text = [None if value is None else str(value) for value in typed]
     assert len(typed) == len(RECORD_FIELDS)
     for values in (typed, as_text):
@@ -85,8 +87,20 @@ def test_a_stored_record_reads_the_same_from_text_and_from_typed_columns() -> No
         assert (record.attempts, record.msgid, record.last_errcode) == (2, 2**60, -1)
         assert record.last_category is Category.TRANSIENT
         assert (record.batch_id, record.batch_position) == ("batch-1", 4)
+        assert (record.kind, record.urgent, record.send_at) == (MessageKind.SUBSCRIBE, True, 9.5)
+        assert (record.notify, record.callback_url) == (True, "https://hooks.example.com/x")
         assert (record.created_at, record.sent_at, record.delivered_at) == (1.0, 3.0, None)
         assert isinstance(record.created_at, float)
+
+
+def test_a_field_added_later_reads_as_its_default_when_absent() -> None:
+    values: list[object] = ["m1", "shop", "o1", "t1", "{}", "queued", "0", "1.0"]
+    values += [None] * (len(RECORD_FIELDS) - len(values))
+    values[RECORD_FIELDS.index("created_at")] = values[RECORD_FIELDS.index("updated_at")] = "1"
+    record = decode_record(values)
+    assert (record.kind, record.urgent, record.send_at) == (MessageKind.TEMPLATE, False, None)
+    urgent = RECORD_FIELDS.index("urgent")
+    assert decode_record([*values[:urgent], "0", *values[urgent + 1 :]]).urgent is False
 
 
 def test_a_report_moves_a_message_to_delivered_or_rejected_only() -> None:

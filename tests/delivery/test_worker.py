@@ -237,6 +237,35 @@ async def test_the_breaker_opens_on_an_outage_and_a_probe_closes_it(make_rig: Ma
     assert await rig.sends() == 6
 
 
+async def test_a_probe_that_meets_rotated_tokens_refreshes_resends_and_closes_the_breaker(
+    make_rig: MakeRig,
+) -> None:
+    # The token refresh and the resend belong to the probe: recovery within the one
+    # cool-down, not a second one (61 s instead of 31 s after the outage ended).
+    rig = await make_rig(
+        delivery={
+            "breaker_failures": 3,
+            "breaker_cooldown_s": 30.0,
+            "backoff_cap_s": 2.0,
+            "max_attempts": 10,
+        }
+    )
+    await rig.control.set_faults(error_rate=1.0)
+    ids = await rig.enqueue("o_pat", "o_quinn", "o_rose")
+    await rig.worker.drain()
+    assert rig.worker.breaker_state("shop") is BreakerState.OPEN
+
+    await rig.control.set_faults(error_rate=0.0, expire_tokens=True)  # rotated meanwhile
+    rig.clock.advance(30.0)
+    await rig.worker.drain()
+
+    assert rig.worker.breaker_state("shop") is BreakerState.CLOSED
+    records = [await rig.record(message_id) for message_id in ids]
+    assert all(r.status is Status.SENT for r in records)
+    stats = await rig.control.stats()
+    assert stats["sends"].get("42001", 0) == 1  # the probe's first request, once
+
+
 async def test_sends_keep_to_the_apps_rate_limit(make_rig: MakeRig) -> None:
     rate, count = 10, 40
     rig = await make_rig(app={"rate_limit_per_s": rate})

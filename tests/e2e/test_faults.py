@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.e2e.conftest import APP, MakeStack, eventually
-from wxgate.api.schemas import rfc3339
+from wxgate.clock import rfc3339
 from wxgate.delivery.policy import next_quota_reset
 from wxgate.sandbox.config import DEFAULT_SECRET
 

@@ -7,9 +7,27 @@ from typing import Any
 import aiohttp
 import orjson
 
-from wxgate.sandbox.config import DEFAULT_APPID, DEFAULT_SECRET
+from wxgate.sandbox.config import (
+    DEFAULT_APPID,
+    DEFAULT_MINI_APPID,
+    DEFAULT_MINI_SECRET,
+    DEFAULT_SECRET,
+)
 
 SEND = "/cgi-bin/message/template/send"
+BIZSEND = "/cgi-bin/message/subscribe/bizsend"
+SUBSCRIBE_SEND = "/cgi-bin/message/subscribe/send"
+NEWTMPL = "/wxaapi/newtmpl/"
+
+# Library template 1001 (订单发货通知) with keywords 1, 2, 3 and 6 (an enum), and values
+# that keep its rules.
+ORDER_SHIPPED_KIDS = [1, 2, 3, 6]
+ORDER_SHIPPED_DATA = {
+    "character_string1": {"value": "XN2024050100123"},
+    "thing2": {"value": "无线蓝牙耳机"},
+    "time3": {"value": "2024-05-01 15:01"},
+    "enum_string6": {"value": "已发货"},
+}
 
 
 def message(touser: str = "oUser0001", template_id: str = "TPL_ok", **extra: Any) -> dict:
@@ -18,6 +36,17 @@ def message(touser: str = "oUser0001", template_id: str = "TPL_ok", **extra: Any
         "touser": touser,
         "template_id": template_id,
         "data": {"thing1": {"value": "订单已发货"}, "time2": {"value": "2024-05-01 15:01"}},
+    }
+    body.update(extra)
+    return body
+
+
+def subscribe_message(touser: str, template_id: str, **extra: Any) -> dict:
+    """A valid subscribe send body for a template added from library template 1001."""
+    body: dict[str, Any] = {
+        "touser": touser,
+        "template_id": template_id,
+        "data": {key: dict(item) for key, item in ORDER_SHIPPED_DATA.items()},
     }
     body.update(extra)
     return body
@@ -58,8 +87,21 @@ class WeChatCalls:
     async def token(self) -> str:
         return (await self.stable())["access_token"]
 
+    async def mini_token(self) -> str:
+        """A token of the default mini program."""
+        return (await self.stable(DEFAULT_MINI_APPID, DEFAULT_MINI_SECRET))["access_token"]
+
     async def send(self, token: str, body: bytes | dict | None = None) -> Any:
         return await self.post(SEND, message() if body is None else body, access_token=token)
+
+    async def add_subscribe_template(
+        self, token: str, tid: str = "1001", kids: list[int] | None = None
+    ) -> str:
+        """Add a library template to the token's account; its priTmplId."""
+        body = {"tid": tid, "kidList": kids or ORDER_SHIPPED_KIDS, "sceneDesc": "发货提醒"}
+        answer = await self.post(NEWTMPL + "addtemplate", body, access_token=token)
+        assert answer["errcode"] == 0, answer
+        return answer["priTmplId"]
 
 
 async def to_next_window(control: Any, width_s: float, shift_s: float = 0.0) -> None:

@@ -1,5 +1,6 @@
 """TEMPLATESENDJOBFINISH reports from the sandbox: signed, plain or safe mode, retried
-as WeChat does (docs/wechat-protocol.md §5.2-§5.5), checked by a real CallbackCodec receiver."""
+as WeChat does (docs/wechat-protocol.md §5.2-§5.5), checked by a real receiver with
+CallbackCodec."""
 
 from __future__ import annotations
 
@@ -249,3 +250,20 @@ async def test_report_timestamp_is_real_time_even_after_the_sandbox_clock_moved(
         await server.stop()
     [query] = receiver.requests
     assert abs(int(query["timestamp"]) - time.time()) < 30
+
+
+async def test_zero_msgid_mode_reports_msgid_0_for_sends_with_a_client_msg_id(
+    receiver: Receiver,
+):
+    server = await _sandbox_with_callbacks(receiver)
+    try:
+        async with SandboxControl(server.base_url) as control:
+            await control.set_faults(report_zero_msgid=True)
+        answers, _ = await _send_and_settle(
+            server, message(touser="oWith", client_msg_id="c-1"), message(touser="oWithout")
+        )
+    finally:
+        await server.stop()
+    msgids = {event.from_user: event.msgid for event in receiver.events}
+    assert msgids == {"oWith": 0, "oWithout": answers[1]["msgid"]}
+    assert answers[0]["msgid"] > 0  # the send itself still answers its msgid

@@ -82,7 +82,11 @@ async def test_test_openids_are_refused_with_their_errcode(
 
 @pytest.mark.parametrize(
     ("touser", "status"),
-    [("blocked_1", "failed:user block"), ("sysfail_1", "failed: system failed")],
+    [
+        ("blocked_1", "failed:user block"),
+        ("sysfail_1", "failed: system failed"),
+        ("freqlimit_1", "failed:freq limit"),
+    ],
 )
 async def test_reporting_openids_are_accepted_and_report_a_failure(
     wechat: WeChatCalls, sandbox_control: SandboxControl, token: str, touser: str, status: str

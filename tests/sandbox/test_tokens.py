@@ -101,6 +101,13 @@ async def test_stable_fetch_with_a_wrong_secret_is_40125(wechat: WeChatCalls):
     assert (await wechat.stable(secret="wrong"))["errcode"] == 40125
 
 
+@pytest.mark.parametrize("body", [b"", b"appid=wx&secret=s", b"[]"])
+async def test_stable_fetch_with_a_body_that_is_not_a_json_object_is_41002(
+    wechat: WeChatCalls, body: bytes
+):
+    assert (await wechat.post("/cgi-bin/stable_token", body))["errcode"] == 41002
+
+
 async def test_stable_token_endpoint_requires_post(wechat: WeChatCalls):
     answer = await wechat.get(
         "/cgi-bin/stable_token", grant_type="client_credential", appid=DEFAULT_APPID

@@ -36,8 +36,9 @@ from wxgate.wechat.errors import CallbackSignatureError
 
 from .conftest import API_KEY, OTHER_KEY, REVOKED_KEY, Client, Deployment, raw_request
 
-# Routes anyone may call: probes, Prometheus, the API's own documentation, and WeChat's
-# callback URL (WeChat signs those requests with the app's callback token instead).
+# Routes anyone may call: probes, Prometheus, the API's own documentation (with the
+# scripts and styles it loads), and WeChat's callback URL (WeChat signs those requests
+# with the app's callback token instead).
 PUBLIC = frozenset(
     {
         "/healthz",
@@ -45,7 +46,7 @@ PUBLIC = frozenset(
         "/metrics",
         "/openapi.json",
         "/docs",
-        "/docs/oauth2-redirect",
+        "/docs/assets",
         "/redoc",
         "/wechat/callback/{app}",
     }

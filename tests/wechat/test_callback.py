@@ -33,7 +33,7 @@ from wxgate.wechat.errors import (
     CallbackMalformedError,
     CallbackRejected,
     CallbackSignatureError,
-    UnparseableEvent,
+    HostileDocument,
 )
 from wxgate.wechat.report import ReportOutcome
 
@@ -769,9 +769,10 @@ def test_open_refuses_a_safe_mode_body_without_encrypt() -> None:
 
 @pytest.mark.parametrize("xml", [XXE, BILLION_LAUGHS])
 def test_open_does_not_expand_entities_in_a_signed_plaintext_body(xml: bytes) -> None:
+    # WeChat never sends a DTD: refused as hostile even under a valid signature.
     codec = CallbackCodec(TOKEN, APPID)
     query, _ = codec.seal(MSG, TIMESTAMP, NONCE)
-    with pytest.raises(UnparseableEvent) as caught:
+    with pytest.raises(HostileDocument) as caught:
         codec.open(query, xml)
     assert "DTD" in caught.value.detail
 
@@ -779,7 +780,7 @@ def test_open_does_not_expand_entities_in_a_signed_plaintext_body(xml: bytes) ->
 @pytest.mark.parametrize("xml", [XXE, BILLION_LAUGHS])
 def test_open_does_not_expand_entities_inside_the_encrypted_payload(xml: bytes) -> None:
     query, body = resigned(Envelope(AES_KEY, APPID).encrypt(xml))
-    with pytest.raises(UnparseableEvent) as caught:
+    with pytest.raises(HostileDocument) as caught:
         safe_codec().open(query, body)
     assert "DTD" in caught.value.detail
 

@@ -212,11 +212,24 @@ def test_untyped_value_may_be_200_characters_but_not_more() -> None:
     assert problem.msg == "detail1: at most 200 characters (got 201)"
 
 
-@pytest.mark.parametrize("char", ["\x00", "\x07", "\t", "\x1b", "\x1f", "\x7f"])
+@pytest.mark.parametrize(
+    "char", ["\x00", "\x07", "\t", "\x1b", "\x1f", "\x7f", "\x80", "\x9b", "\x9f"]
+)
 def test_control_character_in_any_value_is_rejected(char: str) -> None:
     [problem] = problems_of(body_with_value("detail1", f"a{char}b"))
     assert problem.loc == ("data", "detail1", "value")
     assert f"U+{ord(char):04X}" in problem.msg
+
+
+def test_c1_next_line_is_a_line_break_like_newline() -> None:
+    # U+0085 (NEL) breaks a line as "\n" does: refused in a typed key, as a line break.
+    problems = problems_of(body_with_value("thing1", "a\x85b"))
+    assert [p.msg for p in problems] == ["thing1: no line breaks allowed"]
+
+
+def test_c1_characters_are_refused_in_an_openid() -> None:
+    problems = problems_of({**body_with_value("thing1", "ok"), "touser": "o\x9bX"})
+    assert [p.loc for p in problems] == [("touser",)]
 
 
 def test_control_character_and_length_are_both_reported() -> None:

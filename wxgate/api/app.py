@@ -18,8 +18,10 @@ from starlette.responses import Response
 
 from wxgate.api.auth import ApiKeyMiddleware, ApiKeys, document_api_keys
 from wxgate.api.backpressure import Backpressure
+from wxgate.api.docs_ui import install_docs
 from wxgate.api.errors import ApiError
 from wxgate.api.fastpath import MessageFastPath
+from wxgate.api.intake_checks import intake_checks
 from wxgate.api.middleware import BodyLimitMiddleware, ErrorLogMiddleware, TraceMiddleware
 from wxgate.api.routes import apps, batches, callback, dead_letters, messages, ops
 from wxgate.api.schemas import JsonResponse, failure
@@ -120,6 +122,8 @@ def create_app(
         title="wxgate",
         summary="A reliable WeChat Official Account template-message gateway",
         default_response_class=JsonResponse,
+        docs_url=None,  # install_docs serves /docs and /redoc without a CDN
+        redoc_url=None,
         exception_handlers={
             ApiError: _on_api_error,
             RequestValidationError: _on_validation_error,
@@ -136,8 +140,10 @@ def create_app(
         backpressure=Backpressure(backend, server.max_queued, clock),
         codecs=_codecs(settings),
         readiness=readiness,
+        intake_checks=intake_checks(settings, backend, clock),
     )
     _include_routes(app, serve_api)
+    install_docs(app)
     _document_api_keys(app)
     # add_middleware wraps what is already there: the last one added runs first.
     if serve_api:

@@ -77,6 +77,12 @@ class Conflict(ApiError):
     status, code = 409, 40900
 
 
+class KeyReused(ApiError):
+    """An idempotency key already stored for a different request (nothing was stored)."""
+
+    status, code = 422, 42200
+
+
 class PayloadTooLarge(ApiError):
     """The body is over `server.max_body_bytes`."""
 

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wxgate.api import intake
 from wxgate.api.errors import ApiError
+from wxgate.api.jsonbody import repeated_member
 from wxgate.api.middleware import trace_id_of
 from wxgate.api.schemas import MessageIn
 from wxgate.backends.base import StorageUnavailable
@@ -81,8 +82,8 @@ def _valid(body: bytes) -> tuple[dict[str, Any], MessageIn] | None:
         raw = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if type(raw) is not dict:
-        return None
+    if type(raw) is not dict or repeated_member(body) is not None:
+        return None  # FastAPI's route answers it, with the same refusal as always
     try:
         return raw, MessageIn.model_validate(raw)
     except ValidationError:

@@ -2,7 +2,8 @@
 
 `accept` is the one sequence every intake route runs (POST /v1/messages, its fast
 path, and the batch route): backpressure, the app, the messages of the request,
-one durable `enqueue`, the metrics, the answer (202, or 200 when every message was
+the gateway's intake checks (intake_checks.py), one durable `enqueue`, the metrics,
+the answer (202, or 200 when every message was
 stored before under its idempotency key). What differs between a single message
 and a batch is an `Intake`: `SingleIntake` and `BatchIntake` below.
 
@@ -11,7 +12,8 @@ WeChat would refuse for its content never enters the queue; its problems come
 back with locations inside the request (`["body", "recipients", 3, "touser"]`).
 Also owned here: which app a request means, which idempotency key it carries, and
 the batch id (derived from (app, key) when a batch has a key, so a retried batch
-gets the same batch_id and, through the per-message keys, the same ids).
+gets the same batch_id and, through its members' positions, the same ids). What
+identifies a request for its key is idempotency.py's.
 """
 
 from __future__ import annotations
@@ -25,17 +27,21 @@ from typing import Any, Protocol
 from starlette.responses import Response
 
 from wxgate.api.errors import InvalidRequest
+from wxgate.api.idempotency import (
+    batch_digest,
+    idempotency_key,
+    refused,
+    repeated_keys,
+    request_digest,
+)
 from wxgate.api.schemas import (
-    IDEMPOTENCY_KEY_RULE,
-    MAX_IDEMPOTENCY_KEY,
     BatchIn,
     MessageIn,
     RecipientIn,
-    control_character_in,
     ok,
 )
 from wxgate.api.state import ApiState
-from wxgate.backends.base import Enqueued, NewMessage
+from wxgate.backends.base import Enqueued, IdempotencyConflict, NewBatch, NewMessage
 from wxgate.config import Settings
 from wxgate.wechat.template import Problem, TemplateMessage, TemplateValidationError, parse
 
@@ -53,18 +59,6 @@ def resolve_app(settings: Settings, name: str | None) -> str:
         return settings.app(name)[0]
     except KeyError as exc:
         raise InvalidRequest.at(["body", "app"], str(exc.args[0])) from None
-
-
-def idempotency_key(in_body: str | None, in_header: str | None) -> str | None:
-    """The request's key, from the body or the Idempotency-Key header (not two different)."""
-    loc = ["header", "Idempotency-Key"]
-    if in_header is not None and not 0 < len(in_header) <= MAX_IDEMPOTENCY_KEY:
-        raise InvalidRequest.at(loc, f"1 to {MAX_IDEMPOTENCY_KEY} characters")
-    if in_header is not None and control_character_in(in_header):
-        raise InvalidRequest.at(loc, IDEMPOTENCY_KEY_RULE)
-    if in_body is not None and in_header is not None and in_body != in_header:
-        raise InvalidRequest.at(loc, "differs from body.idempotency_key; send one of them")
-    return in_body if in_body is not None else in_header
 
 
 def _problems_json(
@@ -85,7 +79,14 @@ def one_message(
         message, warnings = parse(_template_body(raw))
     except TemplateValidationError as exc:
         raise InvalidRequest(_problems_json(exc.problems, ["body"])) from None
-    new = NewMessage(app=app, payload=message.to_wechat(), idempotency_key=key, trace_id=trace_id)
+    payload = message.to_wechat()
+    new = NewMessage(
+        app=app,
+        payload=payload,
+        idempotency_key=key,
+        trace_id=trace_id,
+        digest=request_digest(app, payload),
+    )
     return new, _problems_json(warnings, ["body"])
 
 
@@ -94,6 +95,7 @@ class Batch:
     batch_id: str
     messages: list[NewMessage]
     warnings: list[dict[str, Any]]
+    keyed: NewBatch | None  # a batch sent with an idempotency key
 
 
 def batch_id_for(app: str, key: str | None) -> str:
@@ -195,27 +197,30 @@ def batch_messages(raw: Mapping[str, Any], body: BatchIn, app: str, trace_id: st
     """Every message of a POST /v1/messages/batch body, or InvalidRequest naming each bad
     recipient: all or nothing."""
     reader = _BatchReader(raw, body)
+    reader.problems += repeated_keys([recipient.idempotency_key for recipient in body.recipients])
     batch_id = batch_id_for(app, body.idempotency_key)
     messages: list[NewMessage] = []
     for index, recipient in enumerate(body.recipients):
         payload = reader.payload(index, recipient)
         if payload is None or reader.problems:
             continue  # keep validating: the answer names every bad recipient
-        key = recipient.idempotency_key
-        if key is None and body.idempotency_key is not None:
-            key = f"{body.idempotency_key}:{index}"
         messages.append(
             NewMessage(
                 app=app,
                 payload=payload,
-                idempotency_key=key,
+                idempotency_key=recipient.idempotency_key,
                 trace_id=trace_id,
                 batch_id=batch_id,
+                digest=request_digest(app, payload),
+                batch_position=index,
             )
         )
     if reader.problems:
-        raise InvalidRequest(reader.problems)
-    return Batch(batch_id, messages, list(reader.warnings.values()))
+        raise InvalidRequest(reader.problems[:MAX_REPORTED_PROBLEMS])
+    keyed = None
+    if body.idempotency_key is not None:
+        keyed = NewBatch(batch_id, app, body.idempotency_key, batch_digest(messages))
+    return Batch(batch_id, messages, list(reader.warnings.values()), keyed)
 
 
 # -- one sequence for every intake route ---------------------------------------------
@@ -228,6 +233,7 @@ class Prepared:
     messages: list[NewMessage]
     warnings: list[dict[str, Any]]
     batch_id: str | None = None
+    batch: NewBatch | None = None  # a keyed batch, checked whole against a repeat
 
 
 class Intake(Protocol):
@@ -280,7 +286,7 @@ class BatchIntake:
 
     def prepare(self, app: str, trace_id: str | None) -> Prepared:
         batch = batch_messages(self.raw, self.body, app, trace_id)
-        return Prepared(batch.messages, batch.warnings, batch.batch_id)
+        return Prepared(batch.messages, batch.warnings, batch.batch_id, batch.keyed)
 
     def answer(self, prepared: Prepared, results: list[Enqueued]) -> dict[str, Any]:
         return {
@@ -297,7 +303,13 @@ async def accept(state: ApiState, intake: Intake, trace_id: str | None) -> Respo
     await state.backpressure.check()
     app = resolve_app(state.settings, intake.app)
     prepared = intake.prepare(app, trace_id)
-    results = await state.backend.enqueue(prepared.messages, state.clock.now())
+    messages: Sequence[NewMessage] = prepared.messages
+    for check in state.intake_checks:
+        messages = await check.check(app, messages)
+    try:
+        results = await state.backend.enqueue(messages, state.clock.now(), prepared.batch)
+    except IdempotencyConflict as conflict:
+        raise refused(conflict) from None
     created = sum(1 for result in results if result.created)
     if created:
         state.metrics.messages.labels(app=app, outcome="accepted").inc(created)

@@ -11,7 +11,6 @@ silently round it as a number.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar, get_type_hints
 
 import orjson
@@ -19,13 +18,14 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from starlette.responses import Response
 
 from wxgate.backends.base import RECORD_FIELDS, Event, EventKind, MessageRecord, Page, Status
+from wxgate.clock import rfc3339
 
 MAX_RECIPIENTS = 10_000
 MAX_IDEMPOTENCY_KEY = 128
 # A key is echoed in records, log lines and (on Redis) key names: printable text only.
-IDEMPOTENCY_KEY_PATTERN = "^[^\\x00-\\x1f\\x7f]+$"
+IDEMPOTENCY_KEY_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
 IDEMPOTENCY_KEY_RULE = "no control characters allowed"
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 # A data map bigger than this is refused by its shape alone, before any rule runs
 # (WeChat templates have at most a few dozen keys; template.parse applies the real limit).
 MAX_DATA_KEYS_SHAPE = 64
@@ -148,7 +148,7 @@ class BatchIn(_Model):
     idempotency_key: IdempotencyKey | None = Field(
         None,
         description="a retried batch with the same key answers the same batch_id and ids; "
-        "message i gets the key '<key>:<i>'",
+        "the same key with other recipients or data is refused (422)",
     )
 
 
@@ -210,14 +210,6 @@ class EventOut(BaseModel):
     kind: EventKind
     note: str = ""
     errcode: int | None = None
-
-
-def rfc3339(epoch: float | None) -> str | None:
-    """An epoch time as an RFC 3339 UTC string with milliseconds, e.g. 2026-12-07T04:31:36.123Z."""
-    if epoch is None:
-        return None
-    moment = datetime.fromtimestamp(epoch, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 # Statuses in which the record's next_attempt_at means something (a retry time, or the

@@ -6,12 +6,13 @@ so two apps in one process never share a key bucket or a cached count.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from starlette.requests import Request
 
 from wxgate.api.backpressure import Backpressure
+from wxgate.api.intake_checks import IntakeCheck
 from wxgate.backends.base import Backend
 from wxgate.clock import Clock
 from wxgate.config import Settings
@@ -30,6 +31,7 @@ class ApiState:
     backpressure: Backpressure
     codecs: Mapping[str, CallbackCodec]  # apps with a callback token only
     readiness: Readiness | None
+    intake_checks: Sequence[IntakeCheck] = ()
 
 
 def api_state(request: Request) -> ApiState:

@@ -14,17 +14,20 @@ import random
 import time
 import types
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Final, Protocol, Union, get_args, get_origin, get_type_hints
 
 import orjson
 
+from wxgate.clock import rfc3339
 from wxgate.wechat.errors import Category
+from wxgate.wechat.kinds import MessageKind
 from wxgate.wechat.tokenstore import TokenStore
 
 
 class Status(StrEnum):
+    SCHEDULED = "scheduled"  # waiting for its send_at; a worker takes it once due
     QUEUED = "queued"  # waiting for a worker, or for its retry time
     SENDING = "sending"  # leased by a worker until the lease deadline
     SENT = "sent"  # WeChat accepted it (errcode 0); its report may follow
@@ -32,6 +35,10 @@ class Status(StrEnum):
     REJECTED = "rejected"  # WeChat's report said it did not (user block, system failed)
     FAILED = "failed"  # a permanent error for this message
     DEAD = "dead"  # retries exhausted or app misconfigured; replayable
+    UNKNOWN = "unknown"  # sent without an answer, and not safe to resend (no client_msg_id)
+    CANCELLED = "cancelled"  # cancelled by the caller or an operator before it was sent
+    SUPPRESSED = "suppressed"  # its recipient is on the app's suppression list; not sent
+    THROTTLED = "throttled"  # past the recipient's frequency cap; not sent
 
 
 SEND_BURST_S = 0.05
@@ -67,9 +74,29 @@ class IdempotencyConflict(BackendError):
         self.key = key
 
 
-# No worker will touch these again (a `sent` message only waits for its report).
-SETTLED = frozenset({Status.SENT, Status.DELIVERED, Status.REJECTED, Status.FAILED, Status.DEAD})
-REPLAYABLE = frozenset({Status.DEAD, Status.FAILED})
+# A worker leases these once due (a scheduled message goes straight to sending).
+LEASABLE = frozenset({Status.SCHEDULED, Status.QUEUED})
+# No worker will touch these again (a `sent` message only waits for its report, an
+# `unknown` one for a subscribe sent event or an operator).
+SETTLED = frozenset(
+    {
+        Status.SENT,
+        Status.DELIVERED,
+        Status.REJECTED,
+        Status.FAILED,
+        Status.DEAD,
+        Status.UNKNOWN,
+        Status.CANCELLED,
+        Status.SUPPRESSED,
+        Status.THROTTLED,
+    }
+)
+# An operator may send these again (replay): back to queued, attempts reset.
+REPLAYABLE = frozenset(
+    {Status.DEAD, Status.FAILED, Status.UNKNOWN, Status.SUPPRESSED, Status.THROTTLED}
+)
+# A cancel takes these; a message a worker holds (sending) or has sent wins the race.
+CANCELLABLE = LEASABLE
 PENDING_REPORT_TTL_S: Final = 3600  # how long a report that beat its settle waits for it
 
 
@@ -77,6 +104,7 @@ class EventKind(StrEnum):
     """What one line of a message's history records."""
 
     ACCEPTED = "accepted"
+    SCHEDULED = "scheduled"
     SENT = "sent"
     RETRY = "retry"
     FAILED = "failed"
@@ -85,6 +113,10 @@ class EventKind(StrEnum):
     LEASE_EXPIRED = "lease_expired"
     REPORT = "report"
     REPLAYED = "replayed"
+    UNKNOWN = "unknown"
+    CANCELLED = "cancelled"
+    SUPPRESSED = "suppressed"
+    THROTTLED = "throttled"
 
 
 class Outcome(StrEnum):
@@ -96,6 +128,8 @@ class Outcome(StrEnum):
     FAILED = "failed"  # -> failed (permanent for this message)
     DEAD = "dead"  # -> dead (retries exhausted, or CONFIG)
     RELEASE = "release"  # -> queued until next_attempt_at, no attempt counted (pause, shutdown)
+    UNKNOWN = "unknown"  # -> unknown: sent, no answer, not to be resent blindly
+    THROTTLED = "throttled"  # -> throttled: past the recipient's cap, not sent
 
     @property
     def status(self) -> Status:
@@ -108,8 +142,8 @@ class Outcome(StrEnum):
 
     @property
     def counts_attempt(self) -> bool:
-        """Every settle but a release spends one of the message's attempts."""
-        return self is not Outcome.RELEASE
+        """A settle that sent (or tried to) spends one of the message's attempts."""
+        return self is not Outcome.RELEASE and self is not Outcome.THROTTLED
 
     @property
     def waits(self) -> bool:
@@ -128,6 +162,8 @@ _OUTCOME_STATUS: Final = {
     Outcome.FAILED: Status.FAILED,
     Outcome.DEAD: Status.DEAD,
     Outcome.RELEASE: Status.QUEUED,
+    Outcome.UNKNOWN: Status.UNKNOWN,
+    Outcome.THROTTLED: Status.THROTTLED,
 }
 _OUTCOME_EVENT: Final = {
     Outcome.SENT: EventKind.SENT,
@@ -135,6 +171,8 @@ _OUTCOME_EVENT: Final = {
     Outcome.FAILED: EventKind.FAILED,
     Outcome.DEAD: EventKind.DEAD,
     Outcome.RELEASE: EventKind.RELEASED,
+    Outcome.UNKNOWN: EventKind.UNKNOWN,
+    Outcome.THROTTLED: EventKind.THROTTLED,
 }
 
 
@@ -163,6 +201,18 @@ def accepted_event(now: float) -> Event:
     return Event(now, EventKind.ACCEPTED)
 
 
+def first_events(message: NewMessage, now: float) -> list[Event]:
+    """A new message's history as it is stored: accepted, then scheduled (with its time)
+    or the verdict that settled it at once."""
+    events = [accepted_event(now)]
+    if message.verdict is not None:
+        verdict = message.verdict
+        events.append(Event(now, verdict.event_kind, verdict.note, verdict.errcode))
+    elif message.send_at is not None:
+        events.append(Event(now, EventKind.SCHEDULED, f"due at {rfc3339(message.send_at)}"))
+    return events
+
+
 MAX_EVENTS = 50  # the oldest lines are dropped beyond this
 
 
@@ -184,6 +234,19 @@ class NewMessage:
     id: str = field(default_factory=lambda: new_id())
     digest: str = ""
     batch_position: int | None = None
+    kind: MessageKind = MessageKind.TEMPLATE
+    urgent: bool = False  # sent even inside the app's quiet hours
+    send_at: float | None = None  # scheduled: not sent before this time
+    verdict: Verdict | None = None  # stored as already decided: never queued, never sent
+    notify: bool = False  # its moves into settled statuses go to the webhook outbox
+    callback_url: str | None = None  # the caller's own webhook for this message
+
+    @property
+    def status(self) -> Status:
+        """The status it is stored in."""
+        if self.verdict is not None:
+            return self.verdict.status
+        return Status.SCHEDULED if self.send_at is not None else Status.QUEUED
 
     @property
     def touser(self) -> str:
@@ -192,6 +255,25 @@ class NewMessage:
     @property
     def template_id(self) -> str:
         return str(self.payload.get("template_id", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What intake decided instead of queueing a message: a settled status (SUPPRESSED,
+    or FAILED such as a missing grant), with the reason kept on the record."""
+
+    status: Status
+    note: str
+    errcode: int | None = None
+    errmsg: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in SETTLED or self.status is Status.SENT:
+            raise ValueError(f"a verdict settles a message unsent, not as {self.status}")
+
+    @property
+    def event_kind(self) -> EventKind:
+        return EventKind.SUPPRESSED if self.status is Status.SUPPRESSED else EventKind.FAILED
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +323,11 @@ class MessageRecord:
     updated_at: float = 0.0
     sent_at: float | None = None
     delivered_at: float | None = None  # when the report (success or failure) came in
+    kind: MessageKind = MessageKind.TEMPLATE
+    urgent: bool = False
+    send_at: float | None = None
+    notify: bool = False
+    callback_url: str | None = None
     events: list[Event] = field(default_factory=list)
 
 
@@ -254,11 +341,23 @@ def _decoder(annotation: Any) -> Callable[[Any], Any]:
         annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
     if get_origin(annotation) is dict:
         return orjson.loads
+    if annotation is bool:
+        return _stored_bool
     return annotation  # type: ignore[no-any-return]  # str, int, float and the StrEnums
+
+
+def _stored_bool(value: Any) -> bool:
+    """SQLite stores 0/1, Redis "0"/"1" (bool("0") would be True)."""
+    return value in (1, "1", True)
 
 
 _HINTS = get_type_hints(MessageRecord)
 _DECODERS: Final = tuple(_decoder(_HINTS[name]) for name in RECORD_FIELDS)
+# What an absent value of a field that is not optional reads as: its default (a field
+# added later, e.g. `kind`, is absent from records stored before it).
+_ABSENT: Final = tuple(
+    None if f.default is MISSING else f.default for f in fields(MessageRecord) if f.name != "events"
+)
 
 
 def decode_record(values: Sequence[Any], events: list[Event] | None = None) -> MessageRecord:
@@ -268,8 +367,8 @@ def decode_record(values: Sequence[Any], events: list[Event] | None = None) -> M
     (SQLite, whose RETURNING hands back integral REAL values as ints) read alike."""
     return MessageRecord(
         *[
-            None if value is None else decode(value)
-            for decode, value in zip(_DECODERS, values, strict=True)
+            absent if value is None else decode(value)
+            for decode, absent, value in zip(_DECODERS, _ABSENT, values, strict=True)
         ],
         events=[] if events is None else events,
     )
@@ -391,6 +490,32 @@ class ReportApplied:
 
 
 @dataclass(frozen=True, slots=True)
+class Cancelled:
+    """What a cancel did to one message."""
+
+    id: str
+    status: Status | None  # its status after the call; None: no such message
+    cancelled: bool  # True when this call cancelled it (else a worker or an earlier call won)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """One entry of the webhook outbox: a message of `notify=True` moved into a settled
+    status. Storage writes it in the same atomic step as the move, so a status change a
+    caller cares about is never lost between the two; the webhook dispatcher delivers
+    it. The fields are a snapshot taken at the move; `seq` orders a store's events."""
+
+    seq: str  # SQLite: the row number; Redis: the outbox stream's entry id
+    message_id: str
+    app: str
+    status: Status
+    at: float
+    errcode: int | None = None
+    errmsg: str | None = None
+    msgid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ListFilter:
     status: Status | None = None
     app: str | None = None
@@ -459,8 +584,14 @@ class Backend(Protocol):
         False at its position, nothing written for it."""
         ...
 
+    async def cancel(self, ids: Sequence[str], now: float) -> list[Cancelled]:
+        """scheduled or queued -> cancelled, each message atomically, with a `cancelled`
+        event; one a worker holds (sending) or has settled is left as it is, and its
+        answer says which status won. In the order of `ids`."""
+        ...
+
     async def replay(self, ids: Sequence[str], now: float) -> int:
-        """dead or failed messages back to queued with attempts reset; the count moved."""
+        """REPLAYABLE messages back to queued with attempts reset; the count moved."""
         ...
 
     async def replay_dead(self, flt: DeadLetterFilter, now: float) -> int:

@@ -69,6 +69,7 @@ from wxgate.backends.base import (
     PENDING_REPORT_TTL_S,
     RECORD_FIELDS,
     BackendError,
+    Cancelled,
     DeadLetterFilter,
     Enqueued,
     Event,
@@ -87,8 +88,8 @@ from wxgate.backends.base import (
     Settlement,
     Status,
     StorageUnavailable,
-    accepted_event,
     decode_record,
+    first_events,
     send_burst,
     settle_change,
 )
@@ -121,6 +122,7 @@ _UNAVAILABLE: Final = (
 )
 _SCRIPTS: Final = (
     lua.ENQUEUE, lua.PROMOTE, lua.LEASE, lua.SETTLE, lua.KEEP_REPORT, lua.REPORT, lua.REPLAY,
+    lua.CANCEL,
     lua.PURGE, lua.REMEMBER_NONCE, lua.TAKE_BUDGET, lua.MAKE_DUE,
 )  # fmt: skip
 
@@ -320,22 +322,19 @@ class RedisBackend:
         self, messages: Sequence[NewMessage], now: float, batch: NewBatch | None
     ) -> tuple[list[str], list[object]]:
         k = self._keys
-        accepted = accepted_event(now).to_json()
         batch_hash = k.batch(batch.id) if batch is not None else k.counts
-        keys = [k.counts, k.index_all, k.index_status(Status.QUEUED), k.apps, batch_hash]
-        args: list[object] = [_num(now), self._retention_s, accepted.decode()]
+        keys = [k.counts, k.index_all, k.apps, batch_hash, k.settled, *self._status_indexes]
+        args: list[object] = [_num(now), self._retention_s, self._retention_s]
         args.append(batch.digest if batch is not None else "")
         for m in messages:
             message_key = k.message(m.id)
             dedupe = self._dedupe_key(m, batch)
             batch_key = k.batch(m.batch_id) if m.batch_id else message_key
             batch_index = k.index_batch(m.batch_id) if m.batch_id else message_key
-            keys += [message_key, dedupe or message_key, k.ready(m.app), k.app_counts(m.app)]
-            keys += [k.index_app(m.app), batch_key, batch_index]
-            args += [m.id, m.app, m.touser, m.template_id, orjson.dumps(m.payload).decode()]
-            args += [_opt(m.idempotency_key), _opt(m.trace_id), _opt(m.batch_id)]
-            args += [_Ref(m.id, m.app, m.batch_id).text(), "1" if dedupe else "", m.digest]
-            args.append(_opt(m.batch_position))
+            keys += [message_key, dedupe or message_key, k.ready(m.app), k.retry(m.app)]
+            keys += [k.app_counts(m.app), k.index_app(m.app), batch_key, batch_index]
+            keys.append(k.hooks(m.app))
+            args += _enqueue_args(m, now, dedupe is not None)
         return keys, args
 
     async def _check_dedupe(self, messages: Sequence[NewMessage], batch: NewBatch | None) -> None:
@@ -379,7 +378,7 @@ class RedisBackend:
                 # script saw its key; it was queued when it was stored.
                 status[message_id] = Status(value) if value else Status.QUEUED
         return [
-            Enqueued(first, status[first], False) if first else Enqueued(m.id, Status.QUEUED, True)
+            Enqueued(first, status[first], False) if first else Enqueued(m.id, m.status, True)
             for m, first in zip(messages, firsts, strict=True)
         ]
 
@@ -534,6 +533,7 @@ class RedisBackend:
             k.pending_report(record.app, s.msgid)
             if stores_msgid and s.msgid is not None
             else message_key,
+            k.hooks(record.app),
             *self._book(record.app, record.batch_id, message_key),
         ]
 
@@ -554,6 +554,33 @@ class RedisBackend:
             change.event.to_json().decode(),
             self._retention_s,
         ]
+
+    @_storage_call
+    async def cancel(self, ids: Sequence[str], now: float) -> list[Cancelled]:
+        if not ids:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for message_id in ids:
+            pipe.hmget(self._keys.message(message_id), "app", "batch_id")
+        found = await pipe.execute()
+        line = Event(now, EventKind.CANCELLED).to_json().decode()
+        pipe = await self._pipeline()
+        for message_id, (app, batch_id) in zip(ids, found, strict=True):
+            if app is None:
+                continue
+            k, message_key = self._keys, self._keys.message(message_id)
+            keys = [message_key, k.retry(app), k.settled, k.hooks(app)]
+            keys += self._book(app, batch_id, message_key)
+            self._queue(pipe, lua.CANCEL, keys, [message_id, _num(now), line, self._retention_s])
+        answers = iter(await pipe.execute())
+        results = []
+        for message_id, (app, _) in zip(ids, found, strict=True):
+            answer = next(answers) if app is not None else None
+            if not answer:
+                results.append(Cancelled(message_id, None, False))
+            else:
+                results.append(Cancelled(message_id, Status(answer[0]), answer[1] == 1))
+        return results
 
     @_storage_call
     async def replay(self, ids: Sequence[str], now: float) -> int:
@@ -662,7 +689,8 @@ class RedisBackend:
             return ReportApplied(None, None, False)
         message_key = self._keys.message(message_id)
         batch_id = await self._client.hget(message_key, "batch_id")
-        keys = [message_key, self._keys.settled, *self._book(app, batch_id, message_key)]
+        keys = [message_key, self._keys.settled, self._keys.hooks(app)]
+        keys += self._book(app, batch_id, message_key)
         args = [message_id, report.text, target.value, _num(now), self._retention_s]
         answer = await self._run(lua.REPORT, keys, args)
         if answer is None:  # the message was purged; its msgid key was going with it
@@ -841,6 +869,23 @@ class RedisBackend:
         for message_id in ids:
             pipe.hmget(self._keys.message(message_id), RECORD_FIELDS)
         return [decode_record(values) if values[0] else None for values in await pipe.execute()]
+
+
+def _enqueue_args(m: NewMessage, now: float, deduped: bool) -> list[object]:
+    """ENQUEUE's values for one message (redis_scripts, in that order)."""
+    events = first_events(m, now)
+    verdict = m.verdict
+    return [
+        m.id, m.app, m.touser, m.template_id, orjson.dumps(m.payload).decode(),
+        _opt(m.idempotency_key), _opt(m.trace_id), _opt(m.batch_id),
+        _Ref(m.id, m.app, m.batch_id).text(), "1" if deduped else "", m.digest,
+        _opt(m.batch_position), m.status.value,
+        _num(m.send_at if m.send_at is not None else now),
+        b"\n".join(event.to_json() for event in events).decode(), len(events),
+        m.kind.value, "1" if m.urgent else "", "" if m.send_at is None else _num(m.send_at),
+        _opt(verdict.errcode if verdict else None), _opt(verdict.errmsg if verdict else None),
+        "1" if m.notify else "", _opt(m.callback_url),
+    ]  # fmt: skip
 
 
 def _shares(apps: list[str], room: int, rotation: int) -> list[tuple[str, int]]:

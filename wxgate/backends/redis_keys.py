@@ -12,6 +12,7 @@ from typing import Final
 
 # The consumer group every worker of every process reads the ready streams in.
 GROUP: Final = "wxgate-workers"
+HOOKS_GROUP: Final = "wxgate-webhooks"  # the webhook dispatchers' group of the `hooks` streams
 
 
 def escape(part: str) -> str:
@@ -92,6 +93,12 @@ class RedisKeys:
         return self._key("settled")
 
     # -- keyed lookups with a lifetime ------------------------------------------------
+
+    def hooks(self, app: str) -> str:
+        """Stream: the app's webhook outbox, one entry per move of a notify message into
+        a settled status (message_id, status, at, errcode, errmsg, msgid), read by the
+        HOOKS_GROUP consumer group."""
+        return self._key("hooks", escape(app))
 
     def idempotency(self, app: str, key: str) -> str:
         """String: "<id>\\x1f<digest>" of the first message with this key."""

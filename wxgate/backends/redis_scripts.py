@@ -18,19 +18,30 @@ from __future__ import annotations
 
 from typing import Final
 
-from wxgate.backends.base import MAX_EVENTS, RECORD_FIELDS, EventKind, Status
-from wxgate.backends.redis_keys import GROUP
+from wxgate.backends.base import (
+    MAX_EVENTS,
+    RECORD_FIELDS,
+    REPLAYABLE,
+    SETTLED,
+    EventKind,
+    Status,
+)
+from wxgate.backends.redis_keys import GROUP, HOOKS_GROUP
 
 BOOK_SIZE: Final = 3 + len(Status)
 
 _STATUSES = ", ".join(f"'{status.value}'" for status in Status)
+_SETTLED = ", ".join(f"{status.value} = true" for status in sorted(SETTLED))
+_REPLAYABLE = ", ".join(f"{status.value} = true" for status in sorted(REPLAYABLE))
 # A lease hands back the record's fields (events apart) in base.RECORD_FIELDS order.
 _LEASED = ", ".join(f"'{name}'" for name in RECORD_FIELDS)
 
 _PRELUDE = f"""#!lua
 local STATUSES = {{{_STATUSES}}}
-local SETTLED = {{sent = true, delivered = true, rejected = true, failed = true, dead = true}}
+local SETTLED = {{{_SETTLED}}}
+local REPLAYABLE = {{{_REPLAYABLE}}}
 local GROUP = '{GROUP}'
+local HOOKS_GROUP = '{HOOKS_GROUP}'
 local MAX_EVENTS = {MAX_EVENTS}
 local LEASE_EXPIRED, REPORT = '{EventKind.LEASE_EXPIRED}', '{EventKind.REPORT}'
 local LEASE_FIELDS = {{'lease_owner', 'lease_token', 'lease_deadline', 'lease_entry'}}
@@ -105,11 +116,29 @@ local function settle_record(msg, settled, status, now, retention)
   redis.call('ZADD', settled, now, settled_member(msg, status))
 end
 
-local function push(stream, ref)
+-- An app's stream and its consumer group exist from its first message on (a lease
+-- call reads the stream of every app it knows).
+local function ensure_stream(stream)
   if redis.call('EXISTS', stream) == 0 then
     redis.call('XGROUP', 'CREATE', stream, GROUP, '0', 'MKSTREAM')
   end
+end
+
+local function push(stream, ref)
+  ensure_stream(stream)
   redis.call('XADD', stream, '*', 'ref', ref)
+end
+
+-- The webhook outbox entry of a move into a settled status, if the message asked for
+-- one: a snapshot of the record as just written, in the same script as the move.
+local function notify(msg, hooks, id, status, now)
+  if redis.call('HGET', msg, 'notify') ~= '1' then return end
+  if redis.call('EXISTS', hooks) == 0 then
+    redis.call('XGROUP', 'CREATE', hooks, HOOKS_GROUP, '0', 'MKSTREAM')
+  end
+  local f = redis.call('HMGET', msg, 'last_errcode', 'last_errmsg', 'msgid')
+  redis.call('XADD', hooks, '*', 'message_id', id, 'status', status, 'at', now,
+    'errcode', f[1] or '', 'errmsg', f[2] or '', 'msgid', f[3] or '')
 end
 
 local function ack(stream, entry)
@@ -130,26 +159,35 @@ local function end_lease(msg)
 end
 """
 
-# KEYS: counts, index_all, index_status(queued), apps, the batch's hash (any key when the
-#   call names no batch); then per message 7 keys: message, dedupe key (the
-#   idempotency key, or the batch-position key of a keyed batch's member; the message
-#   key when none), ready(app), app_counts, index_app, batch, index_batch (the message
-#   key when no batch).
-# ARGV: now, dedupe ttl, accepted event line, the batch's digest ('' for none); then per
-#   message 12 values: id, app, touser, template_id, payload, idempotency_key,
-#   trace_id, batch_id, ref, dedupe ('1' when the message has a dedupe key), digest,
-#   batch_position ('' for an absent optional value).
+# KEYS: counts, index_all, apps, the batch's hash (any key when the call names no
+#   batch), settled, then the status indexes (in Status order); then per message 9
+#   keys: message, dedupe key (the idempotency key, or the batch-position key of a
+#   keyed batch's member; the message key when none), ready(app), retry(app),
+#   app_counts, index_app, batch, index_batch (the message key when no batch),
+#   hooks(app).
+# ARGV: now, dedupe ttl, retention, the batch's digest ('' for none); then per message
+#   PER values: id, app, touser, template_id, payload, idempotency_key, trace_id,
+#   batch_id, ref, dedupe ('1' when the message has a dedupe key), digest,
+#   batch_position, status (queued, scheduled, or a settled verdict), next_attempt_at,
+#   events (JSON lines), event count, kind, urgent ('1'/''), send_at, errcode, errmsg,
+#   notify ('1'/''), callback_url ('' for an absent optional value).
 # Every key is checked before anything is written. Returns per message '' (stored) or
 # the id of the first message with its dedupe key; or {'!', n}: the n-th message's key
 # (n = 0: the batch) was stored for a request with another digest, and nothing was
-# written. A dedupe key holds "<id>\31<digest>" (a bare id from before digests).
+# written. A dedupe key holds "<id>\\31<digest>" (a bare id from before digests).
+# A queued message joins its app's stream, a scheduled one its retry set (due at
+# send_at); a settled one (a verdict) joins no queue and expires after retention.
 ENQUEUE: Final = (
     _PRELUDE
-    + """
-local now, ttl, accepted, batch_digest = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local PER = 12
+    + f"""
+local now, ttl, retention, batch_digest = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local PER = 23
+local FIRST = 5 + {len(Status)}
 local count = (#ARGV - 4) / PER
-
+local INDEX = {{}}
+for i, status in ipairs(STATUSES) do INDEX[status] = KEYS[5 + i] end
+"""
+    + """
 local function split(value)
   local cut = string.find(value, '\\31', 1, true)
   if not cut then return value, '' end
@@ -157,14 +195,14 @@ local function split(value)
 end
 
 if batch_digest ~= '' then
-  local stored = redis.call('HGET', KEYS[5], 'digest')
+  local stored = redis.call('HGET', KEYS[4], 'digest')
   if stored and stored ~= batch_digest then return {'!', 0} end
 end
 local firsts, pending = {}, {}
 for i = 0, count - 1 do
   local a = 4 + i * PER
   if ARGV[a + 10] == '1' then
-    local idem, digest = KEYS[5 + i * 7 + 2], ARGV[a + 11]
+    local idem, digest = KEYS[FIRST + i * 9 + 2], ARGV[a + 11]
     local value = pending[idem] or redis.call('GET', idem)
     if value then
       local first, stored = split(value)
@@ -176,12 +214,16 @@ for i = 0, count - 1 do
   end
 end
 
+local function put(msg, field, value)
+  if value ~= '' then redis.call('HSET', msg, field, value) end
+end
+
 local answers = {}
 for i = 0, count - 1 do
-  local k, a = 5 + i * 7, 4 + i * PER
-  local msg, idem, stream = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-  local id, app, key, trace, batch_id = ARGV[a + 1], ARGV[a + 2], ARGV[a + 6], ARGV[a + 7],
-    ARGV[a + 8]
+  local k, a = FIRST + i * 9, 4 + i * PER
+  local msg, idem, stream, retry = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  local id, app, batch_id, ref, status = ARGV[a + 1], ARGV[a + 2], ARGV[a + 8], ARGV[a + 9],
+    ARGV[a + 13]
   if firsts[i + 1] then
     answers[i + 1] = firsts[i + 1]
   else
@@ -189,29 +231,45 @@ for i = 0, count - 1 do
       redis.call('SET', idem, id .. '\\31' .. ARGV[a + 11], 'EX', ttl)
     end
     redis.call('HSET', msg, 'id', id, 'app', app, 'touser', ARGV[a + 3],
-      'template_id', ARGV[a + 4], 'payload', ARGV[a + 5], 'status', 'queued', 'attempts', 0,
-      'next_attempt_at', now, 'created_at', now, 'updated_at', now, 'events', accepted,
-      'n_events', 1, 'ref', ARGV[a + 9])
-    if key ~= '' then redis.call('HSET', msg, 'idempotency_key', key) end
-    if trace ~= '' then redis.call('HSET', msg, 'trace_id', trace) end
-    if ARGV[a + 12] ~= '' then redis.call('HSET', msg, 'batch_position', ARGV[a + 12]) end
-    push(stream, ARGV[a + 9])
-    redis.call('SADD', KEYS[4], app)
-    redis.call('HINCRBY', KEYS[1], 'queued', 1)
-    redis.call('HINCRBY', KEYS[k + 4], 'queued', 1)
-    for _, index in ipairs({KEYS[2], KEYS[3], KEYS[k + 5]}) do redis.call('ZADD', index, 0, id) end
+      'template_id', ARGV[a + 4], 'payload', ARGV[a + 5], 'status', status, 'attempts', 0,
+      'next_attempt_at', ARGV[a + 14], 'created_at', now, 'updated_at', now,
+      'events', ARGV[a + 15], 'n_events', ARGV[a + 16], 'ref', ref, 'kind', ARGV[a + 17])
+    put(msg, 'idempotency_key', ARGV[a + 6])
+    put(msg, 'trace_id', ARGV[a + 7])
+    put(msg, 'batch_id', batch_id)
+    put(msg, 'batch_position', ARGV[a + 12])
+    put(msg, 'urgent', ARGV[a + 18])
+    put(msg, 'send_at', ARGV[a + 19])
+    put(msg, 'last_errcode', ARGV[a + 20])
+    put(msg, 'last_errmsg', ARGV[a + 21])
+    put(msg, 'notify', ARGV[a + 22])
+    put(msg, 'callback_url', ARGV[a + 23])
+    ensure_stream(stream)
+    if status == 'queued' then
+      push(stream, ref)
+    elseif status == 'scheduled' then
+      redis.call('ZADD', retry, ARGV[a + 14], ref)
+    else
+      settle_record(msg, KEYS[5], status, now, retention)
+      notify(msg, KEYS[k + 9], id, status, now)
+    end
+    redis.call('SADD', KEYS[3], app)
+    redis.call('HINCRBY', KEYS[1], status, 1)
+    redis.call('HINCRBY', KEYS[k + 5], status, 1)
+    for _, index in ipairs({KEYS[2], INDEX[status], KEYS[k + 6]}) do
+      redis.call('ZADD', index, 0, id)
+    end
     if batch_id ~= '' then
-      redis.call('HSET', msg, 'batch_id', batch_id)
-      redis.call('HINCRBY', KEYS[k + 6], 'queued', 1)
-      redis.call('HINCRBY', KEYS[k + 6], 'total', 1)
-      redis.call('ZADD', KEYS[k + 7], 0, id)
+      redis.call('HINCRBY', KEYS[k + 7], status, 1)
+      redis.call('HINCRBY', KEYS[k + 7], 'total', 1)
+      redis.call('ZADD', KEYS[k + 8], 0, id)
     end
     answers[i + 1] = ''
   end
   -- Every batch named exists, even one whose messages all repeated known keys.
-  if batch_id ~= '' then redis.call('HSETNX', KEYS[k + 6], 'created_at', now) end
+  if batch_id ~= '' then redis.call('HSETNX', KEYS[k + 7], 'created_at', now) end
 end
-if batch_digest ~= '' then redis.call('HSETNX', KEYS[5], 'digest', batch_digest) end
+if batch_digest ~= '' then redis.call('HSETNX', KEYS[4], 'digest', batch_digest) end
 return answers
 """
 )
@@ -251,7 +309,7 @@ if not status or SETTLED[status] then
   return false
 end
 local b = book(5, f[2])
-if status == 'queued' then
+if status == 'queued' or status == 'scheduled' then
   if entry == '' then
     redis.call('ZREM', leases, ref)
     return false
@@ -263,7 +321,7 @@ if status == 'queued' then
     redis.call('ZADD', retry, due, ref)
     return false
   end
-  move(b, id, 'queued', 'sending')
+  move(b, id, status, 'sending')
 else
   if entry ~= '' and stored and entry ~= stored then
     ack(stream, entry)
@@ -294,7 +352,7 @@ return redis.call('HMGET', msg, {_LEASED})
 # Settle one lease, if its token still holds it.
 # KEYS: message, ready(app), retry(app), leases, dead, settled, dedupe key (the
 #   message key when none), msgid (the message key when none), pending report
-#   (likewise), then the book (10..19).
+#   (likewise), hooks(app), then the book (11..).
 # ARGV: id, token, now, target status, counted (0/1), next_attempt_at ('' none),
 #   msgid ('' none), answered ('1'/''), errcode, errmsg, category, event line,
 #   retention seconds.
@@ -358,7 +416,9 @@ redis.call('HDEL', msg, unpack(clear))
 redis.call('HSET', msg, unpack(set))
 ack(stream, f[3])
 redis.call('ZREM', leases, ref)
-move(book(10, f[5]), id, 'sending', final)
+move(book(11, f[5]), id, 'sending', final)
+if SETTLED[target] then notify(msg, KEYS[10], id, target, now) end
+if final ~= target then notify(msg, KEYS[10], id, final, now) end
 if SETTLED[final] then
   redis.call('EXPIRE', msg, retention)
   redis.call('ZADD', settled, now, member(ref, final, key, stored_msgid))
@@ -379,7 +439,7 @@ return false
 """
 
 # sent -> delivered/rejected.
-# KEYS: message, settled, then the book (3..12).
+# KEYS: message, settled, hooks(app), then the book (4..).
 # ARGV: id, report status, target status, now, retention seconds.
 # Returns {status, changed (0/1)}, or false when the record is gone.
 REPORT: Final = (
@@ -394,13 +454,38 @@ redis.call('ZREM', settled, settled_member(msg, status))
 redis.call('HSET', msg, 'status', target, 'report_status', report, 'delivered_at', now,
   'updated_at', now)
 add_event(msg, event(now, REPORT, report))
-move(book(3, has_batch(msg)), id, status, target)
+move(book(4, has_batch(msg)), id, status, target)
+notify(msg, KEYS[3], id, target, now)
 settle_record(msg, settled, target, now, retention)
 return {target, 1}
 """
 )
 
-# dead or failed -> queued, attempts reset, ready at once.
+# scheduled or queued -> cancelled. A stream entry it may have is skipped when read
+# (LEASE acknowledges entries of settled messages).
+# KEYS: message, retry(app), settled, hooks(app), then the book (5..). ARGV: id, now,
+# event line, retention seconds. Returns {status after, 1 if this call cancelled it},
+# or false.
+CANCEL: Final = (
+    _PRELUDE
+    + """
+local msg, retry, settled = KEYS[1], KEYS[2], KEYS[3]
+local id, now, line, retention = unpack(ARGV)
+local f = redis.call('HMGET', msg, 'status', 'ref', 'batch_id')
+local status = f[1]
+if not status then return false end
+if status ~= 'queued' and status ~= 'scheduled' then return {status, 0} end
+redis.call('ZREM', retry, f[2])
+redis.call('HSET', msg, 'status', 'cancelled', 'updated_at', now)
+add_event(msg, line)
+move(book(5, f[3]), id, status, 'cancelled')
+settle_record(msg, settled, 'cancelled', now, retention)
+notify(msg, KEYS[4], id, 'cancelled', now)
+return {'cancelled', 1}
+"""
+)
+
+# A replayable message (dead, failed, unknown, ...) -> queued, attempts reset, ready at once.
 # KEYS: message, ready(app), settled, dead, dedupe key (the message key when none),
 #   then the book (6..15).
 # ARGV: id, now, event line, idempotency ttl. Returns 1 when moved, else 0.
@@ -410,7 +495,7 @@ REPLAY: Final = (
 local msg, stream, settled, dead, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, now, line, ttl = unpack(ARGV)
 local status = redis.call('HGET', msg, 'status')
-if status ~= 'dead' and status ~= 'failed' then return 0 end
+if not REPLAYABLE[status] then return 0 end
 local ref = redis.call('HGET', msg, 'ref')
 redis.call('ZREM', settled, settled_member(msg, status))
 redis.call('ZREM', dead, ref)

@@ -29,9 +29,12 @@ from typing import Any, Final
 import orjson
 
 from wxgate.backends.base import (
+    CANCELLABLE,
     MAX_EVENTS,
     PENDING_REPORT_TTL_S,
     RECORD_FIELDS,
+    REPLAYABLE,
+    Cancelled,
     DeadLetterFilter,
     Enqueued,
     Event,
@@ -50,8 +53,8 @@ from wxgate.backends.base import (
     SettleChange,
     Settlement,
     Status,
-    accepted_event,
     decode_record,
+    first_events,
     send_burst,
     settle_change,
 )
@@ -83,7 +86,8 @@ def _append_event(event: str) -> str:
 _INSERT_MESSAGE = (
     "INSERT INTO messages (id, app, touser, template_id, payload, status, next_attempt_at,"
     " idempotency_key, trace_id, batch_id, batch_position, created_at, updated_at, events,"
-    " request_digest) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " request_digest, kind, urgent, send_at, last_errcode, last_errmsg, notify, callback_url)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _KNOWN_KEYS = (
     "SELECT m.app, m.idempotency_key, m.id, m.status, m.request_digest FROM json_each(?) AS k"
@@ -104,6 +108,11 @@ _UPSERT_BATCH = (
 _DUE = (
     "SELECT rid, due FROM (SELECT rowid AS rid, next_attempt_at AS due FROM messages"
     " WHERE status = 'queued' AND next_attempt_at <= :now"
+    " AND app NOT IN (SELECT value FROM json_each(:excluded))"
+    " ORDER BY next_attempt_at LIMIT :limit)"
+    " UNION ALL"
+    " SELECT rid, due FROM (SELECT rowid AS rid, next_attempt_at AS due FROM messages"
+    " WHERE status = 'scheduled' AND next_attempt_at <= :now"
     " AND app NOT IN (SELECT value FROM json_each(:excluded))"
     " ORDER BY next_attempt_at LIMIT :limit)"
     " UNION ALL"
@@ -137,7 +146,13 @@ _SETTLE = (
     " lease_owner = NULL, lease_token = NULL, lease_until = NULL, updated_at = :now,"
     " events = "
     + _append_event("json(:event)")
-    + " WHERE id = :id AND status = 'sending' AND lease_token = :token RETURNING app"
+    + " WHERE id = :id AND status = 'sending' AND lease_token = :token RETURNING app, notify"
+)
+# The outbox entry of a move into a settled status, taken from the row just written.
+_NOTIFY = (
+    "INSERT INTO webhook_events (message_id, app, status, at, errcode, errmsg, msgid,"
+    " next_attempt_at) SELECT id, app, status, :now, last_errcode, last_errmsg, msgid, :now"
+    " FROM messages WHERE id = :id AND notify = 1 AND status IN " + SETTLED_SQL
 )
 _REPORT = (
     "UPDATE messages SET status = :status, report_status = :report,"
@@ -182,7 +197,19 @@ _REPLAY_SET = (
 )
 _REPLAY = (
     _REPLAY_SET
-    + " WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('dead', 'failed')"
+    + " WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN "
+    + "("
+    + ", ".join(f"'{status}'" for status in sorted(REPLAYABLE))
+    + ")"
+)
+_CANCEL = (
+    "UPDATE messages SET status = 'cancelled', updated_at = :now, events = "
+    + _append_event(
+        f"json_object('at', :now, 'kind', '{EventKind.CANCELLED}', 'note', '', 'errcode', NULL)"
+    )
+    + " WHERE id = :id AND status IN ("
+    + ", ".join(f"'{status}'" for status in sorted(CANCELLABLE))
+    + ") RETURNING status"
 )
 _REPLAY_DEAD = (
     _REPLAY_SET + " WHERE status = 'dead' AND (:app IS NULL OR app = :app)"
@@ -305,6 +332,12 @@ class SqliteBackend:
             return []
         rows = [_settle_row(settle_change(settlement, now), now) for settlement in settlements]
         return await self._write(lambda conn: _settle_all(conn, rows, now))
+
+    async def cancel(self, ids: Sequence[str], now: float) -> list[Cancelled]:
+        if not ids:
+            return []
+        given = list(ids)
+        return await self._write(lambda conn: _cancel(conn, given, now))
 
     async def replay(self, ids: Sequence[str], now: float) -> int:
         if not ids:
@@ -455,7 +488,6 @@ def _insert_messages(
     batch_known = batch is not None and _check_batch(conn, batch)
     batch_key = batch.key if batch is not None else ""
     known = _known(conn, messages, batch_known)
-    events = (b"[" + accepted_event(now).to_json() + b"]").decode()
     answers: list[Enqueued] = []
     rows: list[tuple[Any, ...]] = []
     created: Counter[str] = Counter()
@@ -469,17 +501,30 @@ def _insert_messages(
                 answers.append(Enqueued(first.id, first.status, False))
                 continue
             known[dedupe] = _First(m.id, Status.QUEUED, m.digest)
-        payload = orjson.dumps(m.payload).decode()
-        rows.append(
-            (m.id, m.app, m.touser, m.template_id, payload, now, m.idempotency_key, m.trace_id,
-             m.batch_id, m.batch_position, now, now, events, m.digest or None)
-        )  # fmt: skip
-        answers.append(Enqueued(m.id, Status.QUEUED, True))
+        rows.append(_insert_row(m, now))
+        answers.append(Enqueued(m.id, m.status, True))
         if m.batch_id is not None:
             created[m.batch_id] += 1
     _record_batches(conn, messages, batch, created, now)
     conn.executemany(_INSERT_MESSAGE, rows)
+    decided = [m for m in messages if m.verdict is not None and m.notify]
+    for m in decided:  # stored settled at once: the caller hears of it like any other
+        conn.execute(_NOTIFY, {"id": m.id, "now": now})
     return answers
+
+
+def _insert_row(m: NewMessage, now: float) -> tuple[Any, ...]:
+    """_INSERT_MESSAGE's values for one new message (queued, scheduled, or decided)."""
+    events = b"[" + b",".join(event.to_json() for event in first_events(m, now)) + b"]"
+    verdict = m.verdict
+    return (
+        m.id, m.app, m.touser, m.template_id, orjson.dumps(m.payload).decode(),
+        m.status.value, m.send_at if m.send_at is not None else now, m.idempotency_key,
+        m.trace_id, m.batch_id, m.batch_position, now, now, events.decode(), m.digest or None,
+        m.kind.value, 1 if m.urgent else 0, m.send_at,
+        verdict.errcode if verdict else None, verdict.errmsg if verdict else None,
+        1 if m.notify else 0, m.callback_url,
+    )  # fmt: skip
 
 
 def _check_batch(conn: sqlite3.Connection, batch: NewBatch) -> bool:
@@ -576,9 +621,12 @@ def _settle_one(
     row = conn.execute(_SETTLE, params).fetchone()
     if row is None:
         return False
+    app, notify = row
+    if notify:
+        conn.execute(_NOTIFY, {"id": params["id"], "now": now})
     if reports_waiting and params["msgid"] is not None:
         # The report may have beaten this settle; it waits in pending_reports.
-        pending = conn.execute(_TAKE_PENDING_REPORT, (row[0], params["msgid"], now)).fetchone()
+        pending = conn.execute(_TAKE_PENDING_REPORT, (app, params["msgid"], now)).fetchone()
         if pending is not None:
             text, target, received_at = pending
             _record_report(conn, params["id"], Status(target), text, received_at, now)
@@ -601,7 +649,10 @@ def _record_report(
         "received_at": received_at,
         "now": now,
     }
-    return target if conn.execute(_REPORT, params).rowcount else None
+    if not conn.execute(_REPORT, params).rowcount:
+        return None
+    conn.execute(_NOTIFY, {"id": message_id, "now": now})
+    return target
 
 
 def _apply_report(conn: sqlite3.Connection, report: Report, now: float) -> ReportApplied:
@@ -619,6 +670,18 @@ def _apply_report(conn: sqlite3.Connection, report: Report, now: float) -> Repor
     if applied is None:  # a repeated report, or one for a message already past `sent`
         return ReportApplied(message_id, Status(status), False)
     return ReportApplied(message_id, applied, True)
+
+
+def _cancel(conn: sqlite3.Connection, ids: list[str], now: float) -> list[Cancelled]:
+    answers = []
+    for message_id in ids:
+        if conn.execute(_CANCEL, {"id": message_id, "now": now}).fetchone() is not None:
+            conn.execute(_NOTIFY, {"id": message_id, "now": now})
+            answers.append(Cancelled(message_id, Status.CANCELLED, True))
+            continue
+        row = conn.execute("SELECT status FROM messages WHERE id = ?", (message_id,)).fetchone()
+        answers.append(Cancelled(message_id, None if row is None else Status(row[0]), False))
+    return answers
 
 
 def _purge_leftovers(conn: sqlite3.Connection, older_than: float) -> None:

@@ -10,15 +10,18 @@ migration step after its version, in order.
 from __future__ import annotations
 
 import random
+import re
 import sqlite3
 import time
 from typing import Final
 
+from wxgate.backends.base import SETTLED
+
 SCHEMA_VERSION = 2
 _BUSY_TIMEOUT_S: Final = 10.0
 
-# Statuses no worker will touch again, spelled once for SQL (they mirror base.SETTLED).
-SETTLED_SQL = "('sent', 'delivered', 'rejected', 'failed', 'dead')"
+# Statuses no worker will touch again, as SQL (base.SETTLED's).
+SETTLED_SQL = "(" + ", ".join(f"'{status.value}'" for status in sorted(SETTLED)) + ")"
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -52,6 +55,11 @@ CREATE TABLE IF NOT EXISTS messages (
     updated_at REAL NOT NULL,
     sent_at REAL,
     delivered_at REAL,
+    kind TEXT NOT NULL DEFAULT 'template', -- template, subscribe or miniprogram
+    urgent INTEGER NOT NULL DEFAULT 0,   -- sent even inside the app's quiet hours
+    send_at REAL,                        -- scheduled: not before this time
+    notify INTEGER NOT NULL DEFAULT 0,   -- settled moves go to webhook_events
+    callback_url TEXT,                   -- the caller's own webhook for this message
     lease_owner TEXT,
     lease_token TEXT,
     lease_until REAL,
@@ -85,6 +93,24 @@ CREATE TABLE IF NOT EXISTS pending_reports (
     received_at REAL NOT NULL,
     expires_at REAL NOT NULL,
     PRIMARY KEY (app, msgid)
+) STRICT;
+
+-- The webhook outbox: a row per move of a message (notify = 1) into a settled
+-- status, written in the move's transaction. The webhook dispatcher delivers them.
+CREATE TABLE IF NOT EXISTS webhook_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL,
+    app TEXT NOT NULL,
+    status TEXT NOT NULL,
+    at REAL NOT NULL,
+    errcode INTEGER,
+    errmsg TEXT,
+    msgid INTEGER,
+    state TEXT NOT NULL DEFAULT 'pending',  -- pending, delivered, dead
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    delivered_at REAL
 ) STRICT;
 
 -- Access tokens and their fetch locks (backends/sqlite_tokens.py). A lock row outlives
@@ -122,13 +148,24 @@ _ADDED_COLUMNS: Final[dict[int, tuple[tuple[str, str, str], ...]]] = {
         # stable_token force refreshes are budgeted per day.
         ("wx_access_tokens", "forced_count", "INTEGER NOT NULL DEFAULT 0"),
         ("wx_access_tokens", "forced_day", "INTEGER NOT NULL DEFAULT 0"),
+        # The kinds of notification, priority and scheduled sends.
+        ("messages", "kind", "TEXT NOT NULL DEFAULT 'template'"),
+        ("messages", "urgent", "INTEGER NOT NULL DEFAULT 0"),
+        ("messages", "send_at", "REAL"),
+        # Status webhooks.
+        ("messages", "notify", "INTEGER NOT NULL DEFAULT 0"),
+        ("messages", "callback_url", "TEXT"),
     ),
 }
 # Statements run after a version's columns were added.
 _BACKFILLS: Final[dict[int, tuple[str, ...]]] = {
     # The one place WeChat's report text is read in storage: a version-1 row was
     # written before the decision moved to the WeChat layer.
-    2: ("UPDATE pending_reports SET target = 'delivered' WHERE report_status = 'success'",),
+    2: (
+        "UPDATE pending_reports SET target = 'delivered' WHERE report_status = 'success'",
+        # More statuses are settled now: the partial index is made again below.
+        "DROP INDEX IF EXISTS messages_settled",
+    ),
 }
 
 _INDEXES = f"""
@@ -147,6 +184,8 @@ CREATE INDEX IF NOT EXISTS messages_touser ON messages (touser, id);
 CREATE INDEX IF NOT EXISTS messages_settled
     ON messages (updated_at) WHERE status IN {SETTLED_SQL};
 CREATE INDEX IF NOT EXISTS nonces_expiry ON nonces (expires_at);
+CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS webhook_events_message ON webhook_events (message_id, seq);
 CREATE INDEX IF NOT EXISTS pending_reports_expiry ON pending_reports (expires_at);
 """
 
@@ -186,7 +225,7 @@ def create_schema(conn: sqlite3.Connection, now: float) -> None:
         if version is not None:
             _migrate(conn, version)
         # Statements are split by hand: executescript would COMMIT the open transaction.
-        for statement in (_TABLES + _INDEXES).split(";"):
+        for statement in _COMMENT.sub("", _TABLES + _INDEXES).split(";"):
             if statement.strip():
                 conn.execute(statement)
         _record_version(conn, version, now)
@@ -196,6 +235,7 @@ def create_schema(conn: sqlite3.Connection, now: float) -> None:
     conn.execute("COMMIT")
 
 
+_COMMENT = re.compile(r"--[^\n]*")  # comments may say anything, semicolons included
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT"
 
 

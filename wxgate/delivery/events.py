@@ -1,7 +1,9 @@
 """What a worker tells the world: typed events, and the listener that turns them into metrics.
 
 The worker emits an event after each durable settle, pause, resume and breaker move;
-listeners (metrics today) subscribe instead of being called inline. Metric labels come
+listeners (metrics, and features that act on outcomes, such as a suppression list)
+subscribe instead of being called inline. A listener must not block: one that needs
+I/O runs it on a task of its own. Metric labels come
 from bounded sets only: app, outcome, category, errcode via `errcode_label`.
 """
 
@@ -12,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from wxgate.backends.base import Outcome, PauseReason
+from wxgate.backends.base import Outcome, PauseReason, Settlement
 from wxgate.delivery.breaker import BreakerState
 from wxgate.observability import Metrics
 from wxgate.wechat.errors import Category, errcode_label
@@ -27,6 +29,7 @@ class MessageSettled:
     category: Category | None  # the answer's category; None when nothing was sent
     errcode: int | None
     latency_s: float | None  # the send call, token included; None when nothing was sent
+    settlement: Settlement | None = None  # what was written (its lease holds the record)
 
 
 @dataclass(frozen=True, slots=True)

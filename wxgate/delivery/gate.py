@@ -109,17 +109,25 @@ class Gate:
 
     # -- whether one message may go out ------------------------------------------------
 
-    def held_back(self, app: str, *, take_probe: bool) -> tuple[float, str] | None:
+    def held_back(
+        self, app: str, *, take_probe: bool, holds_probe: bool = False
+    ) -> tuple[float, str] | None:
         """(next_attempt_at, why) when the app may not send now, else None. With
-        `take_probe`, a half-open breaker's one probe is taken by this call."""
+        `take_probe`, a half-open breaker's one probe is taken by this call; with
+        `holds_probe`, the caller is that probe, sending again (a resend after a token
+        error is part of its probe, not a second one)."""
         now = self._clock.now()
         pause = self._pauses.get(app)
         if pause is not None and in_force(pause, now):
             return (pause.until if pause.until is not None else now), f"app paused ({pause.reason})"
         breaker = self._breakers[app]
-        if breaker.allow() if take_probe else breaker.accepting():
-            return None
-        return now, "circuit breaker open"
+        if take_probe:
+            open_to_us = breaker.allow()
+        elif holds_probe:
+            open_to_us = breaker.state is not BreakerState.OPEN
+        else:
+            open_to_us = breaker.accepting()
+        return None if open_to_us else (now, "circuit breaker open")
 
     def pace(self, lease: Lease) -> Pace:
         """What the client awaits right before each request of this message (the resend
@@ -133,14 +141,21 @@ class Gate:
         # Budget is waited for during the first half of the lease only, so the send
         # itself still fits in it; a message that waited longer goes back uncounted.
         until = lease.deadline - self._settings.lease_s / 2
-        first = True
+        breaker = self._breakers[app]
+        first, holds_probe = True, False
 
         async def pace() -> None:
-            nonlocal first
+            nonlocal first, holds_probe
             if not await budget.acquire(until):
                 raise Withheld(self._clock.now(), "no send budget within half the lease")
-            # One breaker probe per message: a resend rides on the first request's.
-            held_back = self.held_back(app, take_probe=first)
+            # One breaker probe per message: a resend (after a token error: the tokens
+            # were rotated during the outage) rides on the first request's probe.
+            if first:
+                half_open = breaker.state is BreakerState.HALF_OPEN
+                held_back = self.held_back(app, take_probe=True)
+                holds_probe = held_back is None and half_open
+            else:
+                held_back = self.held_back(app, take_probe=False, holds_probe=holds_probe)
             first = False
             if held_back is not None:
                 raise Withheld(*held_back)

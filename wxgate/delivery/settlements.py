@@ -40,7 +40,7 @@ class Concluded:
     def settled_event(self) -> MessageSettled:
         s = self.settlement
         return MessageSettled(
-            s.lease.record.app, s.outcome, self.category, s.errcode, self.latency_s
+            s.lease.record.app, s.outcome, self.category, s.errcode, self.latency_s, s
         )
 
 

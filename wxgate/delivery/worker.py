@@ -39,6 +39,7 @@ from wxgate.delivery.events import WorkerEvent, WorkerListener
 from wxgate.delivery.gate import Gate, Withheld
 from wxgate.delivery.messagelog import MessageLog
 from wxgate.delivery.policy import Action, Decision
+from wxgate.delivery.send_checks import SendCheck
 from wxgate.delivery.settlements import Concluded, SettlementWriter
 from wxgate.observability import get_logger
 from wxgate.wechat.client import AccountClient, Pace, SendResult
@@ -90,6 +91,7 @@ class Worker:
         worker_id: str | None = None,
         listeners: Sequence[WorkerListener] = (),
         rng: random.Random | None = None,
+        checks: Sequence[SendCheck] = (),
     ) -> None:
         self._backend = backend
         self._apps = dict(apps)
@@ -99,6 +101,7 @@ class Worker:
             f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         )
         self._listeners = tuple(listeners)
+        self._checks = tuple(checks)
         self._rng = rng if rng is not None else random.Random()
         app_settings = {name: app.settings for name, app in self._apps.items()}
         self._gate = Gate(backend, app_settings, settings, self._clock, self._emit)
@@ -319,6 +322,10 @@ class Worker:
         if self._clock.now() >= lease.deadline:
             log.info("lease ran out before the send; another worker will take the message")
             return None
+        for check in self._checks:
+            instead = await check.before_send(lease)
+            if instead is not None:
+                return Concluded(instead)
         try:
             result, latency_s = await self._send(runtime.client, record, self._gate.pace(lease))
         except Withheld as withheld:

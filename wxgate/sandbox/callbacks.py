@@ -1,10 +1,12 @@
-"""Delivery of TEMPLATESENDJOBFINISH reports to each account's callback URL
-(docs/wechat-protocol.md §5.2-§5.5), the way WeChat does it.
+"""Delivery of WeChat's pushes to each account's callback URL, the way WeChat does it
+(docs/wechat-protocol.md §5.2-§5.5): TEMPLATESENDJOBFINISH reports and subscribe events.
 
-Accepted sends enqueue a `Report` (never waiting); a bounded pool of tasks
-sharing one aiohttp session POSTs each, signed and in plaintext or safe mode,
+Accepted sends and played popups enqueue a push (never waiting); a bounded pool of
+tasks sharing one aiohttp session POSTs each, signed and in plaintext or safe mode,
 with a 5 s timeout and up to 3 retries unless the answer is HTTP 200 with a body
 of `success` or nothing. Each attempt is sealed afresh (new timestamp and nonce).
+A mini program that chose JSON gets JSON, sealed as `{"ToUserName", "Encrypt"}`
+in safe mode.
 """
 
 from __future__ import annotations
@@ -26,20 +28,21 @@ from wxgate.sandbox.stats import (
     CALLBACK_SENT,
     SandboxStats,
 )
-from wxgate.sandbox.wechat import Report
-from wxgate.wechat.callback import CallbackCodec, template_finish_xml
+from wxgate.sandbox.wechat import Push, Report
+from wxgate.wechat.callback import CallbackCodec, event_json, event_xml, template_finish_xml
 
 CALLBACK_TIMEOUT_S = 5.0
 CALLBACK_RETRIES_MAX = 3
 DELIVERY_TASKS = 16
 _ACKNOWLEDGEMENTS = (b"", b"success")
 _XML_HEADERS = {"Content-Type": "text/xml; charset=utf-8"}
+_JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
 log = get_logger(__name__)
 
 
 class CallbackDispatcher:
-    """A queue of reports and the tasks that deliver them."""
+    """A queue of pushes and the tasks that deliver them."""
 
     def __init__(
         self,
@@ -57,7 +60,7 @@ class CallbackDispatcher:
         self._task_count = tasks
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._retries = retries
-        self._queue: asyncio.Queue[tuple[float, Report]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[float, Push]] = asyncio.Queue()
         self._codecs: dict[str, CallbackCodec] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
@@ -65,15 +68,15 @@ class CallbackDispatcher:
 
     @property
     def pending(self) -> int:
-        """Reports queued or being delivered."""
+        """Pushes queued or being delivered."""
         return self._queue.qsize() + self._in_flight
 
-    def submit(self, report: Report) -> None:
-        """Queue a report for delivery (after the configured delay); never blocks."""
-        self._queue.put_nowait((time.monotonic() + self._delay_s, report))
+    def submit(self, push: Push) -> None:
+        """Queue a push for delivery (after the configured delay); never blocks."""
+        self._queue.put_nowait((time.monotonic() + self._delay_s, push))
 
     def clear(self) -> None:
-        """Drop every report not yet being delivered."""
+        """Drop every push not yet being delivered."""
         while not self._queue.empty():
             self._queue.get_nowait()
             self._queue.task_done()
@@ -85,7 +88,7 @@ class CallbackDispatcher:
         ]
 
     async def stop(self) -> None:
-        """Cancel delivery (queued reports are dropped) and close the session."""
+        """Cancel delivery (queued pushes are dropped) and close the session."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -96,53 +99,63 @@ class CallbackDispatcher:
 
     async def _deliver_forever(self) -> None:
         while True:
-            due, report = await self._queue.get()
+            due, push = await self._queue.get()
             self._in_flight += 1
             try:
                 wait = due - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                await self._deliver(report)
+                await self._deliver(push)
             finally:
                 self._in_flight -= 1
                 self._queue.task_done()
 
-    async def _deliver(self, report: Report) -> None:
-        account = report.account
-        xml = template_finish_xml(
-            account.original_id, report.touser, report.create_time, report.msgid, report.status
-        )
+    async def _deliver(self, push: Push) -> None:
+        account = push.account
+        json = False
+        if isinstance(push, Report):
+            openid = push.touser
+            document = template_finish_xml(
+                account.original_id, openid, push.create_time, push.msgid, push.status
+            )
+        else:
+            openid = push.event.from_user
+            json = account.callback_format == "json"
+            # The documented JSON examples write CreateTime as text.
+            document = (
+                event_json(push.event, create_time_as_text=True) if json else event_xml(push.event)
+            )
         stats = self._stats.callbacks
         stats[CALLBACK_SENT] += 1
         for attempt in range(self._retries + 1):
             if attempt:
                 stats[CALLBACK_RETRIES] += 1
-            if await self._post(account, xml, report.touser):
+            if await self._post(account, document, openid, json):
                 stats[CALLBACK_ACKNOWLEDGED] += 1
                 return
         stats[CALLBACK_FAILED] += 1
         log.warning(
             "sandbox callback not acknowledged",
             appid=account.appid,
-            msgid=report.msgid,
+            event=type(push).__name__,
             attempts=self._retries + 1,
         )
 
-    async def _post(self, account: SandboxAccount, xml: str, openid: str) -> bool:
+    async def _post(self, account: SandboxAccount, document: str, openid: str, json: bool) -> bool:
         assert self._session is not None and account.callback_url is not None
         # The receiver checks freshness against its own clock, which the sandbox's offset
         # (moved by tests to pass token and de-dupe windows) must not make stale.
         timestamp = str(int(self._clock.base_now()))
         nonce = str(secrets.randbelow(10**10))
         params, body = self._codec(account).seal(
-            xml, timestamp, nonce, openid=openid, encrypt=account.callback_mode == "safe"
+            document, timestamp, nonce, openid=openid, encrypt=account.callback_mode == "safe"
         )
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
             async with self._session.post(
                 account.callback_url,
                 params=params,
                 data=body,
-                headers=_XML_HEADERS,
+                headers=_JSON_HEADERS if json else _XML_HEADERS,
                 timeout=self._timeout,
             ) as response:
                 answer = await response.read()

@@ -38,16 +38,17 @@ class SandboxControl:
         return await self._call("GET", "/sandbox/stats")
 
     async def inbox(self, **filters: Any) -> dict[str, Any]:
-        """`{"total": n, "items": [...]}`; filters: appid, touser, client_msg_id, limit, offset."""
+        """`{"total": n, "items": [...]}`; filters: appid, touser, client_msg_id, kind
+        (template, subscribe or miniprogram), limit, offset."""
         params = {k: str(v) for k, v in filters.items() if v is not None}
         return await self._call("GET", "/sandbox/messages", params=params)
 
     async def messages(self, **filters: Any) -> list[dict[str, Any]]:
-        """The accepted sends matching the filters (appid, touser, client_msg_id, limit, offset)."""
+        """The accepted sends matching the filters (those of `inbox`)."""
         return (await self.inbox(**filters))["items"]
 
     async def send_rate(self, window_s: float = 1.0, appid: str | None = None) -> dict[str, Any]:
-        """Per appid: template sends so far and the busiest window of `window_s` seconds,
+        """Per appid: sends so far (every kind) and the busiest window of `window_s` seconds,
         `{"window_s": w, "accounts": {appid: {"sends": n, "busiest": {"sends", "from", "to"}}}}`."""
         params = {"window_s": repr(window_s), **({"appid": appid} if appid else {})}
         return await self._call("GET", "/sandbox/send-rate", params=params)
@@ -69,6 +70,39 @@ class SandboxControl:
         """Move the sandbox clock forward; returns its new time."""
         answer = await self._call("POST", "/sandbox/clock", body={"advance_s": seconds})
         return float(answer["now"])
+
+    async def foreign_refresh(
+        self, appid: str | None = None, endpoint: str = "token"
+    ) -> dict[str, Any]:
+        """Play another system fetching the account's token: `token` (a classic
+        /cgi-bin/token call: ours works 300 s more, then 40001) or `stable_token` (a
+        force_refresh: our stable token fails at once). `{"replaced": bool, ...}`."""
+        body = {"endpoint": endpoint, **({"appid": appid} if appid else {})}
+        return await self._call("POST", "/sandbox/tokens/foreign-refresh", body=body)
+
+    async def popup(
+        self,
+        appid: str,
+        openid: str,
+        template_id: str | list[str],
+        action: str = "accept",
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Play a user answering a subscribe popup (options: type, popup_scene); the
+        grants after it, and whether its event was pushed."""
+        ids = template_id if isinstance(template_id, list) else [template_id]
+        body = {"appid": appid, "openid": openid, "template_ids": ids, "action": action}
+        return await self._call("POST", "/sandbox/subscribe/popup", body=body | options)
+
+    async def unsubscribe(self, appid: str, openid: str, template_id: str) -> dict[str, Any]:
+        """Play a user turning a subscribe template off in the settings (a change event)."""
+        body = {"appid": appid, "openid": openid, "template_id": template_id}
+        return await self._call("POST", "/sandbox/subscribe/change", body=body)
+
+    async def grants(self, appid: str, openid: str | None = None) -> list[dict[str, Any]]:
+        """The grant ledger of an account: `[{openid, template_id, one_time, long_term}]`."""
+        params = {"appid": appid, **({"openid": openid} if openid else {})}
+        return (await self._call("GET", "/sandbox/subscribe/grants", params=params))["grants"]
 
     async def wait_for_callbacks(self, timeout_s: float = 10.0) -> dict[str, Any]:
         """Wait until no callback is queued or in flight; returns the callback counters."""

@@ -2,7 +2,15 @@
 
 `FaultSettings` is the validated configuration behind `/sandbox/faults` (a POST
 merges into it); `FaultDice` draws, per request, whether a transport fault
-(HTTP 502, a hang, a reset), an injected errcode or a token-endpoint -1 applies.
+(HTTP 502, a hang, a hang after the send was carried out, a reset), an injected
+errcode or a token-endpoint -1 applies. Transport faults and errcodes apply to the
+three send paths alike (template/send, subscribe/bizsend, subscribe/send).
+
+Two settings play WeChat behaviours that are reported but unverified
+(docs/wechat-protocol.md §2.2): `report_zero_msgid`, a TEMPLATESENDJOBFINISH for a
+send that carried a client_msg_id has MsgID 0 (one 2023 community report); and
+`duplicate_answer`, what a repeated client_msg_id within 10 minutes is answered:
+`original` (errcode 0 with the first msgid, the default) or `40241`.
 """
 
 from __future__ import annotations
@@ -27,8 +35,14 @@ class FaultKind(enum.StrEnum):
 
     HTTP_502 = "http_502"
     HANG = "hang"
+    HANG_AFTER_SEND = "hang_after_send"  # carried out, then never answered
     RESET = "reset"
     LATENCY = "latency"
+
+
+DUPLICATE_ORIGINAL = "original"
+DUPLICATE_40241 = "40241"
+DUPLICATE_ANSWERS = (DUPLICATE_ORIGINAL, DUPLICATE_40241)
 
 
 def errcode_fault_name(errcode: int) -> str:
@@ -56,6 +70,18 @@ def _limit(name: str, value: Any) -> int | None:
     return value
 
 
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise FaultConfigError(f"{name} must be true or false")
+    return value
+
+
+def _duplicate_answer(name: str, value: Any) -> str:
+    if value not in DUPLICATE_ANSWERS:
+        raise FaultConfigError(f"{name} must be one of {', '.join(DUPLICATE_ANSWERS)}")
+    return str(value)
+
+
 def _errcode_rates(name: str, value: Any) -> tuple[tuple[int, float], ...]:
     if not isinstance(value, Mapping):
         raise FaultConfigError(f'{name} must be an object like {{"45011": 0.1}}')
@@ -76,12 +102,15 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "error_rate": _rate,
     "http_502_rate": _rate,
     "hang_rate": _rate,
+    "hang_after_send_rate": _rate,
     "reset_rate": _rate,
     "latency_ms": _latency,
     "daily_quota": _limit,
     "minute_limit": _limit,
     "errcode_rates": _errcode_rates,
     "token_error_rate": _rate,
+    "report_zero_msgid": _flag,
+    "duplicate_answer": _duplicate_answer,
 }
 EXPIRE_TOKENS = "expire_tokens"
 
@@ -93,12 +122,15 @@ class FaultSettings:
     error_rate: float = 0.0
     http_502_rate: float = 0.0
     hang_rate: float = 0.0
+    hang_after_send_rate: float = 0.0
     reset_rate: float = 0.0
     latency_ms: float = 0.0
     daily_quota: int | None = None
     minute_limit: int | None = None
     errcode_rates: tuple[tuple[int, float], ...] = ()
     token_error_rate: float = 0.0
+    report_zero_msgid: bool = False
+    duplicate_answer: str = DUPLICATE_ORIGINAL
     # Cumulative thresholds for one draw each, precomputed so a request does no arithmetic.
     transport_table: tuple[tuple[float, FaultKind], ...] = field(init=False, repr=False)
     errcode_table: tuple[tuple[float, int], ...] = field(init=False, repr=False)
@@ -108,9 +140,10 @@ class FaultSettings:
             [
                 (self.http_502_rate, FaultKind.HTTP_502),
                 (self.hang_rate, FaultKind.HANG),
+                (self.hang_after_send_rate, FaultKind.HANG_AFTER_SEND),
                 (self.reset_rate, FaultKind.RESET),
             ],
-            "http_502_rate + hang_rate + reset_rate",
+            "http_502_rate + hang_rate + hang_after_send_rate + reset_rate",
         )
         errcodes = _cumulative(
             [(self.error_rate, SYSTEM_BUSY), *((r, c) for c, r in self.errcode_rates)],
@@ -139,12 +172,15 @@ class FaultSettings:
             "error_rate": self.error_rate,
             "http_502_rate": self.http_502_rate,
             "hang_rate": self.hang_rate,
+            "hang_after_send_rate": self.hang_after_send_rate,
             "reset_rate": self.reset_rate,
             "latency_ms": self.latency_ms,
             "daily_quota": self.daily_quota,
             "minute_limit": self.minute_limit,
             "errcode_rates": {str(code): rate for code, rate in self.errcode_rates},
             "token_error_rate": self.token_error_rate,
+            "report_zero_msgid": self.report_zero_msgid,
+            "duplicate_answer": self.duplicate_answer,
         }
 
 

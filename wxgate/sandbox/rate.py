@@ -1,9 +1,10 @@
-"""When each account's template sends arrived, so a test can ask how fast a gateway
-really sent: the busiest window of any length (`GET /sandbox/send-rate`).
+"""When each account's sends arrived, so a test can ask how fast a gateway really sent:
+the busiest window of any length (`GET /sandbox/send-rate`).
 
 WeChat enforces its limits per account, and a gateway's `rate_limit_per_s` is per
-account too, so arrivals are kept per appid. Every template/send request carrying a
-valid token counts, whatever it is answered (a duplicate absorbed by the
+account too, so arrivals are kept per appid. Every send request (template/send,
+subscribe/bizsend, subscribe/send) carrying a valid token of the right kind counts,
+whatever it is answered (a duplicate absorbed by the
 client_msg_id window or a refusal costs WeChat a request all the same). One float
 per send (8 bytes, in an `array`), beside the inbox's tuple per accepted message.
 """
@@ -27,7 +28,7 @@ class Busiest:
 
 
 class SendArrivals:
-    """Arrival times of template sends, per appid."""
+    """Arrival times of sends, per appid."""
 
     __slots__ = ("_times",)
 

@@ -1,8 +1,16 @@
-"""Which path answers what: WeChat's endpoints, the transport faults in front of
-template/send, and the JSON control endpoints under /sandbox/.
+"""Which path answers what: WeChat's endpoints, the transport faults in front of the
+three send paths (template/send, subscribe/bizsend, subscribe/send), and the JSON
+control endpoints under /sandbox/.
 
 `Router.dispatch` is what every HTTP request goes through, so it does one
 partition and one dict lookup before the endpoint runs.
+
+Control endpoints beyond the inbox, stats, faults, reset and clock:
+`POST /sandbox/tokens/foreign-refresh {appid, endpoint: token|stable_token}` plays
+another system fetching the account's token; `POST /sandbox/subscribe/popup {appid,
+openid, template_id | template_ids, action: accept|reject, type?: one_time|long_term,
+popup_scene?}` and `POST /sandbox/subscribe/change {appid, openid, template_id}` play
+the user; `GET /sandbox/subscribe/grants?appid=&openid=` shows the grant ledger.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import orjson
 from wxgate.sandbox.answers import error_body
 from wxgate.sandbox.callbacks import CallbackDispatcher
 from wxgate.sandbox.clock import OffsetClock
+from wxgate.sandbox.config import DEFAULT_APPID
 from wxgate.sandbox.errors import ControlRequestError
 from wxgate.sandbox.faults import FaultKind
 from wxgate.sandbox.http import (
@@ -30,7 +39,9 @@ from wxgate.sandbox.http import (
     Response,
 )
 from wxgate.sandbox.inbox import DEFAULT_LIMIT, MAX_LIMIT
-from wxgate.sandbox.wechat import SimulatedWeChat
+from wxgate.sandbox.subscribe import SubscribeDesk
+from wxgate.sandbox.wechat import FOREIGN_CLASSIC, SimulatedWeChat
+from wxgate.wechat.kinds import MessageKind
 
 MAX_RATE_WINDOW_S = 86_400.0
 HANG_S = 60.0  # a hung request is held this long, then its connection is closed
@@ -47,6 +58,7 @@ METHOD_NOT_ALLOWED = Response(b"405 Method Not Allowed", TEXT_TYPE, b"method not
 _TOKEN_PARAM = b"access_token="
 
 Handler = Callable[[bytes, bytes, bytes], Reply]  # (method, query, body) -> reply
+Send = Callable[[str | None, bytes, float], bytes]  # (token, body, in flight for s) -> answer
 
 
 def _params(query: bytes) -> dict[str, str]:
@@ -94,6 +106,20 @@ def _business(endpoint: Callable[[str | None, bytes], bytes], *, post: bool) -> 
     return handler
 
 
+def _library(
+    endpoint: Callable[[str | None, dict[str, str], bytes], bytes], *, post: bool
+) -> Handler:
+    """A template-library API: ?access_token= and parameters in the query, a body to POST."""
+
+    def handler(method: bytes, query: bytes, body: bytes) -> Reply:
+        if post and method != b"POST":
+            return error_body(REQUIRE_POST)
+        params = _params(query)
+        return endpoint(params.get("access_token"), params, body)
+
+    return handler
+
+
 def _control(endpoint: Callable[[bytes, dict[str, str], bytes], Any], *methods: bytes) -> Handler:
     """A control endpoint: JSON in, JSON out, 400 with a message for bad input."""
 
@@ -108,18 +134,34 @@ def _control(endpoint: Callable[[bytes, dict[str, str], bytes], Any], *methods: 
     return handler
 
 
+def _message_kind(raw: str | None) -> MessageKind | None:
+    if raw is None:
+        return None
+    if raw not in tuple(MessageKind):
+        raise ControlRequestError(f"kind must be one of {', '.join(MessageKind)}")
+    return MessageKind(raw)
+
+
 class Router:
     """Maps a request to the simulated WeChat or to a control endpoint."""
 
     def __init__(
-        self, wechat: SimulatedWeChat, callbacks: CallbackDispatcher, clock: OffsetClock
+        self,
+        wechat: SimulatedWeChat,
+        subscribe: SubscribeDesk,
+        callbacks: CallbackDispatcher,
+        clock: OffsetClock,
     ) -> None:
         self._wechat = wechat
+        self._subscribe = subscribe
         self._callbacks = callbacks
         self._clock = clock
         templates = b"/cgi-bin/template/"
+        newtmpl = b"/wxaapi/newtmpl/"
         self._routes: dict[bytes, Handler] = {
             b"/cgi-bin/message/template/send": self._template_send,
+            b"/cgi-bin/message/subscribe/bizsend": self._send_path(subscribe.bizsend),
+            b"/cgi-bin/message/subscribe/send": self._send_path(subscribe.send),
             b"/cgi-bin/token": lambda _method, query, _body: wechat.token(_params(query)),
             b"/cgi-bin/stable_token": self._stable_token,
             templates + b"api_set_industry": _business(wechat.set_industry, post=True),
@@ -127,12 +169,22 @@ class Router:
             templates + b"api_add_template": _business(wechat.add_template, post=True),
             templates + b"get_all_private_template": _business(wechat.all_templates, post=False),
             templates + b"del_private_template": _business(wechat.delete_template, post=True),
+            newtmpl + b"getcategory": _library(subscribe.get_category, post=False),
+            newtmpl + b"getpubtemplatetitles": _library(subscribe.get_titles, post=False),
+            newtmpl + b"getpubtemplatekeywords": _library(subscribe.get_keywords, post=False),
+            newtmpl + b"addtemplate": _library(subscribe.add_template, post=True),
+            newtmpl + b"gettemplate": _library(subscribe.get_templates, post=False),
+            newtmpl + b"deltemplate": _library(subscribe.delete_template, post=True),
             b"/sandbox/messages": _control(self._messages, b"GET"),
             b"/sandbox/stats": _control(self._stats, b"GET"),
             b"/sandbox/send-rate": _control(self._send_rate, b"GET"),
             b"/sandbox/faults": _control(self._faults, b"GET", b"POST"),
             b"/sandbox/reset": _control(self._reset, b"POST"),
             b"/sandbox/clock": _control(self._clock_endpoint, b"GET", b"POST"),
+            b"/sandbox/tokens/foreign-refresh": _control(self._foreign_refresh, b"POST"),
+            b"/sandbox/subscribe/popup": _control(self._popup, b"POST"),
+            b"/sandbox/subscribe/change": _control(self._change, b"POST"),
+            b"/sandbox/subscribe/grants": _control(self._grants, b"GET"),
         }
 
     def dispatch(self, method: bytes, target: bytes, body: bytes) -> Reply:
@@ -150,14 +202,31 @@ class Router:
         return self._wechat.stable_token(body)
 
     def _template_send(self, method: bytes, query: bytes, body: bytes) -> Reply:
+        # The benchmarks' hot path: no closure, no extra argument, one attribute test.
         if self._wechat.faults.disturbs_transport:
-            return self._disturbed_send(method, query, body)
+            return self._disturbed_send(method, query, body, self._template_send_in_flight)
         if method != b"POST":
             return error_body(REQUIRE_POST)
         return self._wechat.template_send(access_token(query), body)
 
-    def _disturbed_send(self, method: bytes, query: bytes, body: bytes) -> Reply:
-        """template/send with transport faults drawn first: 502, a hang, a reset, latency."""
+    def _template_send_in_flight(
+        self, token: str | None, body: bytes, _in_flight_s: float
+    ) -> bytes:
+        return self._wechat.template_send(token, body)
+
+    def _send_path(self, send: Send) -> Handler:
+        def handler(method: bytes, query: bytes, body: bytes) -> Reply:
+            if self._wechat.faults.disturbs_transport:
+                return self._disturbed_send(method, query, body, send)
+            if method != b"POST":
+                return error_body(REQUIRE_POST)
+            return send(access_token(query), body, 0.0)
+
+        return handler
+
+    def _disturbed_send(self, method: bytes, query: bytes, body: bytes, send: Send) -> Reply:
+        """A send with transport faults drawn first: 502, a hang (before or after the send
+        is carried out), a reset, latency (the time the send stays in flight)."""
         wechat = self._wechat
         kind = wechat.dice.transport(wechat.faults)
         if kind is not None:
@@ -166,16 +235,19 @@ class Router:
             return Hang(HANG_S)
         if kind is FaultKind.RESET:
             return ABORT
+        latency_s = wechat.faults.latency_ms / 1000.0
         reply: bytes | Response
         if kind is FaultKind.HTTP_502:
             reply = BAD_GATEWAY
         elif method != b"POST":
             reply = error_body(REQUIRE_POST)
         else:
-            reply = wechat.template_send(access_token(query), body)
-        if wechat.faults.latency_ms > 0:
+            reply = send(access_token(query), body, latency_s)
+        if kind is FaultKind.HANG_AFTER_SEND:
+            return Hang(HANG_S)
+        if latency_s > 0:
             wechat.stats.faults[FaultKind.LATENCY.value] += 1
-            return Delayed(wechat.faults.latency_ms / 1000.0, reply)
+            return Delayed(latency_s, reply)
         return reply
 
     # -- control ------------------------------------------------------------------------
@@ -187,6 +259,7 @@ class Router:
             appid=params.get("appid"),
             touser=params.get("touser"),
             client_msg_id=params.get("client_msg_id"),
+            kind=_message_kind(params.get("kind")),
             limit=limit,
             offset=offset,
         )
@@ -198,7 +271,7 @@ class Router:
         )
 
     def _send_rate(self, _method: bytes, params: dict[str, str], _body: bytes) -> dict[str, Any]:
-        """Per account: template sends so far and the busiest `window_s` (default 1 s)."""
+        """Per account: sends so far and the busiest `window_s` (default 1 s)."""
         raw = params.get("window_s", "1")
         try:
             window_s = float(raw)
@@ -242,3 +315,20 @@ class Router:
                 raise ControlRequestError("advance_s must be a finite number of seconds >= 0")
             self._clock.advance(float(advance))
         return {"now": self._clock.now(), "offset_s": self._clock.offset}
+
+    def _foreign_refresh(
+        self, _method: bytes, _params: dict[str, str], body: bytes
+    ) -> dict[str, Any]:
+        request = _json_request(body)
+        return self._wechat.foreign_refresh(
+            request.get("appid", DEFAULT_APPID), request.get("endpoint", FOREIGN_CLASSIC)
+        )
+
+    def _popup(self, _method: bytes, _params: dict[str, str], body: bytes) -> dict[str, Any]:
+        return self._subscribe.popup(_json_request(body))
+
+    def _change(self, _method: bytes, _params: dict[str, str], body: bytes) -> dict[str, Any]:
+        return self._subscribe.change(_json_request(body))
+
+    def _grants(self, _method: bytes, params: dict[str, str], _body: bytes) -> dict[str, Any]:
+        return self._subscribe.grants(params)

@@ -23,25 +23,32 @@ from wxgate.sandbox.config import (
     DEFAULT_APPID,
     DEFAULT_CALLBACK_TOKEN,
     DEFAULT_ENCODING_AES_KEY,
+    DEFAULT_MINI_APPID,
+    DEFAULT_MINI_SECRET,
     DEFAULT_ORIGINAL_ID,
     DEFAULT_SECRET,
     DEFAULT_TOKEN_TTL_S,
+    CallbackFormat,
     CallbackMode,
     SandboxAccount,
     default_account,
+    default_miniprogram,
     load_accounts,
 )
 from wxgate.sandbox.errors import SandboxConfigError
 from wxgate.sandbox.faults import FaultDice
 from wxgate.sandbox.http import HttpConnection
 from wxgate.sandbox.routes import Router
-from wxgate.sandbox.wechat import Report, SimulatedWeChat
+from wxgate.sandbox.subscribe import SubscribeDesk
+from wxgate.sandbox.wechat import Push, SimulatedWeChat
 
-# The public face of the sandbox: the server, how to run it, and the default account.
+# The public face of the sandbox: the server, how to run it, and the default accounts.
 __all__ = [
     "DEFAULT_APPID",
     "DEFAULT_CALLBACK_TOKEN",
     "DEFAULT_ENCODING_AES_KEY",
+    "DEFAULT_MINI_APPID",
+    "DEFAULT_MINI_SECRET",
     "DEFAULT_ORIGINAL_ID",
     "DEFAULT_SECRET",
     "SandboxAccount",
@@ -52,18 +59,21 @@ __all__ = [
 log = get_logger(__name__)
 
 
-def _with_default_account(
-    accounts: list[SandboxAccount] | None, callback_url: str | None, callback_mode: CallbackMode
+def _with_default_accounts(
+    accounts: list[SandboxAccount] | None, defaults: list[SandboxAccount]
 ) -> list[SandboxAccount]:
-    """The default account (unless `accounts` redefine its appid), then `accounts`."""
+    """The default accounts (each unless `accounts` redefine its appid), then `accounts`."""
     extra = list(accounts or [])
-    if any(a.appid == DEFAULT_APPID for a in extra):
-        return extra
-    return [default_account(callback_url, callback_mode), *extra]
+    configured = {a.appid for a in extra}
+    return [*(a for a in defaults if a.appid not in configured), *extra]
 
 
 class SandboxServer:
-    """A local WeChat on `host:port` (port 0 picks a free one; `.port` has it after start)."""
+    """A local WeChat on `host:port` (port 0 picks a free one; `.port` has it after start).
+
+    `callback_url` and `callback_mode` configure the default official account;
+    `miniprogram_callback_url` and `miniprogram_callback_format` the default mini program
+    (which shares `callback_mode`)."""
 
     def __init__(
         self,
@@ -73,6 +83,8 @@ class SandboxServer:
         accounts: list[SandboxAccount] | None = None,
         callback_url: str | None = None,
         callback_mode: CallbackMode = "plain",
+        miniprogram_callback_url: str | None = None,
+        miniprogram_callback_format: CallbackFormat = "xml",
         token_ttl_s: int = DEFAULT_TOKEN_TTL_S,
         callback_delay_s: float = 0.0,
         clock: Clock | None = None,
@@ -82,7 +94,13 @@ class SandboxServer:
             raise SandboxConfigError("token_ttl_s must be positive")
         self.host = host
         self.port = port
-        self.accounts = _with_default_account(accounts, callback_url, callback_mode)
+        defaults = [
+            default_account(callback_url, callback_mode),
+            default_miniprogram(
+                miniprogram_callback_url, callback_mode, miniprogram_callback_format
+            ),
+        ]
+        self.accounts = _with_default_accounts(accounts, defaults)
         self.clock = OffsetClock(clock)
         self.callbacks: CallbackDispatcher | None = None
         self._callback_delay_s = callback_delay_s
@@ -93,6 +111,7 @@ class SandboxServer:
             report=self._report,
             dice=dice,
         )
+        self.subscribe = SubscribeDesk(self.wechat)
         self._server: asyncio.Server | None = None
         self._connections: set[HttpConnection] = set()
 
@@ -101,9 +120,9 @@ class SandboxServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def _report(self, report: Report) -> None:
+    def _report(self, push: Push) -> None:
         if self.callbacks is not None:
-            self.callbacks.submit(report)
+            self.callbacks.submit(push)
 
     async def start(self) -> None:
         if self._server is not None:
@@ -112,7 +131,7 @@ class SandboxServer:
             self.wechat.stats, self.clock, delay_s=self._callback_delay_s
         )
         await self.callbacks.start()
-        router = Router(self.wechat, self.callbacks, self.clock)
+        router = Router(self.wechat, self.subscribe, self.callbacks, self.clock)
         dispatch, connections = router.dispatch, self._connections
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(

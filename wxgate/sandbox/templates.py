@@ -1,7 +1,13 @@
-"""Template management of one account (docs/wechat-protocol.md §3): its industry, the templates
-it added, and the ids it deleted (a send with a deleted id is answered 40037).
+"""Template management of one account (docs/wechat-protocol.md §3): its industry, the
+templates it added, and the ids it deleted (a send with a deleted id is answered 40037).
 
-The bodies are what the endpoints answer; errors are raised as `Answer`s.
+A template is added from the library (`library.TEMPLATE_LIBRARY`) by short id with
+the keywords it picks by name: `keyword_name_list` is required, and a missing or
+empty list or an unknown name is 40246 (§3, from the api_addtemplate doc). An account
+holds at most 25 templates; the 26th add is 45026 (§2.4,
+Template_Message_Interface.html). Each template's `content` names its keys
+(`订单号：{{character_string1.DATA}}`), so a registry can read their types. The bodies
+are what the endpoints answer; errors are raised as `Answer`s.
 """
 
 from __future__ import annotations
@@ -12,12 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wxgate.sandbox.answers import Answer
+from wxgate.sandbox.library import TEMPLATE_LIBRARY, Keyword, PublicTemplate, content, example
 
 DATA_FORMAT_ERROR = 47001
 ARGUMENT_INVALID = 47003
 INVALID_TEMPLATE_ID = 40037
 CHANGED_TOO_OFTEN = 43100
+KEYWORD_NAME_INVALID = 40246
+TEMPLATE_LIMIT = 45026
 INDUSTRY_CHANGE_INTERVAL_S = 30 * 86_400.0  # the industry may change once a month
+MAX_TEMPLATES = 25
+_COLON = "："  # the full-width colon of template-message contents
 
 # WeChat's industry codes: id -> (first class, second class).
 INDUSTRIES: dict[str, tuple[str, str]] = {
@@ -111,20 +122,23 @@ class TemplateLibrary:
 
     def add(self, body: Mapping[str, Any]) -> str:
         short_id = body.get("template_id_short")
-        keywords = body.get("keyword_name_list", [])
         if not isinstance(short_id, str) or not short_id:
             raise Answer(DATA_FORMAT_ERROR)
-        if not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords):
-            raise Answer(DATA_FORMAT_ERROR)
+        public = TEMPLATE_LIBRARY.get(short_id)
+        if public is None:
+            raise Answer(INVALID_TEMPLATE_ID, " template_id_short invalid")
+        keywords = _chosen_keywords(public, body.get("keyword_name_list"))
+        if len(self.templates) >= MAX_TEMPLATES:
+            raise Answer(TEMPLATE_LIMIT)
         template_id = secrets.token_urlsafe(32)
         primary, deputy = self.industry or (None, None)
         self.templates[template_id] = {
             "template_id": template_id,
-            "title": f"{short_id} template",
+            "title": public.title,
             "primary_industry": _industry_json(primary)["second_class"],
             "deputy_industry": _industry_json(deputy)["second_class"],
-            "content": _content(keywords),
-            "example": "",
+            "content": content(keywords, _COLON),
+            "example": example(keywords, _COLON),
         }
         return template_id
 
@@ -140,7 +154,15 @@ class TemplateLibrary:
         self.deleted.add(template_id)
 
 
-def _content(keywords: list[str]) -> str:
-    names = keywords or ["keyword1", "keyword2"]
-    lines = [f"{name}：{{{{keyword{i}.DATA}}}}" for i, name in enumerate(names, start=1)]
-    return "\n".join(lines)
+def _chosen_keywords(public: PublicTemplate, names: Any) -> tuple[Keyword, ...]:
+    """The library keywords `keyword_name_list` names, in its order; 40246 unless the list
+    is a non-empty list of distinct names the template offers."""
+    if not isinstance(names, list) or not names:
+        raise Answer(KEYWORD_NAME_INVALID)
+    chosen = []
+    for name in names:
+        keyword = public.keyword_named(name) if isinstance(name, str) else None
+        if keyword is None or keyword in chosen:
+            raise Answer(KEYWORD_NAME_INVALID)
+        chosen.append(keyword)
+    return tuple(chosen)

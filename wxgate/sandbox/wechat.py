@@ -5,6 +5,11 @@ would answer (errors as `Answer`s rendered with a `rid:`). Time comes from the
 injected clock; accepted sends go to the inbox and, when the account has a
 callback URL, to `report` for a TEMPLATESENDJOBFINISH. The send path is the
 hot one: dict lookups and one `orjson.loads`, nothing else per request.
+Subscribe messages are `subscribe.SubscribeDesk`'s, which works on the same state.
+
+Accounts have a kind: a mini program's token is refused by template/send and the
+template-message management calls with 48001 (docs/wechat-protocol.md §6: "wrong token type").
+`foreign_refresh` plays another system fetching the account's token.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from wxgate.sandbox.answers import OK_BODY, Answer, sent_body
+from wxgate.sandbox.answers import OK_BODY, Answer, error_body, sent_body
 from wxgate.sandbox.clock import OffsetClock
 from wxgate.sandbox.config import SandboxAccount
-from wxgate.sandbox.faults import FaultDice, FaultSettings, errcode_fault_name
+from wxgate.sandbox.errors import ControlRequestError
+from wxgate.sandbox.faults import DUPLICATE_40241, FaultDice, FaultSettings, errcode_fault_name
+from wxgate.sandbox.grants import GrantLedger
 from wxgate.sandbox.inbox import Inbox, Received
 from wxgate.sandbox.limits import (
     BUSY_FAILURES,
@@ -34,9 +41,12 @@ from wxgate.sandbox.limits import (
 )
 from wxgate.sandbox.rate import SendArrivals
 from wxgate.sandbox.stats import STABLE_TOKEN, STABLE_TOKEN_FORCE, TOKEN, SandboxStats
+from wxgate.sandbox.subscribe_templates import SubscribeTemplates
 from wxgate.sandbox.templates import TemplateLibrary
 from wxgate.sandbox.tokens import AccountTokens, TokenRegistry
+from wxgate.wechat.callback import CallbackEvent
 from wxgate.wechat.errors import SYSTEM_BUSY
+from wxgate.wechat.kinds import AccountKind
 from wxgate.wechat.template import typed_value_problem
 
 GRANT_TYPE = "client_credential"
@@ -45,12 +55,14 @@ GRANT_TYPE = "client_credential"
 STATUS_SUCCESS = "success"
 STATUS_USER_BLOCK = "failed:user block"
 STATUS_SYSTEM_FAILED = "failed: system failed"
+STATUS_FREQ_LIMIT = "failed:freq limit"  # observed in 2024: too many to this user
 
 # Test openids and template ids (docs/design.md, "Sandbox"): prefix -> errcode.
 REFUSING_OPENIDS: dict[str, int] = {"invalid_": 40003, "unfollowed_": 43004, "refused_": 43101}
 REPORTING_OPENIDS: dict[str, str] = {
     "blocked_": STATUS_USER_BLOCK,
     "sysfail_": STATUS_SYSTEM_FAILED,
+    "freqlimit_": STATUS_FREQ_LIMIT,
 }
 BUSY_OPENID = "busy_"
 BAD_TEMPLATE = "bad_"
@@ -70,6 +82,13 @@ SECRET_MISSING = 41004
 INVALID_APPID = 40013
 BAD_SECRET_CLASSIC = 40001  # what /cgi-bin/token answers for a wrong secret
 BAD_SECRET_STABLE = 40125  # what /cgi-bin/stable_token answers for one
+API_UNAUTHORIZED = 48001
+DUPLICATE_MESSAGE = 40241
+
+# Who fetched a token, as `foreign_refresh` plays it.
+FOREIGN_CLASSIC = "token"  # another system calls /cgi-bin/token
+FOREIGN_STABLE_FORCE = "stable_token"  # another system calls stable_token force_refresh
+FOREIGN_ENDPOINTS = (FOREIGN_CLASSIC, FOREIGN_STABLE_FORCE)
 
 MSGID_BASE = 2**60  # msgids are int64 above 2^53, as WeChat's are
 VALID_PAIRS_KEPT = 65_536
@@ -85,6 +104,16 @@ class Report(NamedTuple):
     create_time: int
 
 
+class EventPush(NamedTuple):
+    """Another event to push to the account's callback URL (a subscribe event)."""
+
+    account: SandboxAccount
+    event: CallbackEvent
+
+
+Push = Report | EventPush  # what the callback URL of an account is sent
+
+
 @dataclass(slots=True)
 class AccountState:
     """Everything the simulated WeChat remembers about one account."""
@@ -92,8 +121,14 @@ class AccountState:
     account: SandboxAccount
     tokens: AccountTokens = field(default_factory=AccountTokens)
     templates: TemplateLibrary = field(default_factory=TemplateLibrary)
+    subscribe_templates: SubscribeTemplates = field(default_factory=SubscribeTemplates)
+    grants: GrantLedger = field(default_factory=GrantLedger)
     sends_today: WindowCounter = field(default_factory=per_day)
     sends_this_minute: WindowCounter = field(default_factory=per_minute)
+    subscribe_today: WindowCounter = field(default_factory=per_day)
+    subscribe_this_minute: WindowCounter = field(default_factory=per_minute)
+    # (touser, template_id) -> when the subscribe send to them ends (43108 until then).
+    in_flight: dict[tuple[str, str], float] = field(default_factory=dict)
     classic_today: WindowCounter = field(default_factory=per_day)
     stable_today: WindowCounter = field(default_factory=per_day)
     stable_this_minute: WindowCounter = field(default_factory=per_minute)
@@ -112,7 +147,7 @@ class AccountState:
             del recent[key]
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
+def json_object(body: bytes) -> dict[str, Any]:
     if not body:
         raise Answer(EMPTY_POST_DATA)
     try:
@@ -143,7 +178,7 @@ def _check_data(data: dict[str, Any], valid: set[tuple[str, str]]) -> None:
         valid.add(pair)
 
 
-def _refuse_test_openid(touser: str) -> None:
+def refuse_test_openid(touser: str) -> None:
     """Answer the errcode of an openid that cannot receive messages (40003, 43004, 43101)."""
     for prefix, errcode in REFUSING_OPENIDS.items():
         if touser.startswith(prefix):
@@ -155,16 +190,21 @@ def _test_openid_status(state: AccountState, touser: str) -> str:
     for prefix, status in REPORTING_OPENIDS.items():
         if touser.startswith(prefix):
             return status
+    answer_busy_openid(state, touser)
+    return STATUS_SUCCESS
+
+
+def answer_busy_openid(state: AccountState, touser: str) -> None:
+    """-1 for the first sends to a `busy_` openid (BUSY_FAILURES of them), then nothing."""
     if touser.startswith(BUSY_OPENID):
         answered = state.busy_answers.get(touser, 0)
         if answered < BUSY_FAILURES:
             state.busy_answers[touser] = answered + 1
             raise Answer(SYSTEM_BUSY)
-    return STATUS_SUCCESS
 
 
 class SimulatedWeChat:
-    """WeChat's token, template-send and template-management endpoints for some accounts."""
+    """WeChat's token, send and template-management endpoints for some accounts."""
 
     def __init__(
         self,
@@ -172,11 +212,11 @@ class SimulatedWeChat:
         *,
         clock: OffsetClock,
         token_ttl_s: float,
-        report: Callable[[Report], None] | None = None,
+        report: Callable[[Push], None] | None = None,
         dice: FaultDice | None = None,
     ) -> None:
         self._configured = list(accounts)
-        self._clock = clock
+        self.clock = clock
         self._report = report
         self.dice = dice if dice is not None else FaultDice()
         self._token_ttl_s = token_ttl_s
@@ -197,14 +237,30 @@ class SimulatedWeChat:
         self.arrivals.clear()
         self.stats.clear()
         self.faults = FaultSettings()
-        self._clock.reset()
+        self.clock.reset()
 
     def set_faults(self, changes: Mapping[str, Any]) -> FaultSettings:
         """Merge `changes` into the fault settings (FaultConfigError when invalid)."""
         self.faults, expire = self.faults.merge(changes)
         if expire:
-            self.tokens.expire_all(self._clock.now())
+            self.tokens.expire_all(self.clock.now())
         return self.faults
+
+    def account(self, appid: str | None) -> AccountState:
+        """The state of a configured account (ControlRequestError naming the appid if none)."""
+        state = self.accounts.get(appid) if isinstance(appid, str) else None
+        if state is None:
+            raise ControlRequestError(f"appid {appid!r} is not an account of this sandbox")
+        return state
+
+    def push(self, push: Push) -> None:
+        """Hand a push to callback delivery when the account has a callback URL."""
+        if self._report is not None and push.account.callback_url is not None:
+            self._report(push)
+
+    def next_msgid(self) -> int:
+        self._msgids += 1
+        return self._msgids
 
     # -- access tokens ------------------------------------------------------------------
 
@@ -213,7 +269,7 @@ class SimulatedWeChat:
         self.stats.token_fetches[TOKEN] += 1
         try:
             state = self._credentials(params, BAD_SECRET_CLASSIC)
-            now = self._clock.now()
+            now = self.clock.now()
             if not state.classic_today.hit(now, CLASSIC_TOKEN_PER_DAY):
                 raise Answer(DAILY_QUOTA)
             token, ttl = self.tokens.fetch_classic(state.account.appid, state.tokens, now)
@@ -222,19 +278,21 @@ class SimulatedWeChat:
         return orjson.dumps({"access_token": token, "expires_in": ttl})
 
     def stable_token(self, body: bytes) -> bytes:
-        """POST /cgi-bin/stable_token: the shared current token, rotated when due (§1.2)."""
+        """POST /cgi-bin/stable_token: the shared current token, rotated when due (§1.2).
+        A body that is not a JSON object holds no appid: 41002, as WeChat answers it (the
+        protocol review's row 14)."""
         try:
-            request = _json_object(body)
-        except Answer as answer:
+            request = json_object(body)
+        except Answer:
             self.stats.token_fetches[STABLE_TOKEN] += 1
-            return answer.body()
+            return error_body(APPID_MISSING)
         force = request.get("force_refresh", False)
         self.stats.token_fetches[STABLE_TOKEN_FORCE if force is True else STABLE_TOKEN] += 1
         try:
             if not isinstance(force, bool):
                 raise Answer(DATA_FORMAT_ERROR)
             state = self._credentials(request, BAD_SECRET_STABLE)
-            now = self._clock.now()
+            now = self.clock.now()
             if not state.stable_today.hit(now, STABLE_TOKEN_PER_DAY):
                 raise Answer(DAILY_QUOTA)
             if not state.stable_this_minute.hit(now, STABLE_TOKEN_PER_MINUTE):
@@ -263,9 +321,36 @@ class SimulatedWeChat:
             raise Answer(bad_secret)
         return state
 
-    def _authorised(self, token: str | None) -> tuple[AccountState, float]:
-        now = self._clock.now()
-        return self.accounts[self.tokens.check(token, now).appid], now
+    def authorised(
+        self, token: str | None, kind: AccountKind | None = AccountKind.OFFICIAL_ACCOUNT
+    ) -> tuple[AccountState, float]:
+        """The account behind a token and the time now; an Answer for a token that is not
+        good (41001, 40014, 40001, 42001) or not of `kind` (48001; None takes any)."""
+        now = self.clock.now()
+        state = self.accounts[self.tokens.check(token, now).appid]
+        if kind is not None and state.account.kind is not kind:
+            raise Answer(API_UNAUTHORIZED)
+        return state, now
+
+    def foreign_refresh(self, appid: str | None, endpoint: str) -> dict[str, Any]:
+        """Play another system fetching this account's token: a classic /cgi-bin/token call
+        (the token it replaces works 300 s more, then 40001) or a stable_token force_refresh
+        (the stable token it replaces fails at once; none happens within 30 s of the last,
+        or past 20 a day, §1.2). Not counted as a token fetch of the gateway's."""
+        state = self.account(appid)
+        if endpoint not in FOREIGN_ENDPOINTS:
+            raise ControlRequestError(f"endpoint must be one of {', '.join(FOREIGN_ENDPOINTS)}")
+        now, tokens = self.clock.now(), state.tokens
+        if endpoint == FOREIGN_CLASSIC:
+            before = tokens.classic
+            self.tokens.fetch_classic(state.account.appid, tokens, now)
+            replaced = before is not None
+        else:
+            before = tokens.stable
+            self.tokens.fetch_stable(state.account.appid, tokens, now, force=True)
+            replaced = before is not None and tokens.stable != before
+        self.stats.foreign_token_refreshes += 1
+        return {"appid": state.account.appid, "endpoint": endpoint, "replaced": replaced}
 
     # -- template/send ------------------------------------------------------------------
 
@@ -280,11 +365,11 @@ class SimulatedWeChat:
         return accepted
 
     def _send(self, token: str | None, body: bytes) -> bytes:
-        state, now = self._authorised(token)
+        state, now = self.authorised(token)
         self.arrivals.record(state.account.appid, now)
-        message = _json_object(body)
+        message = json_object(body)
         if self.faults.errcode_table:
-            self._injected_errcode()
+            self.injected_errcode()
         touser = message.get("touser")
         template_id = message.get("template_id")
         data = message.get("data")
@@ -301,17 +386,19 @@ class SimulatedWeChat:
             raise Answer(INVALID_TEMPLATE_ID)
         test_openid = touser.startswith(_TEST_OPENIDS)
         if test_openid:
-            _refuse_test_openid(touser)
+            refuse_test_openid(touser)
         _check_data(data, self._valid_pairs)
         if client_msg_id:
             seen = state.recent.get((touser, client_msg_id))
             if seen is not None and now - seen[1] < DEDUPE_WINDOW_S:
                 self.stats.duplicates_absorbed += 1
+                if self.faults.duplicate_answer == DUPLICATE_40241:
+                    raise Answer(DUPLICATE_MESSAGE)
                 return sent_body(seen[0])
         status = _test_openid_status(state, touser) if test_openid else STATUS_SUCCESS
         return self._accept(state, now, touser, template_id, client_msg_id, status, body)
 
-    def _injected_errcode(self) -> None:
+    def injected_errcode(self) -> None:
         errcode = self.dice.errcode(self.faults)
         if errcode is not None:
             self.stats.faults[errcode_fault_name(errcode)] += 1
@@ -343,7 +430,9 @@ class SimulatedWeChat:
         if client_msg_id:
             self._remember(state, now, (touser, client_msg_id), msgid)
         if self._report is not None and account.callback_url is not None:
-            self._report(Report(account, touser, msgid, status, int(now)))
+            # One unverified report: MsgID 0 when the send carried a client_msg_id.
+            reported = 0 if client_msg_id and faults.report_zero_msgid else msgid
+            self._report(Report(account, touser, reported, status, int(now)))
         return sent_body(msgid)
 
     def _remember(self, state: AccountState, now: float, key: tuple[str, str], msgid: int) -> None:
@@ -358,21 +447,21 @@ class SimulatedWeChat:
     # -- template management (§3) -------------------------------------------------------
 
     def set_industry(self, token: str | None, body: bytes) -> bytes:
-        return self._manage(token, lambda s, now: s.set_industry(_json_object(body), now))
+        return self._manage(token, lambda s, now: s.set_industry(json_object(body), now))
 
     def get_industry(self, token: str | None, _body: bytes = b"") -> bytes:
         return self._manage(token, lambda s, _now: s.get_industry())
 
     def add_template(self, token: str | None, body: bytes) -> bytes:
         return self._manage(
-            token, lambda s, _now: {"template_id": s.add(_json_object(body))}, with_ok=True
+            token, lambda s, _now: {"template_id": s.add(json_object(body))}, with_ok=True
         )
 
     def all_templates(self, token: str | None, _body: bytes = b"") -> bytes:
         return self._manage(token, lambda s, _now: {"template_list": s.all_templates()})
 
     def delete_template(self, token: str | None, body: bytes) -> bytes:
-        return self._manage(token, lambda s, _now: s.delete(_json_object(body)))
+        return self._manage(token, lambda s, _now: s.delete(json_object(body)))
 
     def _manage(
         self,
@@ -382,7 +471,7 @@ class SimulatedWeChat:
         with_ok: bool = False,
     ) -> bytes:
         try:
-            state, now = self._authorised(token)
+            state, now = self.authorised(token)
             result = act(state.templates, now)
         except Answer as answer:
             return answer.body()

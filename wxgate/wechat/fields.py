@@ -25,10 +25,12 @@ MAX_PAGEPATH_CHARS = 512
 MAX_UNTYPED_CHARS = 200  # our own cap on a value without a typed rule
 
 KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
-CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
-LINE_BREAKS = frozenset("\n\r\u2028\u2029")
-_CONTROL_NOT_LINE_BREAK = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
-_OPAQUE_ID = re.compile(r"[^\s\x00-\x1f\x7f]+")  # touser, template_id, url, miniprogram.appid
+# C0 and C1 control characters (U+0080-U+009F too: NEL, CSI, ...), DEL, and the
+# Unicode line and paragraph separators. NEL (U+0085) is a line break.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+LINE_BREAKS = frozenset("\n\r\x85\u2028\u2029")
+_CONTROL_NOT_LINE_BREAK = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]")
+_OPAQUE_ID = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]+")  # touser, template_id, url, mp appid
 
 MISSING: Any = object()
 _MINIPROGRAM_FIELDS = frozenset(("appid", "pagepath"))

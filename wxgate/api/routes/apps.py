@@ -13,9 +13,10 @@ from starlette.responses import Response
 
 from wxgate.api.errors import NotFound
 from wxgate.api.routing import JsonRoute
-from wxgate.api.schemas import ok, rfc3339
+from wxgate.api.schemas import ok
 from wxgate.api.state import api_state
 from wxgate.backends.base import Pause
+from wxgate.clock import rfc3339
 from wxgate.config import AppSettings
 
 router = APIRouter(prefix="/apps", tags=["apps"], route_class=JsonRoute)
