@@ -2,9 +2,9 @@
 command printed with the `# →` answer the README shows under it.
 
 Every fenced `sh` block that runs `curl` or `wxgate` is read into steps: a command
-(continued over `\\` and over quotes left open), the `# →` line under it if any, and
-the README line it starts on. `NAME=value` and `export NAME=value` lines are
-variables the test sets, not commands it runs.
+(continued over `\\` and over quotes left open), the `# →` lines under it if any
+(together one answer), and the README line it starts on. `NAME=value` and
+`export NAME=value` lines are variables the test sets, not commands it runs.
 
 An answer is text, optionally followed by one JSON document (from its first `{`).
 JSON is compared value by value: the envelope's code and msg exactly; `[...]` stands
@@ -78,8 +78,10 @@ def _steps(first_line: int, lines: list[str]) -> Iterator[Step]:
         if pending:
             pending.append(line)
         elif line.startswith(ANSWER_MARK):
-            assert step is not None and step.answer is None, f"README.md:{first_line + offset}"
-            step = Step(step.line, step.command, line.removeprefix(ANSWER_MARK).strip())
+            assert step is not None, f"README.md:{first_line + offset}: an answer to nothing"
+            shown = line.removeprefix(ANSWER_MARK).strip()
+            answer = shown if step.answer is None else f"{step.answer}\n{shown}"
+            step = Step(step.line, step.command, answer)
             continue
         elif line.strip() and not line.lstrip().startswith("#"):
             if step is not None:
