@@ -250,7 +250,7 @@ def test_config_check_prints_bracketed_section_names(tmp_path: Path) -> None:
 
     result = invoke("config", "check", "--config", str(config))
 
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # `serve` refuses it too
     assert "add an [apps.<name>] section" in result.stderr
 
 

@@ -31,7 +31,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tests.conftest import free_port
-from wxgate.config import DeliverySettings, ServerSettings, Settings, check, load_settings
+from wxgate.config import (
+    DeliverySettings,
+    ServerSettings,
+    Settings,
+    check,
+    hash_api_key,
+    load_settings,
+)
 from wxgate.sandbox.config import load_accounts
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -448,9 +455,11 @@ class Gateway:
     port: int
     ready_after_s: float
 
-    def get(self, path: str) -> int:
+    def get(self, path: str, headers: dict[str, str] | None = None) -> int:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        request = urllib.request.Request(url, headers=headers or {})
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=3) as r:
+            with urllib.request.urlopen(request, timeout=3) as r:  # noqa: S310
                 return int(r.status)
         except urllib.error.HTTPError as exc:
             return exc.code
@@ -498,23 +507,27 @@ def start_pod(tmp_path: Path, redis_prefix: str) -> Iterator[Any]:
     config path, the Secret as environment; only the addresses point at this host."""
     started: list[Gateway] = []
 
-    def start(role: str) -> Gateway:
+    def start(role: str, **extra_env: str) -> Gateway:
         container = _container(_k8s("Deployment", f"wxgate-{role}"))
         config = tmp_path / f"{role}-wxgate.toml"
         config.write_text(_configmap_toml())
         args = [str(config) if arg == CONFIG_PATH else arg for arg in container["args"]]
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("WXGATE_")}
-        env |= _secret_env() | {
-            "WXGATE_SERVER__HOST": "127.0.0.1",
-            "WXGATE_SERVER__PORT": str(port),
-            "WXGATE_SERVER__WORKER_PORT": str(port),
-            "WXGATE_STORAGE__REDIS_URL": REDIS_URL,
-            "WXGATE_STORAGE__REDIS_PREFIX": redis_prefix,
-            # Nothing answers here: no send leaves this host.
-            "WXGATE_APPS__SHOP__API_BASE": f"http://127.0.0.1:{free_port()}",
-            "WXGATE_APPS__CLUB__API_BASE": f"http://127.0.0.1:{free_port()}",
-        }
+        env |= (
+            _secret_env()
+            | {
+                "WXGATE_SERVER__HOST": "127.0.0.1",
+                "WXGATE_SERVER__PORT": str(port),
+                "WXGATE_SERVER__WORKER_PORT": str(port),
+                "WXGATE_STORAGE__REDIS_URL": REDIS_URL,
+                "WXGATE_STORAGE__REDIS_PREFIX": redis_prefix,
+                # Nothing answers here: no send leaves this host.
+                "WXGATE_APPS__SHOP__API_BASE": f"http://127.0.0.1:{free_port()}",
+                "WXGATE_APPS__CLUB__API_BASE": f"http://127.0.0.1:{free_port()}",
+            }
+            | extra_env
+        )
         began = time.monotonic()
         process = subprocess.Popen(
             [str(WXGATE), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -576,3 +589,57 @@ def test_pod_output_holds_no_value_of_the_secret(start_pod: Any) -> None:
     assert "gateway stopped" in output
     for name, value in _secret_env().items():
         assert value not in output, name
+
+
+# -- Prometheus ---------------------------------------------------------------------------------
+
+PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
+
+
+def _keyed_wxgate_job() -> dict[str, Any]:
+    """The `wxgate` scrape job of prometheus.yml with its commented `authorization`
+    block uncommented, as docs/deployment.md tells an operator who closes /metrics."""
+    lines = PROMETHEUS.read_text().splitlines()
+    [start] = [n for n, line in enumerate(lines) if line.strip() == "# authorization:"]
+    indent = lines[start].index("#")
+    block = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.startswith(" " * indent + "#   "):
+            break
+        block.append(line)
+    uncommented = [line[:indent] + line[indent + 2 :] for line in block]
+    config = yaml.safe_load("\n".join(lines[:start] + uncommented + lines[start + len(block) :]))
+    [job] = [job for job in config["scrape_configs"] if job["job_name"] == "wxgate"]
+    return dict(job)
+
+
+def test_prometheus_job_has_an_authorization_block_to_uncomment() -> None:
+    job = _keyed_wxgate_job()
+    assert job["metrics_path"] == "/metrics"
+    assert job["authorization"]["type"] == "Bearer"
+    assert job["authorization"]["credentials_file"].startswith("/etc/prometheus/")
+
+
+@pytest.mark.parametrize("role", ["api", "worker"])
+def test_metrics_require_key_refuses_a_keyless_scrape_and_takes_the_jobs_key(
+    role: str, start_pod: Any, tmp_path: Path
+) -> None:
+    # The key the operator gives Prometheus: its hash in the gateway's keys, the key
+    # itself in the file the scrape job reads, sent as that job's authorization says.
+    key = "wxg_prometheus-scrape-key-7d0c1e"
+    credentials = tmp_path / "wxgate-api-key"
+    credentials.write_text(key + "\n")
+    job = _keyed_wxgate_job()
+    scheme = job["authorization"]["type"]
+    gateway = start_pod(
+        role,
+        WXGATE_SERVER__METRICS_REQUIRE_KEY="true",
+        WXGATE_SERVER__API_KEYS=json.dumps([hash_api_key(key)]),
+    )
+
+    keyless = gateway.get(job["metrics_path"])
+    keyed = gateway.get(
+        job["metrics_path"], {"Authorization": f"{scheme} {credentials.read_text().strip()}"}
+    )
+
+    assert (keyless, keyed) == (401, 200)

@@ -118,6 +118,17 @@ def _settings(config: Path | None, *, need_apps: bool = False) -> Settings:
     return settings
 
 
+def _print_startup_problems(settings: Settings) -> bool:
+    """Print what would keep a gateway from starting, one line each (`serve` and
+    `config check` print the same lines); whether there was anything."""
+    from wxgate.startup import startup_problems
+
+    problems = startup_problems(settings)
+    for problem in problems:
+        err_console.print(escape(f"config: {problem}"), style="red")
+    return bool(problems)
+
+
 def _validation_lines(exc: ValidationError) -> list[str]:
     # The offending input is left out on purpose: it may be a secret.
     return [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
@@ -174,13 +185,18 @@ def serve(
     """Run the gateway: the HTTP API and/or the delivery workers."""
     from wxgate.gateway import ListenError
     from wxgate.gateway import serve as serve_gateway
+    from wxgate.startup import StartupError
 
     settings = _settings(config, need_apps=True)
+    if _print_startup_problems(settings):
+        raise typer.Exit(2)
     configure_logging(settings.log.level, settings.log.format)
     try:
         _run(serve_gateway(settings, role=role, host=host, port=port))
     except ListenError as exc:
         _fail(f"serve: {exc}", 3)
+    except StartupError as exc:
+        _fail(f"serve: {exc}", 2)
 
 
 app.command("sandbox")(sandbox_command)
@@ -548,13 +564,15 @@ def _new_api_key() -> str:
 
 @config_app.command("check")
 def config_check(config: ConfigOption = None) -> None:
-    """Validate a config: one line per problem, never a secret."""
+    """Validate a config: one line per problem, never a secret. Exit 2 when `serve`
+    would refuse it (the same lines), 1 when it would start but needs work."""
     settings = _settings(config, need_apps=True)
+    refused = _print_startup_problems(settings)
     problems = check(settings)
     for problem in problems:
         err_console.print(escape(problem), style="yellow")
-    if problems:
-        raise typer.Exit(1)
+    if refused or problems:
+        raise typer.Exit(2 if refused else 1)
     console.print(f"config ok: {len(settings.apps)} app(s), storage {settings.storage.backend}")
 
 

@@ -2,8 +2,9 @@
 
 This is the only module that reads the environment. Secrets are `SecretStr`, so
 no repr, log line or error text can print them. `load_settings` finds the file
-(`--config PATH`, else ./wxgate.toml when present) and `check` lists what is
-wrong with a configuration, one line per problem, without printing a secret. The
+(`--config PATH`, else ./wxgate.toml when present) and `check` lists what an
+operator should fix before serving real traffic, one line per problem, without
+printing a secret (what keeps a gateway from starting is startup.py's). The
 file `wxgate config init` writes is starter_config.py's.
 """
 
@@ -61,6 +62,11 @@ class ServerSettings(_Section):
     callback_max_age_s: float = Field(300.0, gt=0)
     # Intake answers 503 when this many messages wait to be sent (0: no limit).
     max_queued: int = Field(0, ge=0)
+    # A slow client is answered 408 and cut off: a request's head must arrive within
+    # this many seconds (of the connection's start, or of its first byte after a
+    # kept-alive pause), its body within this many of the head's end.
+    request_head_timeout_s: float = Field(10.0, gt=0)
+    request_body_timeout_s: float = Field(30.0, gt=0)
 
     def listen_port(self, role: Role) -> int | None:
         """The port a process of `role` serves HTTP on; None for a worker told to serve none."""
@@ -218,10 +224,9 @@ def hash_api_key(key: str) -> str:
 
 
 def check(settings: Settings) -> list[str]:
-    """Problems an operator should fix before serving; empty when the config is usable."""
+    """Problems an operator should fix before serving real traffic, though a gateway
+    would start (what keeps it from starting is `wxgate.startup`'s); empty when none."""
     problems: list[str] = []
-    if not settings.apps:
-        problems.append("apps: no app configured; add an [apps.<name>] section")
     if not settings.server.api_keys:
         problems.append("server.api_keys: empty, so the API accepts requests without a key")
     for name, app in settings.apps.items():

@@ -29,6 +29,7 @@ from wxgate.delivery.send_checks import send_checks
 from wxgate.delivery.worker import AppRuntime, Worker
 from wxgate.observability import Metrics, get_logger, register_secret
 from wxgate.server import server_config
+from wxgate.startup import STARTUP_FAILURES, startup_error
 from wxgate.wechat.client import AccountClient, TokenFetcher, WeChatHttp
 from wxgate.wechat.token import TokenManager
 from wxgate.wechat.tokenstore import TokenStore
@@ -288,14 +289,19 @@ async def serve(
 ) -> None:
     """Run a gateway until SIGINT/SIGTERM, HTTP on the configured (or given) address:
     `[server] port` for roles all and api, `worker_port` for a worker (see
-    `ServerSettings.listen_port`). ListenError, before anything starts, if it is taken."""
+    `ServerSettings.listen_port`). ListenError, before anything starts, if it is taken;
+    StartupError, once whatever had started is stopped again, if the gateway cannot
+    start (storage that will not open, a setting that fails when used)."""
     sock = listen_socket(settings.server, role, host, port)
     gateway = Gateway(settings, role=role)
     try:
         await gateway.start()
-    except BaseException:
+    except BaseException as exc:
         if sock is not None:
             sock.close()
+        await gateway.stop()  # the WeChat session, the worker: whatever had started
+        if isinstance(exc, STARTUP_FAILURES):
+            raise startup_error(settings, exc) from exc
         raise
     if sock is None:
         log.info("serving no HTTP", role=role, setting=f"[server] worker_port = {NO_LISTENER}")
@@ -331,6 +337,7 @@ async def _serve_http(gateway: Gateway, sock: socket.socket) -> None:
         gateway.app,
         *sock.getsockname()[:2],  # uvicorn serves the socket given; these are for its logs
         grace_s=gateway.settings.delivery.shutdown_grace_s,
+        settings=gateway.settings.server,
     )
     server = uvicorn.Server(config)
     loop = asyncio.get_running_loop()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
+from multidict import CIMultiDict
 
 from wxgate.clock import FakeClock
 
@@ -96,6 +97,25 @@ async def test_a_key_over_its_budget_gets_429_with_retry_after(
     assert (await gateway.get("/v1/apps", key=OTHER_KEY))[0] == 200  # per key
     clock.advance(2.0)
     assert (await gateway.get("/v1/apps"))[0] == 200
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [(API_KEY, API_KEY), (API_KEY, OTHER_KEY), (API_KEY, "not-a-key"), ("not-a-key", API_KEY)],
+)
+async def test_two_authorization_headers_are_refused_with_401_saying_why(
+    gateway_factory: GatewayFactory, keys: tuple[str, str]
+) -> None:
+    # Which of two keys a proxy and the server each read is anyone's guess: refused whole.
+    gateway = await gateway_factory(make_settings(keys=(API_KEY, OTHER_KEY)))
+    headers = CIMultiDict([("Authorization", f"Bearer {key}") for key in keys])
+
+    async with gateway.http.get(gateway.url + "/v1/apps", headers=headers) as reply:
+        status, body = reply.status, await reply.json()
+
+    assert status == 401 and body["code"] == 40100
+    assert "Authorization" in body["msg"] and "one" in body["msg"]
+    assert reply.headers["WWW-Authenticate"] == "Bearer"
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"])

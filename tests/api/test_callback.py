@@ -94,6 +94,29 @@ async def test_url_check_with_a_bad_signature_is_403(gateway: Gateway) -> None:
     assert status == 403 and body["code"] == 40300
 
 
+YEAR_S = 365 * 24 * 3600
+
+
+async def test_url_check_with_a_year_old_timestamp_is_403_and_counted_as_replayed(
+    gateway: Gateway,
+) -> None:
+    # A captured URL check stays validly signed for ever; the POST's replay window applies.
+    ts, nonce = str(int(time.time()) - YEAR_S), "486452656"
+    query = {"signature": sign(CALLBACK_TOKEN, ts, nonce), "timestamp": ts, "nonce": nonce}
+
+    with structlog.testing.capture_logs() as logs:
+        status, body, _ = await gateway.request(
+            "GET", "/wechat/callback/default", key=None, params={**query, "echostr": "e-12345"}
+        )
+
+    assert status == 403 and body["code"] == 40300 and "timestamp" in body["msg"]
+    assert "e-12345" not in str(body)
+    assert callbacks(gateway, "default", "replayed") == 1
+    assert refused(gateway, "default", "timestamp") == 1
+    [warning] = [line for line in logs if line["event"] == "callback refused"]
+    assert warning["reason"] == "timestamp" and "behind" in warning["detail"]
+
+
 async def test_plain_success_report_marks_the_message_delivered(gateway: Gateway) -> None:
     message_id = await sent_message(gateway, "default")
     query, body = PLAIN.seal(report(), now_ts(), "n-1", openid="oA")

@@ -162,7 +162,9 @@ class Stack:
         self.gateway = Gateway(self.settings, clock=self.clock)
         await self.gateway.start()
         assert self.gateway.app is not None
-        self.server = await serve_in_background(self.gateway.app, "127.0.0.1", self.port)
+        self.server = await serve_in_background(
+            self.gateway.app, "127.0.0.1", self.port, settings=self.settings.server
+        )
         self._running.append((self.gateway, self.server))
 
     async def stop_gateway(self) -> None:

@@ -68,14 +68,20 @@ class ApiKeys:
             raise RateLimited(max(1, math.ceil(wait)))
 
 
+TWO_AUTHORIZATIONS = "more than one Authorization header; send the API key in one"
+
+
 def bearer_token(scope: Scope) -> str | None:
-    """The key of an `Authorization: Bearer <key>` header, or None."""
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, key = bytes(value).decode("latin-1").partition(" ")
-            key = key.strip()
-            return key if scheme.lower() == "bearer" and key else None
-    return None
+    """The key of an `Authorization: Bearer <key>` header, or None; Unauthorized for two
+    such headers, of which a proxy in front and this server might each read another."""
+    values = [value for name, value in scope["headers"] if name == b"authorization"]
+    if len(values) > 1:
+        raise Unauthorized(TWO_AUTHORIZATIONS)
+    if not values:
+        return None
+    scheme, _, key = bytes(values[0]).decode("latin-1").partition(" ")
+    key = key.strip()
+    return key if scheme.lower() == "bearer" and key else None
 
 
 class ApiKeyMiddleware:

@@ -78,6 +78,7 @@ __all__ = [
     "SubscribeSentEvent",
     "SubscribeSentItem",
     "TemplateSendJobFinish",
+    "aes_key",
     "callback_timestamp",
     "event_json",
     "event_xml",
@@ -148,7 +149,7 @@ class Envelope:
     __slots__ = ("_appid", "_cipher")
 
     def __init__(self, encoding_aes_key: str, appid: str) -> None:
-        key = _aes_key(encoding_aes_key)
+        key = aes_key(encoding_aes_key)
         self._appid = appid.encode("utf-8")
         self._cipher = Cipher(algorithms.AES(key), modes.CBC(key[:_AES_BLOCK]))
 
@@ -182,12 +183,16 @@ class Envelope:
         return plain[_HEADER_BYTES:end]
 
 
-def _aes_key(encoding_aes_key: str) -> bytes:
+def aes_key(encoding_aes_key: str) -> bytes:
+    """The AES key an EncodingAESKey stands for: its 43 characters are base64 that,
+    with one `=` appended, decode to 32 bytes (§5.3). ValueError saying what is wrong,
+    never the key itself."""
     try:
         key = base64.b64decode(encoding_aes_key + "=", validate=True)
     except ValueError:
         raise ValueError(
-            f"EncodingAESKey is not base64 ({len(encoding_aes_key)} characters; 43 expected)"
+            "EncodingAESKey is not base64: 43 characters of A-Z, a-z, 0-9, + and / expected "
+            "(copy it again from the console)"
         ) from None
     if len(key) != _AES_KEY_BYTES:
         raise ValueError(

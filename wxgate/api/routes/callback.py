@@ -1,8 +1,9 @@
 """WeChat's server URL for one app: the echostr check, pushed events (docs/wechat-protocol.md §5).
 
 No API key here: WeChat signs its requests with the app's callback token instead.
-A POST is believed only after its signature (and, in safe mode, msg_signature)
-holds and its timestamp is within `server.callback_max_age_s` of now. Its nonce
+A GET (the URL check) is answered, and a POST believed, only after its signature
+(and, in safe mode, msg_signature) holds and its timestamp is within
+`server.callback_max_age_s` of now. A POST's nonce
 is then claimed twice, alone and with a digest of the body, before the report is
 applied. In plaintext mode the signature does not cover the body, so a used nonce
 with another body is a captured query carrying a forged one: answered `success`,
@@ -128,6 +129,13 @@ def _open(state: ApiState, app: str, request: Request, body: bytes) -> CallbackM
         _refuse(state, app, exc.reason, exc.detail)
         _count(state, app, "forbidden")
         raise Forbidden(f"callback rejected: {exc.reason}") from None
+    _check_fresh(state, app, sent_at)
+    return message
+
+
+def _check_fresh(state: ApiState, app: str, sent_at: int) -> None:
+    """Forbidden unless `sent_at` is within `server.callback_max_age_s` of now: a signed
+    query stays validly signed for ever, so only its age tells a replay."""
     max_age = state.settings.server.callback_max_age_s
     skew = state.clock.now() - sent_at
     if abs(skew) > max_age:
@@ -135,7 +143,6 @@ def _open(state: ApiState, app: str, request: Request, body: bytes) -> CallbackM
         _refuse(state, app, "timestamp", f"{abs(skew):.0f} s {ahead_or_behind} this host's clock")
         _count(state, app, "replayed")
         raise Forbidden(f"callback timestamp is more than {max_age:.0f} s from now")
-    return message
 
 
 async def _stored(write: Callable[[], Awaitable[_T]]) -> _T:
@@ -175,15 +182,18 @@ def _report(app: str, event: TemplateSendJobFinish) -> Report:
 
 @router.get("/{app}", response_class=PlainTextResponse, summary="WeChat's URL check")
 async def verify_url(request: Request, app: str) -> Response:
-    """Answers the raw `echostr` when the signature holds (403 otherwise)."""
+    """Answers the raw `echostr` when the signature holds and the timestamp is within
+    `server.callback_max_age_s` of now, as for a push (403 otherwise)."""
     state = api_state(request)
     codec = _codec(state, app)
     try:
         echostr = codec.verify_echo(request.query_params)
+        sent_at = callback_timestamp(request.query_params)
     except CallbackRejected as exc:
         _refuse(state, app, exc.reason, exc.detail)
         _count(state, app, "forbidden")
         raise Forbidden(f"callback rejected: {exc.reason}") from None
+    _check_fresh(state, app, sent_at)
     return PlainTextResponse(echostr)
 
 
