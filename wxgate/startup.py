@@ -15,7 +15,7 @@ from pathlib import Path
 
 from redis.connection import parse_url
 
-from wxgate.backends.sqlite_schema import SchemaVersionError, _stored_version
+from wxgate.backends.sqlite_schema import SchemaVersionError, stored_version
 from wxgate.config import AppSettings, Settings
 from wxgate.wechat.callback import aes_key
 
@@ -98,7 +98,7 @@ def _schema_problems(path: Path) -> list[str]:
         with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
             tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             if ("meta",) in tables.fetchall():
-                _stored_version(conn)
+                stored_version(conn)
     except SchemaVersionError as exc:
         return [f"{SQLITE_PATH}: {path} was written by a newer wxgate: {exc}"]
     except sqlite3.DatabaseError as exc:

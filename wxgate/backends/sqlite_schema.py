@@ -221,7 +221,7 @@ def create_schema(conn: sqlite3.Connection, now: float) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(_META)
-        version = _stored_version(conn)
+        version = stored_version(conn)
         if version is not None:
             _migrate(conn, version)
         # Statements are split by hand: executescript would COMMIT the open transaction.
@@ -239,7 +239,7 @@ _COMMENT = re.compile(r"--[^\n]*")  # comments may say anything, semicolons incl
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT"
 
 
-def _stored_version(conn: sqlite3.Connection) -> int | None:
+def stored_version(conn: sqlite3.Connection) -> int | None:
     """The file's schema version; None for a new file."""
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     if row is None:
