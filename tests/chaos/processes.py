@@ -38,21 +38,32 @@ class Service:
     process: asyncio.subprocess.Process | None = None
     starts: int = 0
     signalled: bool = False  # the last exit was asked for (kill or stop)
+    starting: bool = False  # start() is creating the next process
 
     async def start(self) -> None:
         if self.running:
             raise RuntimeError(f"{self.name} is already running")
+        if self.starting:
+            raise RuntimeError(f"{self.name} is already starting")
         self.starts += 1
-        self.signalled = False
-        with self.log_path.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                *self.argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                cwd=REPO,
-                env={**os.environ, **self.env},
-            )
+        self.starting = True
+        try:
+            with self.log_path.open("ab") as log:
+                process = await asyncio.create_subprocess_exec(
+                    *self.argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    cwd=REPO,
+                    env={**os.environ, **self.env},
+                )
+        finally:
+            self.starting = False
+        # Only now, with no await between them: while the new process was being created,
+        # `process` was still the killed one, and clearing `signalled` before made that
+        # kill look like a crash to whoever looked meanwhile (the campaign's
+        # `_revive_crashed`, which then started a second process).
+        self.process, self.signalled = process, False
 
     @property
     def running(self) -> bool:
@@ -65,6 +76,8 @@ class Service:
     def died_by_itself(self) -> int | None:
         """The exit code when the process ended without being asked to, else None."""
         if self.process is None or self.process.returncode is None or self.signalled:
+            return None
+        if self.starting:  # `process` is the one before, which start() replaces
             return None
         return self.process.returncode
 
