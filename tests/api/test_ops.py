@@ -19,7 +19,8 @@ async def test_readyz_includes_the_backend_and_the_extra_checks(
     gateway = await gateway_factory(readiness=workers_running)
     status, body, _ = await gateway.get("/readyz", key=None)
     assert status == 200
-    assert body["data"] == {"ready": True, "checks": {"backend": True, "workers": True}}
+    checks = {"backend": True, "storage_writable": True, "workers": True}
+    assert body["data"] == {"ready": True, "checks": checks}
 
 
 async def test_readyz_is_503_when_an_extra_check_fails(gateway_factory: GatewayFactory) -> None:
@@ -29,7 +30,7 @@ async def test_readyz_is_503_when_an_extra_check_fails(gateway_factory: GatewayF
     gateway = await gateway_factory(readiness=workers_stopped)
     status, body, _ = await gateway.get("/readyz", key=None)
     assert status == 503 and body["code"] == 50300
-    assert body["data"]["checks"] == {"backend": True, "workers": False}
+    assert body["data"]["checks"] == {"backend": True, "storage_writable": True, "workers": False}
 
 
 async def test_readyz_is_503_when_the_backend_is_gone(gateway: Gateway) -> None:

@@ -207,9 +207,10 @@ async def test_each_role_serves_its_endpoints(
             seen["checks"] = (await resp.json())["data"]["checks"]
         answers[process.role] = seen
 
-    assert answers["all"]["checks"] == {"backend": True, "workers": True}
-    assert answers["api"]["checks"] == {"backend": True}
-    assert answers["worker"]["checks"] == {"backend": True, "workers": True}
+    storage = {"backend": True, "storage_writable": True}
+    assert answers["all"]["checks"] == {**storage, "workers": True}
+    assert answers["api"]["checks"] == storage
+    assert answers["worker"]["checks"] == {**storage, "workers": True}
     for role in ("all", "api", "worker"):
         assert answers[role]["/healthz"] == answers[role]["/readyz"] == 200
     assert answers["all"]["/v1/messages"] == answers["api"]["/v1/messages"] == 200

@@ -553,6 +553,12 @@ class Backend(Protocol):
         """True when the storage answers (readiness)."""
         ...
 
+    async def writable(self) -> bool:
+        """False while the storage answers but refuses writes (a full disk, an I/O error,
+        a Redis that cannot persist or is out of memory), True once it takes them again
+        (readiness: `storage_writable`)."""
+        ...
+
     # -- intake ---------------------------------------------------------------
     async def enqueue(
         self, messages: Sequence[NewMessage], now: float, batch: NewBatch | None = None

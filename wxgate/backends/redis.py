@@ -112,6 +112,7 @@ LIST_SCAN: Final = 2000  # records one list() call reads at most
 LIST_STEP: Final = 200  # index entries read per round trip
 PURGE_CHUNK: Final = 500
 REPLAY_CHUNK: Final = 500
+PROBE_TTL_MS: Final = 60_000  # the readiness probe's key expires on its own
 RESUME_CHUNK: Final = 500  # held-back messages made due per script when a pause is lifted
 BUDGET_IDLE_S: Final = 60  # beyond refilling, how long an idle bucket is kept
 
@@ -258,6 +259,16 @@ class RedisBackend:
             return False
         try:
             return bool(await self._client.ping())
+        except RedisError:
+            return False
+
+    async def writable(self) -> bool:
+        # A write that persists like any other: Redis refuses it (MISCONF, OOM) when it
+        # could not write its AOF or snapshot, or has no memory left.
+        if self._state != "open":
+            return False
+        try:
+            return bool(await self._client.set(self._keys.write_probe, "1", px=PROBE_TTL_MS))
         except RedisError:
             return False
 

@@ -49,6 +49,11 @@ class RedisKeys:
         return self._key("batch", escape(batch_id))
 
     @property
+    def write_probe(self) -> str:
+        """String: written by the readiness check `storage_writable`, expiring by itself."""
+        return self._key("write_probe")
+
+    @property
     def index_all(self) -> str:
         """Sorted set, score 0, ULID members: every message, for listing newest first."""
         return self._key("idx", "all")

@@ -299,6 +299,9 @@ class SqliteBackend:
         except sqlite3.Error:
             return False
 
+    async def writable(self) -> bool:
+        return await self._db.writable()
+
     # -- intake ------------------------------------------------------------------------
 
     async def enqueue(

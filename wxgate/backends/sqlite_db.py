@@ -7,6 +7,9 @@ COMMITs once, and only then answers each caller. Should one command fail, the
 group runs again from the start, each command in its own SAVEPOINT, so the bad
 one fails alone. Durability so costs one fsync per group, not per message.
 Reads run on read-only connections in a small thread pool beside the writer.
+When a group fails for lack of space or an I/O error, the writer checkpoints the WAL
+into the database file and truncates it (again before each later group while writes
+keep failing, at most once a second), and `writable()` says so until a write succeeds.
 Every store of the engine (messages, tokens, ...) runs its statements through
 one `SqliteDatabase`, so the file has one writer per process.
 """
@@ -28,6 +31,7 @@ from typing import Any, Final, Literal, TypeVar
 from wxgate.backends.base import StorageUnavailable
 from wxgate.backends.sqlite_schema import create_schema
 from wxgate.clock import Clock, SystemClock
+from wxgate.observability import get_logger
 
 _T = TypeVar("_T")
 
@@ -35,6 +39,20 @@ Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
 
 MAX_GROUP: Final = 256  # commands per transaction
 _READERS: Final = 2
+# Primary result codes of a write that failed for the storage's sake, not the command's:
+# the disk (or the quota) is full, or the file cannot be written.
+_STORAGE_CODES: Final = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
+RECLAIM_INTERVAL_S: Final = 1.0  # between WAL checkpoints while writes keep failing
+WRITABLE_AGAIN_S: Final = 1.0  # without a failure before a write counts as recovery
+# A checkpoint on a full disk waits this long for readers, not the busy timeout: the
+# callers of the next group wait for it.
+CHECKPOINT_BUSY_MS: Final = 200
+_PROBE: Final = (
+    "INSERT INTO meta (key, value) VALUES ('write_probe', ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
+_log = get_logger("wxgate.backends.sqlite")
 
 
 @dataclass(slots=True)
@@ -60,11 +78,16 @@ class WriteStats:
 class _GroupCommitWriter:
     """One thread and one connection that run every write, many per transaction."""
 
-    def __init__(self, window_s: float) -> None:
+    def __init__(self, window_s: float, busy_timeout_ms: int) -> None:
         self._window_s = window_s
+        self._busy_timeout_ms = busy_timeout_ms
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.stats = WriteStats()
+        # Why the last group could not be written (space, I/O), until one is written.
+        self.failure: str | None = None
+        self._reclaim_after = 0.0  # monotonic time of the next checkpoint while failing
+        self._failed_at = 0.0  # monotonic time of the last failure for space or I/O
 
     def start(self, conn: sqlite3.Connection) -> None:
         """Serve commands on `conn`, which the writer's thread owns (and closes) from now on."""
@@ -92,7 +115,11 @@ class _GroupCommitWriter:
                     return
                 group = [first]
                 stopping = self._gather(group)
-                _answer(self._execute(conn, group))
+                if self.failure is not None:
+                    self._reclaim(conn)
+                answers = self._execute(conn, group)
+                _answer(answers)
+                self._note(conn, answers)
                 if stopping:
                     return
         finally:
@@ -141,6 +168,54 @@ class _GroupCommitWriter:
         self.stats.commands += len(group)
         self.stats.largest_group = max(self.stats.largest_group, len(group))
         return answers
+
+    def _note(self, conn: sqlite3.Connection, answers: list[_Answer]) -> None:
+        """Keep `failure` up to date after a group; on a failure for space or I/O, give the
+        WAL's space back at once."""
+        failed = next((v for _, v, ok in answers if not ok and _storage_failed(v)), None)
+        if failed is not None:
+            if self.failure is None:
+                _log.error("SQLite cannot write; checkpointing the WAL", error=str(failed))
+                self._reclaim_after = 0.0
+            self.failure = str(failed)
+            self._failed_at = time.monotonic()
+            self._reclaim(conn)
+        elif (
+            self.failure is not None
+            # A small write may fit where a larger one does not: writable again only
+            # once writes have stopped failing for a while, or readiness would flap.
+            and time.monotonic() - self._failed_at >= WRITABLE_AGAIN_S
+            and any(ok for _, _, ok in answers)
+        ):
+            _log.warning("SQLite writes again", after=self.failure)
+            self.failure = None
+
+    def _reclaim(self, conn: sqlite3.Connection) -> None:
+        """Checkpoint the WAL into the database file and truncate it, at most once per
+        RECLAIM_INTERVAL_S. Without this the WAL kept the space of every frame it ever
+        held: on a full disk the automatic checkpoint fails, the WAL cannot start over,
+        and each commit that fits makes it longer, until the space freed is gone again.
+        A checkpoint that fails (the database file cannot grow yet) changes nothing."""
+        now = time.monotonic()
+        if now < self._reclaim_after:
+            return
+        self._reclaim_after = now + RECLAIM_INTERVAL_S
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_MS}")
+            try:
+                blocked, frames, moved = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        except sqlite3.Error as exc:
+            _log.warning("WAL checkpoint failed", error=str(exc))
+            return
+        _log.info("WAL checkpointed", truncated=not blocked, frames=frames, moved=moved)
+
+
+def _storage_failed(exc: BaseException) -> bool:
+    """The write failed for lack of space or an I/O error, not for its own sake."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _STORAGE_CODES
 
 
 def _run_unguarded(conn: sqlite3.Connection, group: list[_Command]) -> list[_Answer] | None:
@@ -213,7 +288,7 @@ class SqliteDatabase:
         self._synchronous = synchronous
         self._busy_timeout_s = busy_timeout_s
         self._clock = clock if clock is not None else SystemClock()
-        self._writer = _GroupCommitWriter(group_commit_ms / 1000)
+        self._writer = _GroupCommitWriter(group_commit_ms / 1000, round(busy_timeout_s * 1000))
         self._readers = ThreadPoolExecutor(_READERS, thread_name_prefix="wxgate-sqlite-read")
         self._reader_local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
@@ -227,6 +302,25 @@ class SqliteDatabase:
     @property
     def is_open(self) -> bool:
         return self._state == "open"
+
+    @property
+    def write_failure(self) -> str | None:
+        """Why writes fail for lack of space or an I/O error, or None while they work."""
+        return self._writer.failure
+
+    async def writable(self) -> bool:
+        """False while writes fail for lack of space or an I/O error (and for
+        WRITABLE_AGAIN_S after the last such failure). While they do, each call tries a
+        small write (the other writes may have stopped: a worker that cannot lease, an
+        API that refuses intake), so the answer turns True once space is back."""
+        if self._state != "open":
+            return False
+        if self._writer.failure is None:
+            return True
+        now = str(self._clock.now())
+        with contextlib.suppress(StorageUnavailable):
+            await self.write(lambda conn: conn.execute(_PROBE, (now,)))
+        return self._writer.failure is None
 
     @property
     def stats(self) -> WriteStats:
@@ -285,8 +379,11 @@ class SqliteDatabase:
         self._writer.submit(_Command(run, loop, future))
         try:
             return await future
-        except sqlite3.OperationalError as exc:  # busy past the timeout, disk full, I/O error
-            raise StorageUnavailable(f"SQLite write failed: {exc}") from exc
+        except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.OperationalError) or _storage_failed(exc):
+                # busy past the timeout, disk full, I/O error: storage, not the command
+                raise StorageUnavailable(f"SQLite write failed: {exc}") from exc
+            raise
 
     async def read(self, run: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run `run` on a read-only connection of the pool."""

@@ -38,6 +38,16 @@ async def _backend_ready(state: ApiState) -> bool:
         return False
 
 
+async def _storage_writable(state: ApiState) -> bool:
+    """Storage that answers may still refuse writes (a full disk): not ready either, so a
+    balancer sends intake elsewhere; ready again once a write succeeds."""
+    try:
+        return await asyncio.wait_for(state.backend.writable(), PING_TIMEOUT_S)
+    except Exception as exc:  # as for the backend check: "not ready", the reason logged
+        _log.warning("storage_not_writable", error=repr(exc))
+        return False
+
+
 async def _extra_checks(state: ApiState) -> dict[str, bool]:
     if state.readiness is None:
         return {}
@@ -48,10 +58,13 @@ async def _extra_checks(state: ApiState) -> dict[str, bool]:
         return {"readiness": False}
 
 
-@router.get("/readyz", summary="Readiness: the backend answers and the workers run")
+@router.get(
+    "/readyz", summary="Readiness: the backend answers and takes writes, and the workers run"
+)
 async def readyz(request: Request) -> Response:
     state = api_state(request)
     checks = {"backend": await _backend_ready(state)}
+    checks["storage_writable"] = checks["backend"] and await _storage_writable(state)
     checks.update(await _extra_checks(state))
     data = {"ready": all(checks.values()), "checks": checks}
     if not data["ready"]:
