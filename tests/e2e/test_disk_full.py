@@ -13,11 +13,6 @@ nothing more was delivered until a restart, and `/readyz` answered ready through
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import threading
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -29,14 +24,12 @@ import pytest
 from tests.conftest import free_port
 from tests.e2e.conftest import API_KEY, APP, TEMPLATE, eventually, order_data
 from tests.e2e.processes import ServeProcess, start_serve, write_config
+from tests.small_volume import Filler, mount_small_volume, unmount
 from wxgate.sandbox.control import SandboxControl
 from wxgate.sandbox.server import SandboxServer
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-VOLUME_MB = 8
 MESSAGES = 300
-CHUNK = 64 * 1024
-PAGE = 4096
 BATCH = 100
 SENT = {"sent", "delivered"}  # WeChat took the message, and the record says so
 MAX_WHILE_FULL = 20_000  # far more than the volume can hold
@@ -44,70 +37,17 @@ MAX_WHILE_FULL = 20_000  # far more than the volume can hold
 pytestmark = pytest.mark.timeout(120)
 
 
-def _mount_small_volume(where: Path) -> str | None:
-    """Mount a VOLUME_MB tmpfs at `where`; why it cannot be done, or None."""
-    if shutil.which("mount") is None:
-        return "no mount command"
-    if os.geteuid() != 0:
-        return "mounting a small tmpfs needs root"
-    where.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={VOLUME_MB}m", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        return f"mount -t tmpfs failed: {done.stderr.strip()}"
-    return None
-
-
 @pytest.fixture
 def volume(tmp_path: Path) -> Iterator[Path]:
     """A directory on a VOLUME_MB-megabyte volume of its own."""
     where = tmp_path / "volume"
-    why = _mount_small_volume(where)
+    why = mount_small_volume(where)
     if why is not None:
         pytest.skip(f"no small volume for the disk-full test: {why}")
     try:
         yield where
     finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-class Filler:
-    """Another process's writes that take every byte of the volume as soon as it is free,
-    until `stop()`: the disk stays full even when the gateway gives space back."""
-
-    def __init__(self, volume: Path) -> None:
-        self.path = volume / "filler"
-        self._stop = threading.Event()
-        self._full = threading.Event()
-        self._thread = threading.Thread(target=self._fill, name="filler", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-        assert self._full.wait(10), "the volume did not fill"
-
-    def stop(self) -> None:
-        """Stop writing and give the space back."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        self.path.unlink(missing_ok=True)
-
-    def _fill(self) -> None:
-        chunk = CHUNK
-        with self.path.open("wb", buffering=0) as out:
-            while not self._stop.is_set():
-                try:
-                    out.write(b"\0" * chunk)
-                except OSError:
-                    if chunk > PAGE:
-                        chunk = PAGE  # down to the last page
-                        continue
-                    self._full.set()
-                    time.sleep(0.005)
+        unmount(where)
 
 
 async def readyz(session: aiohttp.ClientSession, gateway: ServeProcess) -> tuple[int, Any]:

@@ -118,8 +118,10 @@ class _GroupCommitWriter:
                 if self.failure is not None:
                     self._reclaim(conn)
                 answers = self._execute(conn, group)
+                failed = self._note(answers)  # before the answers: callers may ask at once
                 _answer(answers)
-                self._note(conn, answers)
+                if failed:
+                    self._reclaim(conn)
                 if stopping:
                     return
         finally:
@@ -169,9 +171,9 @@ class _GroupCommitWriter:
         self.stats.largest_group = max(self.stats.largest_group, len(group))
         return answers
 
-    def _note(self, conn: sqlite3.Connection, answers: list[_Answer]) -> None:
-        """Keep `failure` up to date after a group; on a failure for space or I/O, give the
-        WAL's space back at once."""
+    def _note(self, answers: list[_Answer]) -> bool:
+        """Keep `failure` up to date after a group; True if it failed for space or I/O
+        (the WAL's space is then given back at once)."""
         failed = next((v for _, v, ok in answers if not ok and _storage_failed(v)), None)
         if failed is not None:
             if self.failure is None:
@@ -179,8 +181,8 @@ class _GroupCommitWriter:
                 self._reclaim_after = 0.0
             self.failure = str(failed)
             self._failed_at = time.monotonic()
-            self._reclaim(conn)
-        elif (
+            return True
+        if (
             self.failure is not None
             # A small write may fit where a larger one does not: writable again only
             # once writes have stopped failing for a while, or readiness would flap.
@@ -189,6 +191,7 @@ class _GroupCommitWriter:
         ):
             _log.warning("SQLite writes again", after=self.failure)
             self.failure = None
+        return False
 
     def _reclaim(self, conn: sqlite3.Connection) -> None:
         """Checkpoint the WAL into the database file and truncate it, at most once per
