@@ -2,9 +2,10 @@
 
 Without `--full` it runs the shortened plan `make test` runs (1,000 messages, 2 kills);
 with it, `make chaos`'s (10,000 messages, 5 kills), on both engines unless `--engine`
-names one, then the API fuzzing of tests/security/test_fuzz_gateway.py with a few
-thousand generated requests. Prints the figures of each run and every problem found;
-exits 1 if any.
+names one, then the scenarios of tests/chaos/scenarios.py (a half-open probe meeting
+rotated tokens, on each engine; a full disk on a small volume, on SQLite), then the API
+fuzzing of tests/security/test_fuzz_gateway.py with a few thousand generated requests.
+Prints the figures of each run and every problem found; exits 1 if any.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from rich.table import Table
 
 from tests.chaos.campaign import Plan, full_plan, run_campaign, short_plan
 from tests.chaos.checks import Figures
+from tests.chaos.scenarios import ScenarioResult, run_scenarios
 
 ENGINES = ("sqlite", "redis")
 console = Console()
@@ -53,6 +55,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument(
         "--fuzz", type=int, help="schemathesis examples per operation and mode (--full: 200)"
+    )
+    parser.add_argument(
+        "--scenarios",
+        action=argparse.BooleanOptionalAction,
+        help="run tests/chaos/scenarios.py too (default: with --full)",
     )
     return parser.parse_args(argv)
 
@@ -122,6 +129,26 @@ async def _run_all(args: argparse.Namespace) -> list[Figures]:
     return results
 
 
+def print_scenario(result: ScenarioResult) -> None:
+    title = f"[bold]scenario[/bold]: {result.name} ({result.engine})"
+    if result.skipped is not None:
+        console.print(f"{title}: [yellow]skipped[/yellow]: {result.skipped}")
+        return
+    figures = ", ".join(f"{k} {v}" for k, v in result.figures.items())
+    console.print(f"{title} in {result.elapsed_s:.1f} s: {figures}", highlight=False)
+    for problem in result.problems:
+        console.print(f"[red]PROBLEM[/red] {problem}")
+
+
+async def _scenarios(args: argparse.Namespace) -> list[ScenarioResult]:
+    engines = tuple(e for e in (args.engine or ENGINES) if e != "redis" or redis_missing() is None)
+    keep = args.keep / "scenarios" if args.keep else None
+    results = await run_scenarios(engines, keep)  # type: ignore[arg-type]
+    for result in results:
+        print_scenario(result)
+    return results
+
+
 def fuzz(examples: int) -> bool:
     """Run the API fuzzing module with `examples` per operation and mode; True if it held."""
     console.print(f"[bold]API fuzzing[/bold]: {examples} examples per operation and mode")
@@ -149,17 +176,20 @@ def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     started = time.monotonic()
     results = asyncio.run(_run_all(args))
+    with_scenarios = args.full if args.scenarios is None else args.scenarios
+    scenarios = asyncio.run(_scenarios(args)) if with_scenarios else []
     examples = args.fuzz if args.fuzz is not None else (200 if args.full else 0)
     fuzz_held = fuzz(examples) if examples else True
     elapsed = time.monotonic() - started
     if args.json is not None:
         args.json.write_bytes(
             orjson.dumps(
-                [asdict(f) for f in results],
+                [asdict(f) for f in results] + [asdict(s) for s in scenarios],
                 option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
             )
         )
     failed = [f.engine for f in results if f.problems] + ([] if fuzz_held else ["fuzzing"])
+    failed += [f"{s.name} ({s.engine})" for s in scenarios if s.problems]
     verdict = "[red]FAILED[/red] " + ", ".join(failed) if failed else "[green]all held[/green]"
     console.print(f"chaos campaign: {verdict} in {elapsed:.1f} s")
     return 1 if failed else 0

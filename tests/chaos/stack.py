@@ -58,6 +58,9 @@ class StackSettings:
     concurrency: int = 64
     rate_limit_per_s: float = 5000.0
     log_level: str = "DEBUG"  # every line a gateway writes is searched for secrets
+    breaker_failures: int = 50
+    breaker_cooldown_s: float = 1.0
+    sqlite_dir: Path | None = None  # where the SQLite file lives (default: the run's directory)
 
 
 def _sandbox_accounts(callback_url: str) -> str:
@@ -88,8 +91,8 @@ backoff_base_s = {s.backoff_base_s}
 backoff_cap_s = {s.backoff_cap_s}
 lease_s = {s.lease_s}
 concurrency = {s.concurrency}
-breaker_failures = 50
-breaker_cooldown_s = 1.0
+breaker_failures = {s.breaker_failures}
+breaker_cooldown_s = {s.breaker_cooldown_s}
 shutdown_grace_s = 2.0
 connect_timeout_s = {s.connect_timeout_s}
 read_timeout_s = {s.read_timeout_s}
@@ -200,7 +203,8 @@ class Stack:
                 f'backend = "redis"\nredis_url = "redis://127.0.0.1:{self.redis_port}/0"\n'
                 'redis_prefix = "chaos"'
             )
-        return f'backend = "sqlite"\nsqlite_path = "{self.workdir / "chaos.db"}"'
+        directory = self.settings.sqlite_dir or self.workdir
+        return f'backend = "sqlite"\nsqlite_path = "{directory / "chaos.db"}"'
 
     def _gateway(self, name: str, role: str, port: int, config: Path) -> Service:
         argv = (*WXGATE, "serve", "--config", str(config), "--role", role, "--port", str(port))
