@@ -2,8 +2,8 @@
 
 With the registry of the app (as the worker processes' sync stored it) a message is
 refused, each problem named at its field: a template_id the app does not have (only
-while the last sync of that kind succeeded and is recent: a failed or stale sync
-says nothing about templates added since), a data key the template has and the
+while the last sync of that kind succeeded, is recent and listed some: a failed or
+stale sync says nothing about templates added since), a data key the template has and the
 message lacks, or one the message has and the template does not, and an enum value
 the template does not list. The typed rules of each key (thing, amount, ...) were
 applied by parse already: a key's name is its type, and the template names the same
@@ -54,9 +54,12 @@ class AppRegistry:
         return any(state.ok_at is not None for state in self.states.values())
 
     def proves_absence(self, kind: MessageKind, now: float, interval_s: float) -> bool:
-        """The last sync of `kind` succeeded recently: a template it lacks is not the app's."""
+        """The last sync of `kind` succeeded recently and listed templates: one it lacks
+        is not the app's. An empty list proves nothing: an account without templates of
+        a kind sends none of it, so the app's messages of that kind name templates kept
+        elsewhere (another account's, a sandbox's), and WeChat is left to judge them."""
         state = self.states.get(kind)
-        if state is None or not state.last_ok or state.ok_at is None:
+        if state is None or not state.last_ok or state.ok_at is None or state.count == 0:
             return False
         return now - state.ok_at <= STALE_AFTER_INTERVALS * interval_s
 
