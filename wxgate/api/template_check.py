@@ -30,9 +30,9 @@ from wxgate.wechat.template_content import data_key_problems
 from wxgate.wechat.value_rules import enum_problem
 
 # How long a process answers from its copy of an app's registry before reading it
-# again: a sync is seen by intake within this. One read per app per interval keeps
-# the check off storage at any request rate.
-REGISTRY_CACHE_S = 5.0
+# again: a sync is seen by intake within this. One read per app per second keeps the
+# check off storage at any request rate.
+REGISTRY_CACHE_S = 1.0
 # A successful sync older than this many sync intervals no longer proves that an
 # unknown template_id is unknown.
 STALE_AFTER_INTERVALS = 2.0
