@@ -1,6 +1,7 @@
 """Figures of the template registry and the suppression list (docs/templates.md).
 
     .venv/bin/python -m bench.registry memory             # bytes per entry, both engines
+    .venv/bin/python -m bench.registry checks             # microseconds per message of each check
     .venv/bin/python -m bench.registry intake --rounds 2  # intake p99 at 2,000 req/s, check on/off
 
 `memory`: 100,000 suppressed openids (28 characters, like WeChat's; `--entries N`)
@@ -33,7 +34,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bench.payload import TEMPLATE_ID, openid
+from bench.payload import TEMPLATE_ID, openid, wechat_message
 from bench.procs import LOAD_CORE, Child, Gateway, GatewayConfig, Storage
 from wxgate.backends.redis import RedisBackend
 from wxgate.backends.redis_suppressions import BUCKETS
@@ -156,6 +157,73 @@ async def memory(count: int) -> dict[str, float]:
     return figures
 
 
+# -- the checks' own cost --------------------------------------------------------------
+
+
+async def _per_call_us(check: Any, messages: list[Any], rounds: int) -> tuple[float, float]:
+    """(wall, CPU of this process) microseconds per call, one call at a time."""
+    for message in messages[:100]:  # warm: the registry's first read, connections
+        await check.check("default", [message])
+    started, cpu = time.perf_counter(), time.process_time()
+    for n in range(rounds):
+        await check.check("default", [messages[n % len(messages)]])
+    wall_us = 1e6 * (time.perf_counter() - started) / rounds
+    return wall_us, 1e6 * (time.process_time() - cpu) / rounds
+
+
+async def checks(rounds: int = 5_000) -> dict[str, float]:
+    """Microseconds per single message of each intake check, in this process: the
+    template check (from its per-process copy), and the suppression check's lookup in
+    a list of 100,000 on each engine. CPU-bound, so far steadier than a paced run on
+    a shared machine."""
+    from wxgate.api.suppression_check import SuppressionCheck
+    from wxgate.api.template_check import TemplateCheck
+    from wxgate.backends.base import NewMessage
+    from wxgate.clock import SystemClock
+    from wxgate.config import AppSettings, Settings
+
+    messages = [NewMessage("default", wechat_message(n), digest="x") for n in range(1_000)]
+    settings = Settings(apps={"default": AppSettings(appid="wx0", secret="s")})
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="wxgate-bench-registry-") as tmp:
+        storage = Storage.fresh(Path(tmp), "sqlite")
+        await _seed(storage)
+        sqlite = SqliteBackend(storage.sqlite_path, synchronous="NORMAL")
+        await sqlite.start()
+        try:
+            template = TemplateCheck(settings, sqlite.template_store(), SystemClock())
+            figures["check.template_us"], figures["check.template_cpu_us"] = await _per_call_us(
+                template, messages, rounds
+            )
+            suppression = SuppressionCheck(sqlite.suppression_store())
+            wall, cpu = await _per_call_us(suppression, messages, rounds)
+            figures["check.suppression_sqlite_us"], figures["check.suppression_sqlite_cpu_us"] = (
+                wall,
+                cpu,
+            )
+        finally:
+            await sqlite.close()
+    prefix = f"bench-checks-{secrets.token_hex(4)}"
+    redis = RedisBackend(REDIS_URL, prefix=prefix)
+    await redis.start()
+    try:
+        await _add(redis, "default", entries())
+        suppression = SuppressionCheck(redis.suppression_store())
+        wall, cpu = await _per_call_us(suppression, messages, rounds)
+        figures["check.suppression_redis_us"], figures["check.suppression_redis_cpu_us"] = (
+            wall,
+            cpu,
+        )
+    finally:
+        await redis.close()
+        client = aioredis.Redis.from_url(REDIS_URL)
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await client.delete(*keys[start : start + 1000])
+        await client.aclose()
+    return figures
+
+
 # -- intake p99 ---------------------------------------------------------------------------
 
 
@@ -209,7 +277,7 @@ async def intake(rounds: int, rate: int, seconds: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.registry")
-    parser.add_argument("what", choices=("memory", "intake"))
+    parser.add_argument("what", choices=("memory", "checks", "intake"))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rate", type=int, default=2_000)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -217,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.what == "memory":
         figures: dict[str, Any] = asyncio.run(memory(args.entries))
+    elif args.what == "checks":
+        figures = asyncio.run(checks())
     else:
         figures = asyncio.run(intake(args.rounds, args.rate, args.seconds))
     json.dump(figures, sys.stdout, indent=2)

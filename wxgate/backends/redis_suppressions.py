@@ -72,6 +72,10 @@ class RedisSuppressionStore:
         wanted = list(dict.fromkeys(openids))
         if not wanted:
             return {}
+        if len(wanted) == 1:  # a single message: one command, without a pipeline's cost
+            [openid] = wanted
+            value = await unavailable_as_storage(self._client.hget(self._key(app, openid), openid))
+            return {} if value is None else {openid: Suppression.decode(openid, value)}
         pipe = self._client.pipeline(transaction=False)
         for openid in wanted:
             pipe.hget(self._key(app, openid), openid)
