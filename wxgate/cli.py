@@ -30,6 +30,8 @@ from rich.table import Table
 from rich.text import Text
 
 from wxgate.backends.base import Backend, DeadLetterFilter, ListFilter, MessageRecord, Status
+from wxgate.commands.suppressions import suppressions_app
+from wxgate.commands.templates import templates_app
 from wxgate.config import (
     DEFAULT_CONFIG_FILE,
     Role,
@@ -63,6 +65,8 @@ app.add_typer(token_app, name="token")
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
 app.add_typer(apps_app, name="apps")
+app.add_typer(templates_app, name="templates")
+app.add_typer(suppressions_app, name="suppressions")
 
 console = Console()
 # Errors stay one line each however narrow the terminal, so they can be grepped.

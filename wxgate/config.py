@@ -127,6 +127,11 @@ class AppSettings(_Section):
     callback_token: SecretStr = SecretStr("")
     encoding_aes_key: SecretStr = SecretStr("")
     rate_limit_per_s: float = Field(200.0, gt=0)
+    # The template registry (docs/templates.md): how intake checks a message against the
+    # app's templates (unset: enforce once a sync has succeeded, warn before), and how
+    # often worker processes sync them from WeChat.
+    template_check: Literal["off", "warn", "enforce"] | None = None
+    template_sync_s: float = Field(3600.0, ge=1)
 
     @field_validator("api_base")
     @classmethod

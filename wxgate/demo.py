@@ -39,6 +39,7 @@ from wxgate.config import (
     StorageSettings,
     hash_api_key,
 )
+from wxgate.demo_checks import show_intake_checks
 from wxgate.gateway import Gateway
 from wxgate.sandbox.server import (
     DEFAULT_APPID,
@@ -300,7 +301,8 @@ async def run_demo(console: Console | None = None, deadline_s: float = 25.0) -> 
             )
             with held_log_lines():
                 records = await _send_and_watch(base, api_key, console, deadline_s)
-                return await _summary(console, sandbox.base_url, records)
+                summed_up = await _summary(console, sandbox.base_url, records)
+                return await show_intake_checks(console, gateway, base, api_key) and summed_up
         finally:
             await http.stop()
             await gateway.stop()

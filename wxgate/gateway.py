@@ -26,6 +26,8 @@ from wxgate.clock import Clock, SystemClock
 from wxgate.config import NO_LISTENER, AppSettings, Role, ServerSettings, Settings
 from wxgate.delivery.events import MetricsListener, WorkerListener
 from wxgate.delivery.send_checks import send_checks
+from wxgate.delivery.suppression import SuppressionRecorder
+from wxgate.delivery.template_sync import KindSynced, TemplateSync
 from wxgate.delivery.worker import AppRuntime, Worker
 from wxgate.observability import Metrics, get_logger, register_secret
 from wxgate.server import server_config
@@ -117,6 +119,8 @@ class Gateway:
     app: FastAPI | None = None
     _worker_task: asyncio.Task[None] | None = None
     _purge_task: asyncio.Task[None] | None = None
+    template_sync: TemplateSync | None = None
+    _sync_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         register_settings_secrets(self.settings)
@@ -192,7 +196,25 @@ class Gateway:
 
     def _listeners(self) -> list[WorkerListener]:
         """What hears the worker's events: metrics, and the features that act on outcomes."""
-        return [MetricsListener(self.metrics)]
+        return [MetricsListener(self.metrics), *self._registry_listeners()]
+
+    def _registry_listeners(self) -> list[WorkerListener]:
+        """The template sync (started here; a 40037 asks it for an early sync) and the
+        suppression recorder (43004, 43101, 40003 suppress the recipient)."""
+        assert self.backend is not None
+        self.template_sync = TemplateSync(
+            self.backend.template_store(),
+            self.clients,
+            self.settings.apps,
+            self.clock,
+            on_synced=self._count_template_sync,
+        )
+        self._sync_task = asyncio.create_task(self.template_sync.run(), name="wxgate-templates")
+        return [self.template_sync, SuppressionRecorder(self.backend.suppression_store())]
+
+    def _count_template_sync(self, synced: KindSynced) -> None:
+        result = "failed" if synced.count is None else "ok"
+        self.metrics.template_syncs.labels(synced.app, synced.kind.value, result).inc()
 
     async def _purge_loop(self) -> None:
         """Delete settled records past their retention, now and then (worker roles only)."""
@@ -219,6 +241,9 @@ class Gateway:
         if self._purge_task is not None:
             self._purge_task.cancel()
             await asyncio.gather(self._purge_task, return_exceptions=True)
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            await asyncio.gather(self._sync_task, return_exceptions=True)
         if self.worker is not None:
             await self.worker.stop(grace)
         if self._worker_task is not None:

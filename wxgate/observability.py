@@ -187,9 +187,16 @@ class Metrics:
         )
         self.callbacks = Counter(
             "wxgate_callbacks",
-            "WeChat callback requests by result (applied, duplicate, unknown_msgid, "
-            "forbidden, replayed, malformed, unparseable, ignored).",
+            "WeChat callback requests by result (applied, matched_by_recipient, "
+            "duplicate, unknown_msgid, forbidden, replayed, malformed, unparseable, ignored, "
+            "suppressed, lifted).",
             ["app", "result"],
+            registry=r,
+        )
+        self.template_syncs = Counter(
+            "wxgate_template_syncs",
+            "Template registry syncs from WeChat, by kind and result (ok, failed).",
+            ["app", "kind", "result"],
             registry=r,
         )
         self.callbacks_refused = Counter(

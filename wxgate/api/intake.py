@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -313,6 +314,20 @@ async def accept(state: ApiState, intake: Intake, trace_id: str | None) -> Respo
     created = sum(1 for result in results if result.created)
     if created:
         state.metrics.messages.labels(app=app, outcome="accepted").inc(created)
+        _count_verdicts(state, app, messages, results)
     elapsed = state.clock.monotonic() - started
     state.metrics.intake_seconds.labels(route=intake.route).observe(elapsed)
     return ok(intake.answer(prepared, results), 202 if created else 200)
+
+
+def _count_verdicts(
+    state: ApiState, app: str, messages: Sequence[NewMessage], results: list[Enqueued]
+) -> None:
+    """Messages an intake check settled unsent (suppressed, ...), counted by status."""
+    settled = Counter(
+        message.status.value
+        for message, result in zip(messages, results, strict=True)
+        if result.created and message.verdict is not None
+    )
+    for status, count in settled.items():
+        state.metrics.messages.labels(app=app, outcome=status).inc(count)

@@ -34,4 +34,10 @@ def message_loc(message: NewMessage, *fields: str | int) -> list[str | int]:
 
 def intake_checks(settings: Settings, backend: Backend, clock: Clock) -> list[IntakeCheck]:
     """The checks this gateway runs, in order."""
-    return []
+    from wxgate.api.suppression_check import SuppressionCheck
+    from wxgate.api.template_check import TemplateCheck
+
+    return [
+        TemplateCheck(settings, backend.template_store(), clock),
+        SuppressionCheck(backend.suppression_store()),
+    ]

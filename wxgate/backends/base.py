@@ -16,7 +16,16 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
-from typing import Any, Final, Protocol, Union, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Final,
+    Protocol,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import orjson
 
@@ -24,6 +33,10 @@ from wxgate.clock import rfc3339
 from wxgate.wechat.errors import Category
 from wxgate.wechat.kinds import MessageKind
 from wxgate.wechat.tokenstore import TokenStore
+
+if TYPE_CHECKING:
+    from wxgate.backends.suppressions import SuppressionStore
+    from wxgate.backends.templates import TemplateStore
 
 
 class Status(StrEnum):
@@ -661,6 +674,14 @@ class Backend(Protocol):
 
     def token_store(self) -> TokenStore:
         """Where this engine keeps access tokens (shared like the queue is)."""
+        ...
+
+    def template_store(self) -> TemplateStore:
+        """Where this engine keeps each app's template registry."""
+        ...
+
+    def suppression_store(self) -> SuppressionStore:
+        """Where this engine keeps each app's suppression list."""
         ...
 
     async def purge(self, older_than: float) -> int:

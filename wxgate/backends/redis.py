@@ -97,6 +97,8 @@ from wxgate.backends.base import (
 )
 from wxgate.backends.guarded_tokens import GuardedTokenStore
 from wxgate.backends.redis_keys import GROUP, RedisKeys
+from wxgate.backends.redis_suppressions import RedisSuppressionStore
+from wxgate.backends.redis_templates import RedisTemplateStore
 from wxgate.backends.redis_tokens import RedisTokenStore
 from wxgate.clock import Clock, SystemClock
 from wxgate.wechat.tokenstore import TokenStore
@@ -231,6 +233,8 @@ class RedisBackend:
         self._status_indexes = [self._keys.index_status(status) for status in Status]
         # A restart or failover is StorageUnavailable here too, as for every queue call.
         self._tokens = GuardedTokenStore(RedisTokenStore(self._client, self._keys), _UNAVAILABLE)
+        self._templates = RedisTemplateStore(self._client, self._keys)
+        self._suppressions = RedisSuppressionStore(self._client, self._keys)
         self._state: Literal["new", "open", "closed"] = "new"
 
     @property
@@ -784,6 +788,12 @@ class RedisBackend:
 
     def token_store(self) -> TokenStore:
         return self._tokens
+
+    def template_store(self) -> RedisTemplateStore:
+        return self._templates
+
+    def suppression_store(self) -> RedisSuppressionStore:
+        return self._suppressions
 
     @_storage_call
     async def purge(self, older_than: float) -> int:

@@ -158,3 +158,18 @@ class RedisKeys:
     def token_fence(self, app: str) -> str:
         """Counter: the fencing number of one app's lock; only grows."""
         return self._key("token_fence", escape(app))
+
+    # -- the template registry and the suppression list --------------------------------
+
+    def templates(self, app: str, kind: str) -> str:
+        """Hash: template_id -> RegisteredTemplate JSON, the templates of one (app, kind)."""
+        return self._key("tpl", escape(app), escape(kind))
+
+    def template_syncs(self, app: str) -> str:
+        """Hash: kind -> TemplateSyncState JSON, how each kind's last sync went."""
+        return self._key("tplsync", escape(app))
+
+    def suppressions(self, app: str, bucket: int) -> str:
+        """Hash: openid -> "reason|errcode|since", one bucket of an app's suppression
+        list (see redis_suppressions: small hashes stay in Redis's compact encoding)."""
+        return self._key("supp", escape(app), str(bucket))

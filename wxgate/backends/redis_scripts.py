@@ -624,3 +624,39 @@ UNLOCK: Final = """#!lua
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+# -- the suppression list (redis_suppressions.py) ----------------------------------------
+
+# KEYS: the bucket hash of each entry. ARGV: the permanent reasons joined by ",", then
+# openid, value for each key in order. An entry whose stored reason is permanent stays.
+# Returns how many openids were not suppressed before.
+ADD_SUPPRESSIONS: Final = """#!lua
+local permanent = {}
+for reason in string.gmatch(ARGV[1], '[^,]+') do permanent[reason] = true end
+local added = 0
+for i, key in ipairs(KEYS) do
+  local openid, value = ARGV[2 * i], ARGV[2 * i + 1]
+  local old = redis.call('HGET', key, openid)
+  if not old then
+    added = added + 1
+    redis.call('HSET', key, openid, value)
+  elseif not permanent[string.match(old, '^[^|]*')] then
+    redis.call('HSET', key, openid, value)
+  end
+end
+return added
+"""
+
+# KEYS: the bucket hash. ARGV: openid, then the reasons that may be lifted ("" for
+# any). Returns 1 if the entry was removed.
+LIFT_SUPPRESSION: Final = """#!lua
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old then return 0 end
+if #ARGV > 1 then
+  local reason = string.match(old, '^[^|]*')
+  local allowed = false
+  for i = 2, #ARGV do if ARGV[i] == reason then allowed = true end end
+  if not allowed then return 0 end
+end
+return redis.call('HDEL', KEYS[1], ARGV[1])
+"""

@@ -60,6 +60,8 @@ from wxgate.backends.base import (
 )
 from wxgate.backends.sqlite_db import SqliteDatabase, Synchronous, WriteStats
 from wxgate.backends.sqlite_schema import SETTLED_SQL
+from wxgate.backends.sqlite_suppressions import SqliteSuppressionStore
+from wxgate.backends.sqlite_templates import SqliteTemplateStore
 from wxgate.backends.sqlite_tokens import SqliteTokenStore
 from wxgate.clock import Clock, SystemClock
 from wxgate.tokenbucket import TokenBucket
@@ -268,6 +270,8 @@ class SqliteBackend:
         self._read = self._db.read
         self._buckets: dict[str, TokenBucket] = {}
         self._tokens = SqliteTokenStore(self._db, clock=self._clock)
+        self._templates = SqliteTemplateStore(self._db)
+        self._suppressions = SqliteSuppressionStore(self._db)
 
     @property
     def path(self) -> str:
@@ -411,6 +415,12 @@ class SqliteBackend:
 
     def token_store(self) -> TokenStore:
         return self._tokens
+
+    def template_store(self) -> SqliteTemplateStore:
+        return self._templates
+
+    def suppression_store(self) -> SqliteSuppressionStore:
+        return self._suppressions
 
     async def purge(self, older_than: float) -> int:
         # In chunks, each its own transaction, so intake waits for one chunk at most.

@@ -132,6 +132,32 @@ CREATE TABLE IF NOT EXISTS wx_access_token_locks (
     expires_at REAL NOT NULL,
     fence INTEGER NOT NULL
 );
+
+-- The template registry (backends/sqlite_templates.py): each app's templates as its
+-- last sync stored them, and how the last sync of each kind went.
+CREATE TABLE IF NOT EXISTS wx_templates (
+    app TEXT NOT NULL,
+    template_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,                  -- RegisteredTemplate.to_json
+    PRIMARY KEY (app, template_id)
+) WITHOUT ROWID, STRICT;
+
+CREATE TABLE IF NOT EXISTS wx_template_syncs (
+    app TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,                 -- TemplateSyncState.to_json
+    PRIMARY KEY (app, kind)
+) WITHOUT ROWID, STRICT;
+
+-- The suppression list (backends/sqlite_suppressions.py): no rowid, so an entry is
+-- one b-tree cell of (app, openid, value).
+CREATE TABLE IF NOT EXISTS suppressions (
+    app TEXT NOT NULL,
+    openid TEXT NOT NULL,
+    value TEXT NOT NULL,                 -- Suppression.encode: "reason|errcode|since"
+    PRIMARY KEY (app, openid)
+) WITHOUT ROWID, STRICT;
 """
 
 # Columns each version added to a table that an older file may hold: (table, column,

@@ -34,10 +34,14 @@ from wxgate.api.errors import Forbidden, InvalidRequest, NotFound
 from wxgate.api.routing import JsonRoute
 from wxgate.api.state import ApiState, api_state
 from wxgate.backends.base import Report, Status, StorageUnavailable
+from wxgate.backends.suppressions import Suppression
+from wxgate.delivery.report_matching import MatchedBy, apply_report
+from wxgate.delivery.suppression import follow_changed, reason_for_report
 from wxgate.observability import get_logger
 from wxgate.wechat.callback import (
     CallbackCodec,
     CallbackMessage,
+    FollowEvent,
     TemplateSendJobFinish,
     callback_timestamp,
 )
@@ -212,8 +216,32 @@ async def receive_push(request: Request, app: str) -> Response:
         return PlainTextResponse(SUCCESS)
     if isinstance(message, TemplateSendJobFinish):
         report = _report(app, message)
-        applied = await _stored(lambda: state.backend.apply_report(report, now))
-        _count(state, app, "applied" if applied.message_id is not None else "unknown_msgid")
+        match = await _stored(lambda: apply_report(state.backend, report, message.from_user, now))
+        _count(state, app, _MATCH_RESULT[match.matched_by])
+        await _stored(lambda: _suppress_blocked(state, app, message, now))
+    elif isinstance(message, FollowEvent):
+        store = state.backend.suppression_store()
+        followed, openid = message.followed, message.from_user
+        changed = await _stored(lambda: follow_changed(store, app, openid, followed, now))
+        _count(state, app, ("lifted" if followed else "suppressed") if changed else "ignored")
     else:
         _count(state, app, "ignored")
     return PlainTextResponse(SUCCESS)
+
+
+# How a report was matched -> its wxgate_callbacks result.
+_MATCH_RESULT = {
+    MatchedBy.MSGID: "applied",
+    MatchedBy.RECIPIENT: "matched_by_recipient",
+    MatchedBy.UNMATCHED: "unknown_msgid",  # the name this result had before matching
+}
+
+
+async def _suppress_blocked(
+    state: ApiState, app: str, event: TemplateSendJobFinish, now: float
+) -> None:
+    """A `failed:user block` report puts its recipient on the suppression list."""
+    reason = reason_for_report(event.outcome)
+    if reason is not None:
+        entry = Suppression(event.from_user, reason, now)
+        await state.backend.suppression_store().add(app, [entry])
