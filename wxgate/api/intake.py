@@ -34,6 +34,7 @@ from wxgate.api.idempotency import (
     repeated_keys,
     request_digest,
 )
+from wxgate.api.message_kinds import RECIPIENT_OVERRIDES, KindRules, WireMessage, rules_for
 from wxgate.api.schemas import (
     BatchIn,
     MessageIn,
@@ -43,10 +44,10 @@ from wxgate.api.schemas import (
 from wxgate.api.state import ApiState
 from wxgate.backends.base import Enqueued, IdempotencyConflict, NewBatch, NewMessage
 from wxgate.config import Settings
-from wxgate.wechat.template import Problem, TemplateMessage, TemplateValidationError, parse
+from wxgate.wechat.template import Problem, TemplateValidationError
 
-# Fields of a request that are the gateway's, not part of WeChat's template/send body.
-_GATEWAY_FIELDS = frozenset(("app", "idempotency_key", "recipients"))
+# Fields of a request that are the gateway's, not part of WeChat's send body.
+_GATEWAY_FIELDS = frozenset(("app", "idempotency_key", "recipients", "kind"))
 # A batch with thousands of bad recipients answers the first ones, not a megabyte of errors.
 MAX_REPORTED_PROBLEMS = 100
 
@@ -72,11 +73,15 @@ def _template_body(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def one_message(
-    raw: Mapping[str, Any], app: str, key: str | None, trace_id: str | None
+    raw: Mapping[str, Any],
+    app: str,
+    key: str | None,
+    trace_id: str | None,
+    rules: KindRules,
 ) -> tuple[NewMessage, list[dict[str, Any]]]:
     """The message of a POST /v1/messages body (already shape-checked) and its warnings."""
     try:
-        message, warnings = parse(_template_body(raw))
+        message, warnings = rules.parse(_template_body(raw))
     except TemplateValidationError as exc:
         raise InvalidRequest(_problems_json(exc.problems, ["body"])) from None
     payload = message.to_wechat()
@@ -85,7 +90,8 @@ def one_message(
         payload=payload,
         idempotency_key=key,
         trace_id=trace_id,
-        digest=request_digest(app, payload),
+        digest=request_digest(app, payload, rules.kind),
+        kind=rules.kind,
     )
     return new, _problems_json(warnings, ["body"])
 
@@ -106,9 +112,9 @@ def batch_id_for(app: str, key: str | None) -> str:
 
 
 # template.py has no public check of one field, so a recipient's openid is checked by
-# parsing it inside a minimal message whose other fields are known to pass: the same
-# rule as everywhere, at a third of the cost of parsing the whole message again.
-_OPENID_PROBE_DATA = {"probe": {"value": ""}}
+# parsing it inside a minimal message whose other fields are known to pass (the kind's
+# `probe_data`): the same rule as everywhere, at a third of the cost of parsing the
+# whole message again.
 
 
 class _BatchReader:
@@ -120,7 +126,8 @@ class _BatchReader:
     miniprogram get their merged message parsed in full.
     """
 
-    def __init__(self, raw: Mapping[str, Any], body: BatchIn) -> None:
+    def __init__(self, raw: Mapping[str, Any], body: BatchIn, rules: KindRules) -> None:
+        self.rules = rules
         self.shared = _template_body(raw)
         self.raw_recipients: list[Any] = raw["recipients"]
         self.problems: list[dict[str, Any]] = []
@@ -151,14 +158,14 @@ class _BatchReader:
         return payload
 
     def _openid_ok(self, index: int, touser: str) -> bool:
-        probe = {"touser": touser, "template_id": "probe", "data": _OPENID_PROBE_DATA}
+        probe = {"touser": touser, "template_id": "probe", "data": self.rules.probe_data}
         return self._parsed(probe, index, ["body"]) is not None
 
     def _parsed(
         self, body: dict[str, Any], index: int, prefix: list[str | int]
-    ) -> TemplateMessage | None:
+    ) -> WireMessage | None:
         try:
-            message, warnings = parse(body)
+            message, warnings = self.rules.parse(body)
         except TemplateValidationError as exc:
             self._refuse(exc.problems, index, prefix)
             return None
@@ -179,24 +186,26 @@ class _BatchReader:
         merged["touser"] = touser
         if own.get("data") is not None:
             merged["data"] = {**merged.get("data", {}), **own["data"]}
-        for field in ("url", "miniprogram"):
+        for field in RECIPIENT_OVERRIDES[1:]:
             if own.get(field) is not None:
                 merged[field] = own[field]
         return merged
 
 
 def _overrides(own: Mapping[str, Any]) -> bool:
-    return any(own.get(field) is not None for field in ("data", "url", "miniprogram"))
+    return any(own.get(field) is not None for field in RECIPIENT_OVERRIDES)
 
 
 def _warning_json(warning: Problem) -> dict[str, Any]:
     return {"loc": ["body", *warning.loc], "msg": warning.msg}
 
 
-def batch_messages(raw: Mapping[str, Any], body: BatchIn, app: str, trace_id: str | None) -> Batch:
+def batch_messages(
+    raw: Mapping[str, Any], body: BatchIn, app: str, trace_id: str | None, rules: KindRules
+) -> Batch:
     """Every message of a POST /v1/messages/batch body, or InvalidRequest naming each bad
     recipient: all or nothing."""
-    reader = _BatchReader(raw, body)
+    reader = _BatchReader(raw, body, rules)
     reader.problems += repeated_keys([recipient.idempotency_key for recipient in body.recipients])
     batch_id = batch_id_for(app, body.idempotency_key)
     messages: list[NewMessage] = []
@@ -211,8 +220,9 @@ def batch_messages(raw: Mapping[str, Any], body: BatchIn, app: str, trace_id: st
                 idempotency_key=recipient.idempotency_key,
                 trace_id=trace_id,
                 batch_id=batch_id,
-                digest=request_digest(app, payload),
+                digest=request_digest(app, payload, rules.kind),
                 batch_position=index,
+                kind=rules.kind,
             )
         )
     if reader.problems:
@@ -241,8 +251,9 @@ class Intake(Protocol):
 
     route: str  # the intake metric's label
     app: str | None  # the app the request names (None: the only one)
+    kind: str  # the kind of message it asks for (api/message_kinds.py)
 
-    def prepare(self, app: str, trace_id: str | None) -> Prepared:
+    def prepare(self, app: str, trace_id: str | None, rules: KindRules) -> Prepared:
         """The request's messages, or InvalidRequest naming every problem."""
         ...
 
@@ -262,9 +273,13 @@ class SingleIntake:
     def app(self) -> str | None:
         return self.body.app
 
-    def prepare(self, app: str, trace_id: str | None) -> Prepared:
+    @property
+    def kind(self) -> str:
+        return self.body.kind
+
+    def prepare(self, app: str, trace_id: str | None, rules: KindRules) -> Prepared:
         key = idempotency_key(self.body.idempotency_key, self.header_key)
-        message, warnings = one_message(self.raw, app, key, trace_id)
+        message, warnings = one_message(self.raw, app, key, trace_id, rules)
         return Prepared([message], warnings)
 
     def answer(self, prepared: Prepared, results: list[Enqueued]) -> dict[str, Any]:
@@ -284,8 +299,12 @@ class BatchIntake:
     def app(self) -> str | None:
         return self.body.app
 
-    def prepare(self, app: str, trace_id: str | None) -> Prepared:
-        batch = batch_messages(self.raw, self.body, app, trace_id)
+    @property
+    def kind(self) -> str:
+        return self.body.kind
+
+    def prepare(self, app: str, trace_id: str | None, rules: KindRules) -> Prepared:
+        batch = batch_messages(self.raw, self.body, app, trace_id, rules)
         return Prepared(batch.messages, batch.warnings, batch.batch_id, batch.keyed)
 
     def answer(self, prepared: Prepared, results: list[Enqueued]) -> dict[str, Any]:
@@ -302,7 +321,8 @@ async def accept(state: ApiState, intake: Intake, trace_id: str | None) -> Respo
     started = state.clock.monotonic()
     await state.backpressure.check()
     app = resolve_app(state.settings, intake.app)
-    prepared = intake.prepare(app, trace_id)
+    rules = rules_for(intake.kind, app, state.settings.apps[app])
+    prepared = intake.prepare(app, trace_id, rules)
     messages: Sequence[NewMessage] = prepared.messages
     for check in state.intake_checks:
         messages = await check.check(app, messages)
