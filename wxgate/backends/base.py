@@ -20,6 +20,7 @@ from typing import Any, Final, Protocol, Union, get_args, get_origin, get_type_h
 
 import orjson
 
+from wxgate.backends.grants import GrantStore
 from wxgate.clock import rfc3339
 from wxgate.wechat.errors import Category
 from wxgate.wechat.kinds import MessageKind
@@ -481,6 +482,8 @@ class Report:
 
 
 REPORTED = frozenset({Status.DELIVERED, Status.REJECTED})
+# What a subscribe sent event settles a message as (apply_sent_result).
+SENT_RESULTS = frozenset({Status.DELIVERED, Status.FAILED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -655,6 +658,20 @@ class Backend(Protocol):
 
     def token_store(self) -> TokenStore:
         """Where this engine keeps access tokens (shared like the queue is)."""
+        ...
+
+    # -- subscribe messages (docs/subscribe.md) -----------------------------------------
+    def grant_store(self) -> GrantStore:
+        """The grant ledger of subscribe messages (backends/grants.py)."""
+        ...
+
+    async def apply_sent_result(
+        self, message_id: str, status: Status, text: str, now: float
+    ) -> ReportApplied:
+        """A subscribe sent event's word on one message: sent or unknown -> `status`
+        (DELIVERED or FAILED), with a report event noting `text` (and the webhook outbox
+        entry of a notify message); changed False when it is in neither status.
+        backends/sent_events.py finds the message."""
         ...
 
     async def purge(self, older_than: float) -> int:

@@ -70,6 +70,7 @@ from wxgate.backends.base import (
     RECENT_SENDS_S,
     RECENTLY_SENT,
     RECORD_FIELDS,
+    SENT_RESULTS,
     BackendError,
     Cancelled,
     DeadLetterFilter,
@@ -95,7 +96,9 @@ from wxgate.backends.base import (
     send_burst,
     settle_change,
 )
+from wxgate.backends.grants import GrantStore
 from wxgate.backends.guarded_tokens import GuardedTokenStore
+from wxgate.backends.redis_grants import RedisGrantStore
 from wxgate.backends.redis_keys import GROUP, RedisKeys
 from wxgate.backends.redis_tokens import RedisTokenStore
 from wxgate.clock import Clock, SystemClock
@@ -230,6 +233,7 @@ class RedisBackend:
         self._status_indexes = [self._keys.index_status(status) for status in Status]
         # A restart or failover is StorageUnavailable here too, as for every queue call.
         self._tokens = GuardedTokenStore(RedisTokenStore(self._client, self._keys), _UNAVAILABLE)
+        self._grants = RedisGrantStore(self._client, self._keys, _UNAVAILABLE)
         self._state: Literal["new", "open", "closed"] = "new"
 
     @property
@@ -703,6 +707,25 @@ class RedisBackend:
         return ReportApplied(message_id, Status(status), changed == 1)
 
     @_storage_call
+    async def apply_sent_result(
+        self, message_id: str, status: Status, text: str, now: float
+    ) -> ReportApplied:
+        if status not in SENT_RESULTS:
+            raise ValueError(f"a sent event settles a message delivered or failed, not {status}")
+        message_key = self._keys.message(message_id)
+        app, batch_id = await self._client.hmget(message_key, ["app", "batch_id"])
+        if app is None:
+            return ReportApplied(None, None, False)
+        keys = [message_key, self._keys.settled, self._keys.hooks(app)]
+        keys += self._book(app, batch_id, message_key)
+        args = [message_id, text, status.value, _num(now), self._retention_s, "1"]
+        answer = await self._run(lua.REPORT, keys, args)
+        if answer is None:
+            return ReportApplied(None, None, False)
+        stored, changed = answer
+        return ReportApplied(message_id, Status(stored), changed == 1)
+
+    @_storage_call
     async def remember_nonce(self, app: str, nonce: str, ttl_s: float, now: float) -> bool:
         args = [_num(now), _num(now + ttl_s), max(1, math.ceil(ttl_s))]
         return await self._run(lua.REMEMBER_NONCE, [self._keys.nonce(app, nonce)], args) == 1
@@ -773,6 +796,9 @@ class RedisBackend:
 
     def token_store(self) -> TokenStore:
         return self._tokens
+
+    def grant_store(self) -> GrantStore:
+        return self._grants
 
     @_storage_call
     async def purge(self, older_than: float) -> int:

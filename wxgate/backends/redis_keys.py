@@ -140,6 +140,12 @@ class RedisKeys:
         """Hash: one app's send budget (tokens, updated)."""
         return self._key("bucket", escape(app))
 
+    # -- the grant ledger of subscribe messages ---------------------------------------
+
+    def grants(self, app: str, touser: str) -> str:
+        """Hash: template_id -> "one_time long_term updated_at" of one user's grants."""
+        return self._key("grants", escape(app), escape(touser))
+
     # -- access tokens ----------------------------------------------------------------
 
     def token(self, app: str) -> str:

@@ -34,6 +34,7 @@ from wxgate.backends.base import (
     PENDING_REPORT_TTL_S,
     RECORD_FIELDS,
     REPLAYABLE,
+    SENT_RESULTS,
     Cancelled,
     DeadLetterFilter,
     Enqueued,
@@ -58,7 +59,9 @@ from wxgate.backends.base import (
     send_burst,
     settle_change,
 )
+from wxgate.backends.grants import GrantStore
 from wxgate.backends.sqlite_db import SqliteDatabase, Synchronous, WriteStats
+from wxgate.backends.sqlite_grants import SqliteGrantStore
 from wxgate.backends.sqlite_schema import SETTLED_SQL
 from wxgate.backends.sqlite_tokens import SqliteTokenStore
 from wxgate.clock import Clock, SystemClock
@@ -154,14 +157,16 @@ _NOTIFY = (
     " next_attempt_at) SELECT id, app, status, :now, last_errcode, last_errmsg, msgid, :now"
     " FROM messages WHERE id = :id AND notify = 1 AND status IN " + SETTLED_SQL
 )
-_REPORT = (
+_REPORT_SET = (
     "UPDATE messages SET status = :status, report_status = :report,"
     " delivered_at = :received_at, updated_at = :now, events = "
     + _append_event(
         f"json_object('at', :now, 'kind', '{EventKind.REPORT}', 'note', :report, 'errcode', NULL)"
     )
-    + " WHERE id = :id AND status = 'sent'"
 )
+_REPORT = _REPORT_SET + " WHERE id = :id AND status = 'sent'"
+# A subscribe sent event also settles a message whose send left no answer (unknown).
+_SENT_RESULT = _REPORT_SET + " WHERE id = :id AND status IN ('sent', 'unknown')"
 _KEEP_REPORT = (
     "INSERT INTO pending_reports (app, msgid, report_status, target, received_at, expires_at)"
     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (app, msgid) DO UPDATE SET"
@@ -268,6 +273,7 @@ class SqliteBackend:
         self._read = self._db.read
         self._buckets: dict[str, TokenBucket] = {}
         self._tokens = SqliteTokenStore(self._db, clock=self._clock)
+        self._grants = SqliteGrantStore(self._db)
 
     @property
     def path(self) -> str:
@@ -408,6 +414,18 @@ class SqliteBackend:
 
     def token_store(self) -> TokenStore:
         return self._tokens
+
+    def grant_store(self) -> GrantStore:
+        return self._grants
+
+    async def apply_sent_result(
+        self, message_id: str, status: Status, text: str, now: float
+    ) -> ReportApplied:
+        if status not in SENT_RESULTS:
+            raise ValueError(f"a sent event settles a message delivered or failed, not {status}")
+        return await self._write(
+            lambda conn: _apply_sent_result(conn, message_id, status, text, now)
+        )
 
     async def purge(self, older_than: float) -> int:
         # In chunks, each its own transaction, so intake waits for one chunk at most.
@@ -649,6 +667,7 @@ def _record_report(
     text: str,
     received_at: float,
     now: float,
+    sql: str = _REPORT,
 ) -> Status | None:
     """Move a sent message to the report's status; that status, or None if it was not sent."""
     params = {
@@ -658,7 +677,7 @@ def _record_report(
         "received_at": received_at,
         "now": now,
     }
-    if not conn.execute(_REPORT, params).rowcount:
+    if not conn.execute(sql, params).rowcount:
         return None
     conn.execute(_NOTIFY, {"id": message_id, "now": now})
     return target
@@ -679,6 +698,16 @@ def _apply_report(conn: sqlite3.Connection, report: Report, now: float) -> Repor
     if applied is None:  # a repeated report, or one for a message already past `sent`
         return ReportApplied(message_id, Status(status), False)
     return ReportApplied(message_id, applied, True)
+
+
+def _apply_sent_result(
+    conn: sqlite3.Connection, message_id: str, status: Status, text: str, now: float
+) -> ReportApplied:
+    applied = _record_report(conn, message_id, status, text, now, now, _SENT_RESULT)
+    if applied is not None:
+        return ReportApplied(message_id, applied, True)
+    row = conn.execute("SELECT status FROM messages WHERE id = ?", (message_id,)).fetchone()
+    return ReportApplied(None if row is None else message_id, row and Status(row[0]), False)
 
 
 def _cancel(conn: sqlite3.Connection, ids: list[str], now: float) -> list[Cancelled]:

@@ -132,6 +132,18 @@ CREATE TABLE IF NOT EXISTS wx_access_token_locks (
     expires_at REAL NOT NULL,
     fence INTEGER NOT NULL
 );
+
+-- Subscribe messages: the grant ledger (backends/sqlite_grants.py), what each user
+-- allowed for each template of an app, as far as this gateway has heard.
+CREATE TABLE IF NOT EXISTS subscribe_grants (
+    app TEXT NOT NULL,
+    touser TEXT NOT NULL,
+    template_id TEXT NOT NULL,
+    one_time INTEGER NOT NULL DEFAULT 0,
+    long_term INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (app, touser, template_id)
+) STRICT;
 """
 
 # Columns each version added to a table that an older file may hold: (table, column,
