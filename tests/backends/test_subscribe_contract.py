@@ -10,7 +10,8 @@ from dataclasses import replace
 from tests.backends.test_contract import T0, message, outbox
 from wxgate.backends.base import Backend, EventKind, Outcome, Settlement, Status
 from wxgate.backends.grants import GrantUse
-from wxgate.backends.sent_events import SentResult, apply_sent_event
+from wxgate.backends.sent_events import SentResult, apply_kept_result, apply_sent_event
+from wxgate.backends.sqlite import SqliteBackend
 from wxgate.wechat.kinds import MessageKind
 
 # -- the grant ledger ------------------------------------------------------------------
@@ -160,3 +161,32 @@ async def test_a_notify_message_settled_by_its_sent_event_reaches_the_outbox(
         (new.id, "unknown"),
         (new.id, "delivered"),
     ]
+
+
+async def test_a_sent_event_that_beat_its_settle_is_kept_and_taken_once(backend: Backend) -> None:
+    kept = await apply_sent_event(backend, result(), T0, keep_s=30)
+    assert kept.message_id is None
+    message_id = await subscribe_sent(backend, Outcome.UNKNOWN, T0 + 1)
+    record = await backend.get(message_id)
+    assert record is not None
+    applied = await apply_kept_result(backend, record, T0 + 2)
+    assert applied is not None and (applied.message_id, applied.status) == (
+        message_id,
+        Status.DELIVERED,
+    )
+    assert await backend.take_sent_result("shop", "o-a", "tpl-sub", T0 + 3) is None
+
+
+async def test_kept_sent_results_are_taken_oldest_first_until_they_expire(backend: Backend) -> None:
+    for status, text in ((Status.FAILED, "failed:user block"), (Status.DELIVERED, "success")):
+        await backend.keep_sent_result("shop", "o-a", "tpl-sub", (status, text), T0, 30)
+    assert await backend.take_sent_result("shop", "o-b", "tpl-sub", T0) is None
+    taken = await backend.take_sent_result("shop", "o-a", "tpl-sub", T0 + 1)
+    assert taken == (Status.FAILED, "failed:user block")
+    assert await backend.take_sent_result("shop", "o-a", "tpl-sub", T0 + 2) == (
+        Status.DELIVERED,
+        "success",
+    )
+    if isinstance(backend, SqliteBackend):  # Redis expires the key on its own clock
+        await backend.keep_sent_result("shop", "o-a", "tpl-sub", (Status.DELIVERED, "ok"), T0, 30)
+        assert await backend.take_sent_result("shop", "o-a", "tpl-sub", T0 + 31) is None

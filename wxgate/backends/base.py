@@ -674,6 +674,25 @@ class Backend(Protocol):
         backends/sent_events.py finds the message."""
         ...
 
+    async def keep_sent_result(
+        self,
+        app: str,
+        touser: str,
+        template_id: str,
+        result: tuple[Status, str],
+        now: float,
+        ttl_s: float,
+    ) -> None:
+        """Keep a sent event's (status, text) that matched no message yet (it beat the
+        worker's settle) for `ttl_s`, after any kept before for the same key."""
+        ...
+
+    async def take_sent_result(
+        self, app: str, touser: str, template_id: str, now: float
+    ) -> tuple[Status, str] | None:
+        """The oldest kept (status, text) of the key still in time, removed; None if none."""
+        ...
+
     async def purge(self, older_than: float) -> int:
         """Delete settled records last updated before `older_than`; the count deleted."""
         ...

@@ -801,6 +801,32 @@ class RedisBackend:
         return self._grants
 
     @_storage_call
+    async def keep_sent_result(
+        self,
+        app: str,
+        touser: str,
+        template_id: str,
+        result: tuple[Status, str],
+        now: float,
+        ttl_s: float,
+    ) -> None:
+        key = self._keys.pending_sent(app, touser, template_id)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, f"{result[0].value} {result[1]}")
+            pipe.expire(key, max(1, math.ceil(ttl_s)))
+            await pipe.execute()
+
+    @_storage_call
+    async def take_sent_result(
+        self, app: str, touser: str, template_id: str, now: float
+    ) -> tuple[Status, str] | None:
+        raw = await self._client.lpop(self._keys.pending_sent(app, touser, template_id))
+        if raw is None:
+            return None
+        status, _, text = str(raw).partition(" ")
+        return Status(status), text
+
+    @_storage_call
     async def purge(self, older_than: float) -> int:
         total = 0
         while True:

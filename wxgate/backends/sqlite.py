@@ -167,6 +167,15 @@ _REPORT_SET = (
 _REPORT = _REPORT_SET + " WHERE id = :id AND status = 'sent'"
 # A subscribe sent event also settles a message whose send left no answer (unknown).
 _SENT_RESULT = _REPORT_SET + " WHERE id = :id AND status IN ('sent', 'unknown')"
+_KEEP_SENT_RESULT = (
+    "INSERT INTO pending_sent_results (app, touser, template_id, status, text, expires_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_TAKE_SENT_RESULT = (
+    "DELETE FROM pending_sent_results WHERE rowid = (SELECT rowid FROM pending_sent_results"
+    " WHERE app = ?1 AND touser = ?2 AND template_id = ?3 AND expires_at > ?4"
+    " ORDER BY rowid LIMIT 1) RETURNING status, text"
+)
 _KEEP_REPORT = (
     "INSERT INTO pending_reports (app, msgid, report_status, target, received_at, expires_at)"
     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (app, msgid) DO UPDATE SET"
@@ -417,6 +426,25 @@ class SqliteBackend:
 
     def grant_store(self) -> GrantStore:
         return self._grants
+
+    async def keep_sent_result(
+        self,
+        app: str,
+        touser: str,
+        template_id: str,
+        result: tuple[Status, str],
+        now: float,
+        ttl_s: float,
+    ) -> None:
+        row = (app, touser, template_id, result[0].value, result[1], now + ttl_s)
+        await self._write(lambda conn: conn.execute(_KEEP_SENT_RESULT, row).rowcount)
+
+    async def take_sent_result(
+        self, app: str, touser: str, template_id: str, now: float
+    ) -> tuple[Status, str] | None:
+        key = (app, touser, template_id, now)
+        row = await self._write(lambda conn: conn.execute(_TAKE_SENT_RESULT, key).fetchone())
+        return None if row is None else (Status(row[0]), row[1])
 
     async def apply_sent_result(
         self, message_id: str, status: Status, text: str, now: float

@@ -144,6 +144,19 @@ CREATE TABLE IF NOT EXISTS subscribe_grants (
     updated_at REAL NOT NULL,
     PRIMARY KEY (app, touser, template_id)
 ) STRICT;
+
+-- Subscribe messages: sent events that beat the worker's settle (backends/sent_events.py),
+-- taken by the worker once its settle is written.
+CREATE TABLE IF NOT EXISTS pending_sent_results (
+    app TEXT NOT NULL,
+    touser TEXT NOT NULL,
+    template_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    text TEXT NOT NULL,
+    expires_at REAL NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS pending_sent_results_key
+    ON pending_sent_results (app, touser, template_id);
 """
 
 # Columns each version added to a table that an older file may hold: (table, column,
