@@ -34,11 +34,21 @@ class GrantCheck:
         mode = self._settings.apps[app].grant_check
         if mode == "off" or not any(m.kind in SUBSCRIBE_KINDS for m in messages):
             return messages
-        checked = []
+        checked, ungranted = [], 0
         for message in messages:
             if not await self._granted(app, message):
-                message = self._without_grant(app, message, enforce=mode == "enforce")
+                ungranted += 1
+                if mode == "enforce":
+                    verdict = Verdict(Status.FAILED, NO_GRANT_NOTE, errmsg=NO_GRANT)
+                    message = replace(message, verdict=verdict)
             checked.append(message)
+        if ungranted and mode == "warn":  # one line per request, not per recipient
+            _log.warning(
+                "subscribe messages accepted without a known grant",
+                app=app,
+                count=ungranted,
+                template_id=messages[0].template_id,
+            )
         return checked
 
     async def _granted(self, app: str, message: NewMessage) -> bool:
@@ -48,16 +58,3 @@ class GrantCheck:
         grants = self._backend.grant_store()
         grant = await grants.get(app, message.touser, message.template_id)
         return grant is not None and grant.allows_a_send
-
-    @staticmethod
-    def _without_grant(app: str, message: NewMessage, *, enforce: bool) -> NewMessage:
-        if enforce:
-            verdict = Verdict(Status.FAILED, NO_GRANT_NOTE, errmsg=NO_GRANT)
-            return replace(message, verdict=verdict)
-        _log.warning(
-            "subscribe message accepted without a known grant",
-            app=app,
-            message_id=message.id,
-            template_id=message.template_id,
-        )
-        return message
