@@ -62,6 +62,9 @@ async def test_a_subscribe_notification_is_stored_with_its_kind(kinds_gateway: G
     assert "kind" not in record.payload
     _, shown, _ = await kinds_gateway.get(f"/v1/messages/{record.id}")
     assert shown["data"]["kind"] == "subscribe"
+    labels = {"app": OA, "kind": "subscribe", "outcome": "accepted"}
+    registry = kinds_gateway.metrics.registry
+    assert registry.get_sample_value("wxgate_messages_by_kind_total", labels) == 1
 
 
 async def test_a_mini_program_message_is_stored_with_its_state_and_lang(kinds_gateway: Gateway):

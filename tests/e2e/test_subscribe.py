@@ -190,6 +190,10 @@ async def test_popup_accept_then_send_then_sent_event_delivers(make_subscribe_st
     assert await stack.grants(OA, "oAnn") == []  # the one-time grant is used
     [received] = await stack.inbox(kind="subscribe")
     assert received["page"] == "https://shop.example.com/o/1"
+    assert stack.gateway is not None
+    labels = {"app": OA, "kind": "subscribe", "outcome": "sent"}
+    registry = stack.gateway.metrics.registry
+    assert registry.get_sample_value("wxgate_messages_by_kind_total", labels) == 1
 
 
 async def test_a_mini_program_message_goes_through_subscribe_send(make_subscribe_stack: Any):

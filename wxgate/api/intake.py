@@ -333,6 +333,8 @@ async def accept(state: ApiState, intake: Intake, trace_id: str | None) -> Respo
     created = sum(1 for result in results if result.created)
     if created:
         state.metrics.messages.labels(app=app, outcome="accepted").inc(created)
+        by_kind = state.metrics.messages_by_kind
+        by_kind.labels(app=app, kind=rules.kind.value, outcome="accepted").inc(created)
     elapsed = state.clock.monotonic() - started
     state.metrics.intake_seconds.labels(route=intake.route).observe(elapsed)
     return ok(intake.answer(prepared, results), 202 if created else 200)
