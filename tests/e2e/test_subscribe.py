@@ -24,6 +24,7 @@ from wxgate.gateway import Gateway
 from wxgate.sandbox.config import (
     DEFAULT_APPID,
     DEFAULT_CALLBACK_TOKEN,
+    DEFAULT_ENCODING_AES_KEY,
     DEFAULT_MINI_APPID,
     DEFAULT_MINI_SECRET,
     DEFAULT_SECRET,
@@ -69,6 +70,7 @@ class SubscribeStack(Stack):
         common = {
             "api_base": self.sandbox.base_url,
             "callback_token": DEFAULT_CALLBACK_TOKEN,
+            "encoding_aes_key": DEFAULT_ENCODING_AES_KEY if self.safe else "",
             "rate_limit_per_s": 5000.0,
             **overrides.get("app", {}),
         }
@@ -132,7 +134,13 @@ async def make_subscribe_stack(
         await require_redis()
     async with AsyncExitStack() as stack:
 
-        async def make(*, callbacks: bool = True, **overrides: dict[str, Any]) -> SubscribeStack:
+        async def make(
+            *,
+            callbacks: bool = True,
+            safe: bool = False,
+            mini_format: str = "xml",
+            **overrides: dict[str, Any],
+        ) -> SubscribeStack:
             port = free_port()
             clock = ShiftedClock()
             url = f"http://127.0.0.1:{port}/wechat/callback"
@@ -140,6 +148,8 @@ async def make_subscribe_stack(
                 port=0,
                 callback_url=f"{url}/{OA}" if callbacks else None,
                 miniprogram_callback_url=f"{url}/{MINI}" if callbacks else None,
+                callback_mode="safe" if safe else "plain",
+                miniprogram_callback_format=mini_format,  # type: ignore[arg-type]
                 clock=clock,
             )
             await sandbox.start()
@@ -160,7 +170,7 @@ async def make_subscribe_stack(
                 control=control,
                 clock=clock,
                 session=session,
-                safe=False,
+                safe=safe,
                 overrides=overrides,
                 engine=engine,
                 prefix=prefix,
@@ -209,6 +219,23 @@ async def test_a_mini_program_message_goes_through_subscribe_send(make_subscribe
     [received] = await stack.inbox(kind="miniprogram")
     assert (received["msgid"], received["page"]) == (int(record["msgid"]), "pages/order?id=1")
     assert await stack.sends("subscribe") == {}
+
+
+@pytest.mark.parametrize(("safe", "mini_format"), [(False, "json"), (True, "xml"), (True, "json")])
+async def test_a_mini_program_push_in_each_mode_and_encoding_is_applied(
+    make_subscribe_stack: Any, safe: bool, mini_format: str
+):
+    stack = await make_subscribe_stack(safe=safe, mini_format=mini_format)
+    template_id = stack.add_template(MINI)
+    await stack.control.popup(DEFAULT_MINI_APPID, "oLea", [template_id])
+    await stack.control.wait_for_callbacks()
+    [grant] = await stack.grants(MINI, "oLea")
+    assert grant["one_time"] == 1
+    message_id = await stack.submit(MINI, "oLea", template_id)
+    [record] = await stack.settled([message_id], {"delivered"})
+    assert record["report_status"] == "success"
+    callbacks = (await stack.stats())["callbacks"]
+    assert callbacks["failed"] == 0 and callbacks["acknowledged"] == callbacks["sent"] == 2
 
 
 async def test_a_one_time_grant_used_twice_fails_with_43101_and_clears_the_ledger(
