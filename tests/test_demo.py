@@ -34,6 +34,8 @@ EXPECTED = {
     "unfollowed_heidi": "failed (43004 RECIPIENT)",
     "refused_ivan": "failed (43101 RECIPIENT)",
     "oJudy_demo": "failed (40037 REQUEST)",
+    "oKate_demo": "delivered",
+    "oLiam_demo": "delivered",
 }
 
 
@@ -58,7 +60,10 @@ async def test_every_sample_ends_as_classified_within_30_s() -> None:
     assert ok is True
     assert time.monotonic() - started < 30.0
     assert final_table(output.getvalue()) == EXPECTED
-    assert "sandbox saw 1 token fetch(es)" in output.getvalue()
+    # One token per account: the official account's and the mini program's.
+    assert "sandbox saw 2 token fetch(es)" in output.getvalue()
+    assert "grants of oKate_demo in default (sub:order_shipped): 1 one-time" in output.getvalue()
+    assert "grants of oLiam_demo in mini (mini:order_shipped): 0 one-time" in output.getvalue()
 
 
 def test_demo_notices_a_sample_that_ends_otherwise() -> None:

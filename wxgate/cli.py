@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from wxgate.backends.base import Backend, DeadLetterFilter, ListFilter, MessageRecord, Status
+from wxgate.commands import grants
 from wxgate.commands.suppressions import suppressions_app
 from wxgate.commands.templates import templates_app
 from wxgate.config import (
@@ -67,6 +68,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(apps_app, name="apps")
 app.add_typer(templates_app, name="templates")
 app.add_typer(suppressions_app, name="suppressions")
+app.add_typer(grants.app, name="grants")
 
 console = Console()
 # Errors stay one line each however narrow the terminal, so they can be grepped.
@@ -275,13 +277,29 @@ def send(
     config: ConfigOption = None,
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
+    kind: Annotated[
+        str | None, typer.Option(help="template (default), subscribe or miniprogram.")
+    ] = None,
+    page: Annotated[str | None, typer.Option(help="subscribe/miniprogram: page to open.")] = None,
+    miniprogram_state: Annotated[
+        str | None, typer.Option(help="miniprogram: developer, trial or formal.")
+    ] = None,
+    lang: Annotated[str | None, typer.Option(help="miniprogram: zh_CN, en_US, ...")] = None,
 ) -> None:
-    """Send one template message through a running gateway."""
+    """Send one message (a template message unless --kind says otherwise) through a
+    running gateway."""
     settings = _settings(config)
     body: dict[str, Any] = {"touser": touser, "template_id": template_id, "data": _parse_data(data)}
-    for key, value in (("app", app_name), ("url", url), ("idempotency_key", idempotency_key)):
-        if value is not None:
-            body[key] = value
+    optional = {
+        "app": app_name,
+        "url": url,
+        "idempotency_key": idempotency_key,
+        "kind": kind,
+        "page": page,
+        "miniprogram_state": miniprogram_state,
+        "lang": lang,
+    }
+    body.update({key: value for key, value in optional.items() if value is not None})
     status, answer = _run(
         _post(f"{_server_url(settings, server)}/v1/messages", body, _headers(api_key))
     )

@@ -33,6 +33,7 @@ API_KEY_PREFIX = "sha256:"
 
 TokenMode = Literal["stable", "classic", "external"]
 Role = Literal["all", "api", "worker"]
+GrantCheck = Literal["off", "warn", "enforce"]
 
 NO_LISTENER = -1  # [server] worker_port: a worker process serves no HTTP at all
 # What `config init` writes where only the user knows the value; `check` names each
@@ -132,6 +133,12 @@ class AppSettings(_Section):
     # often worker processes sync them from WeChat.
     template_check: Literal["off", "warn", "enforce"] | None = None
     template_sync_s: float = Field(3600.0, ge=1)
+    # Subscribe messages (docs/subscribe.md): how intake treats a message without a grant
+    # the ledger knows of; the templates whose accepts are long-term (WeChat's popup
+    # event does not say); how long after a send its subscribe_msg_sent_event may come.
+    grant_check: GrantCheck = "warn"
+    long_term_templates: list[str] = Field(default_factory=list)
+    sent_event_window_s: float = Field(600.0, gt=0, le=3600)
 
     @field_validator("api_base")
     @classmethod

@@ -45,11 +45,14 @@ from wxgate.sandbox.server import (
     DEFAULT_APPID,
     DEFAULT_CALLBACK_TOKEN,
     DEFAULT_ENCODING_AES_KEY,
+    DEFAULT_MINI_APPID,
+    DEFAULT_MINI_SECRET,
     DEFAULT_SECRET,
     SandboxServer,
 )
 from wxgate.server import serve_in_background
 from wxgate.styles import STATUS_STYLE
+from wxgate.wechat.kinds import AccountKind
 
 TERMINAL = frozenset({Status.DELIVERED, Status.REJECTED, Status.FAILED, Status.DEAD})
 
@@ -64,6 +67,11 @@ class Sample:
     status: Status = Status.DELIVERED
     errcode: int | None = None
     report_status: str | None = None
+    # A subscribe kind: the app that sends it, its kind and fields (its template_id is
+    # a label; the demo adds the template to the sandbox and sends with its real id).
+    app: str = "default"
+    kind: str = "template"
+    fields: tuple[tuple[str, str], ...] = ()
 
     def met_by(self, record: dict[str, Any] | None) -> bool:
         """Whether `record` ended the way the classification says this sample should."""
@@ -84,6 +92,42 @@ def _order(n: int) -> dict[str, dict[str, str]]:
 
 
 SHIPPED = "tmpl_order_shipped"
+MINI_APP = "mini"
+# Library template 1001 (订单发货通知, one-time) with keywords 1, 2, 3 and 6 (an enum).
+SUBSCRIBE_TEMPLATE = b"tid=1001&kidList=1&kidList=2&kidList=3&kidList=6"
+
+
+def subscribe_samples() -> tuple[Sample, ...]:
+    """A subscribe notification and a mini-program message, each after the user's popup."""
+    data = {
+        "character_string1": {"value": "SO2026112911"},
+        "thing2": {"value": "蓝牙耳机"},
+        "time3": {"value": "2026-11-29 10:30"},
+        "enum_string6": {"value": "已发货"},
+    }
+    return (
+        Sample(
+            "oKate_demo",
+            "sub:order_shipped",
+            "delivered (subscribe)",
+            data,
+            report_status="success",
+            kind="subscribe",
+            fields=(("page", "https://shop.example.com/orders/11"),),
+        ),
+        Sample(
+            "oLiam_demo",
+            "mini:order_shipped",
+            "delivered (mini program)",
+            data,
+            report_status="success",
+            app=MINI_APP,
+            kind="miniprogram",
+            fields=(("page", "pages/order?id=12"), ("miniprogram_state", "trial")),
+        ),
+    )
+
+
 SAMPLES = (
     Sample("oAlice_demo", SHIPPED, "delivered", _order(1)),
     Sample("oBob_demo", SHIPPED, "delivered", _order(2)),
@@ -118,6 +162,7 @@ SAMPLES = (
         Status.FAILED,
         40037,
     ),
+    *subscribe_samples(),
 )
 
 
@@ -141,7 +186,15 @@ def demo_settings(db_path: Path, port: int, sandbox_url: str, api_key: str) -> S
                 api_base=sandbox_url,
                 callback_token=DEFAULT_CALLBACK_TOKEN,
                 encoding_aes_key=DEFAULT_ENCODING_AES_KEY,
-            )
+            ),
+            MINI_APP: AppSettings(
+                appid=DEFAULT_MINI_APPID,
+                secret=DEFAULT_MINI_SECRET,
+                kind=AccountKind.MINIPROGRAM,
+                api_base=sandbox_url,
+                callback_token=DEFAULT_CALLBACK_TOKEN,
+                encoding_aes_key=DEFAULT_ENCODING_AES_KEY,
+            ),
         },
     )
 
@@ -212,11 +265,13 @@ def held_log_lines() -> Iterator[None]:
 
 
 async def _post_all(
-    session: aiohttp.ClientSession, base: str, headers: dict[str, str]
+    session: aiohttp.ClientSession, base: str, headers: dict[str, str], real_ids: dict[str, str]
 ) -> list[str]:
     ids = []
     for sample in SAMPLES:
-        body = {"touser": sample.touser, "template_id": sample.template_id, "data": sample.data}
+        template_id = real_ids.get(sample.template_id, sample.template_id)
+        body = {"touser": sample.touser, "template_id": template_id, "data": sample.data}
+        body.update(app=sample.app, kind=sample.kind, **dict(sample.fields))
         async with session.post(f"{base}/v1/messages", json=body, headers=headers) as resp:
             answer = await resp.json()
             if resp.status != 202:
@@ -270,12 +325,58 @@ async def _summary(
 
 
 async def _send_and_watch(
-    base: str, api_key: str, console: Console, deadline_s: float
+    base: str, api_key: str, console: Console, deadline_s: float, real_ids: dict[str, str]
 ) -> list[dict[str, Any] | None]:
     headers = {"Authorization": f"Bearer {api_key}"}
     async with aiohttp.ClientSession() as session:
-        ids = await _post_all(session, base, headers)
-        return await _watch(session, base, headers, ids, console, deadline_s)
+        ids = await _post_all(session, base, headers, real_ids)
+        records = await _watch(session, base, headers, ids, console, deadline_s)
+        await _print_grants(session, base, headers, console, real_ids)
+        return records
+
+
+async def _grant_subscribers(sandbox: SandboxServer) -> dict[str, str]:
+    """Each subscribe sample's template added to its account, and its user's popup
+    played (twice for the official account's: one grant is left after the send);
+    label -> real template id."""
+    from wxgate.sandbox.control import SandboxControl
+
+    real_ids: dict[str, str] = {}
+    control = SandboxControl(sandbox.base_url)
+    try:
+        for sample in SAMPLES:
+            if sample.kind == "template":
+                continue
+            appid = DEFAULT_MINI_APPID if sample.app == MINI_APP else DEFAULT_APPID
+            account = sandbox.wechat.account(appid)
+            real_ids[sample.template_id] = account.subscribe_templates.add(SUBSCRIBE_TEMPLATE)
+            for _ in range(1 if sample.app == MINI_APP else 2):
+                await control.popup(appid, sample.touser, real_ids[sample.template_id])
+        await control.wait_for_callbacks()
+    finally:
+        await control.close()
+    return real_ids
+
+
+async def _print_grants(
+    session: aiohttp.ClientSession,
+    base: str,
+    headers: dict[str, str],
+    console: Console,
+    real_ids: dict[str, str],
+) -> None:
+    """The grant ledger of each subscribe sample's user, after its send."""
+    for sample in SAMPLES:
+        if sample.kind == "template":
+            continue
+        url = f"{base}/v1/grants?app={sample.app}&touser={sample.touser}"
+        async with session.get(url, headers=headers) as resp:
+            items = (await resp.json())["data"]["items"]
+        left = sum(item["one_time"] for item in items)
+        console.print(
+            f"grants of {sample.touser} in {sample.app} ({sample.template_id}): "
+            f"{left} one-time send(s) left after the send"
+        )
 
 
 async def run_demo(console: Console | None = None, deadline_s: float = 25.0) -> bool:
@@ -286,7 +387,10 @@ async def run_demo(console: Console | None = None, deadline_s: float = 25.0) -> 
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="wxgate-demo-") as tmp:
         sandbox = SandboxServer(
-            port=0, callback_url=f"{base}/wechat/callback/default", callback_mode="safe"
+            port=0,
+            callback_url=f"{base}/wechat/callback/default",
+            miniprogram_callback_url=f"{base}/wechat/callback/{MINI_APP}",
+            callback_mode="safe",
         )
         await sandbox.start()
         settings = demo_settings(Path(tmp) / "demo.db", port, sandbox.base_url, api_key)
@@ -300,7 +404,8 @@ async def run_demo(console: Console | None = None, deadline_s: float = 25.0) -> 
                 f"(SQLite file {settings.storage.sqlite_path})"
             )
             with held_log_lines():
-                records = await _send_and_watch(base, api_key, console, deadline_s)
+                real_ids = await _grant_subscribers(sandbox)
+                records = await _send_and_watch(base, api_key, console, deadline_s, real_ids)
                 summed_up = await _summary(console, sandbox.base_url, records)
                 return await show_intake_checks(console, gateway, base, api_key) and summed_up
         finally:

@@ -132,6 +132,14 @@ class Metrics:
             ["app", "outcome"],
             registry=r,
         )
+        # The same counts by kind (template, subscribe, miniprogram): a series of its own,
+        # so queries and dashboards on wxgate_messages keep their labels.
+        self.messages_by_kind = Counter(
+            "wxgate_messages_by_kind",
+            "Messages by kind (template, subscribe, miniprogram) and outcome.",
+            ["app", "kind", "outcome"],
+            registry=r,
+        )
         self.wechat_errors = Counter(
             "wxgate_wechat_errors",
             "WeChat answers other than success, by errcode and category.",

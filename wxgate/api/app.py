@@ -28,6 +28,7 @@ from wxgate.api.routes import (
     batches,
     callback,
     dead_letters,
+    grants,
     messages,
     ops,
     suppressions,
@@ -96,7 +97,7 @@ def _include_routes(app: FastAPI, serve_api: bool) -> None:
     # One flat level of routers: this FastAPI resolves nested includes on every request,
     # which cost ~100 us of route matching per request (measured).
     if serve_api:
-        for module in (batches, messages, dead_letters, apps):
+        for module in (batches, messages, dead_letters, apps, grants):
             app.include_router(module.router, prefix="/v1")
         for module in (templates, suppressions):
             app.include_router(module.router, prefix="/v1")

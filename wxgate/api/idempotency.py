@@ -23,6 +23,7 @@ import orjson
 from wxgate.api.errors import InvalidRequest, KeyReused
 from wxgate.api.schemas import IDEMPOTENCY_KEY_RULE, MAX_IDEMPOTENCY_KEY, control_character_in
 from wxgate.backends.base import IdempotencyConflict, NewMessage
+from wxgate.wechat.kinds import MessageKind
 
 DIGEST_CHARS = 32  # 128 bits of SHA-256
 
@@ -39,9 +40,15 @@ def idempotency_key(in_body: str | None, in_header: str | None) -> str | None:
     return in_body if in_body is not None else in_header
 
 
-def request_digest(app: str, payload: Mapping[str, Any]) -> str:
-    """The canonical digest of one message's request: its app and its wire body."""
-    canonical = orjson.dumps({"app": app, "payload": payload}, option=orjson.OPT_SORT_KEYS)
+def request_digest(
+    app: str, payload: Mapping[str, Any], kind: MessageKind = MessageKind.TEMPLATE
+) -> str:
+    """The canonical digest of one message's request: its app, its wire body and, for a
+    kind other than template (whose digests predate kinds), its kind."""
+    request: dict[str, Any] = {"app": app, "payload": payload}
+    if kind is not MessageKind.TEMPLATE:
+        request["kind"] = kind.value
+    canonical = orjson.dumps(request, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()[:DIGEST_CHARS]
 
 

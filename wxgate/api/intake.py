@@ -35,6 +35,7 @@ from wxgate.api.idempotency import (
     repeated_keys,
     request_digest,
 )
+from wxgate.api.message_kinds import RECIPIENT_OVERRIDES, KindRules, WireMessage, rules_for
 from wxgate.api.schemas import (
     BatchIn,
     MessageIn,
@@ -44,10 +45,10 @@ from wxgate.api.schemas import (
 from wxgate.api.state import ApiState
 from wxgate.backends.base import Enqueued, IdempotencyConflict, NewBatch, NewMessage
 from wxgate.config import Settings
-from wxgate.wechat.template import Problem, TemplateMessage, TemplateValidationError, parse
+from wxgate.wechat.template import Problem, TemplateValidationError
 
-# Fields of a request that are the gateway's, not part of WeChat's template/send body.
-_GATEWAY_FIELDS = frozenset(("app", "idempotency_key", "recipients"))
+# Fields of a request that are the gateway's, not part of WeChat's send body.
+_GATEWAY_FIELDS = frozenset(("app", "idempotency_key", "recipients", "kind"))
 # A batch with thousands of bad recipients answers the first ones, not a megabyte of errors.
 MAX_REPORTED_PROBLEMS = 100
 
@@ -73,11 +74,15 @@ def _template_body(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def one_message(
-    raw: Mapping[str, Any], app: str, key: str | None, trace_id: str | None
+    raw: Mapping[str, Any],
+    app: str,
+    key: str | None,
+    trace_id: str | None,
+    rules: KindRules,
 ) -> tuple[NewMessage, list[dict[str, Any]]]:
     """The message of a POST /v1/messages body (already shape-checked) and its warnings."""
     try:
-        message, warnings = parse(_template_body(raw))
+        message, warnings = rules.parse(_template_body(raw))
     except TemplateValidationError as exc:
         raise InvalidRequest(_problems_json(exc.problems, ["body"])) from None
     payload = message.to_wechat()
@@ -86,7 +91,8 @@ def one_message(
         payload=payload,
         idempotency_key=key,
         trace_id=trace_id,
-        digest=request_digest(app, payload),
+        digest=request_digest(app, payload, rules.kind),
+        kind=rules.kind,
     )
     return new, _problems_json(warnings, ["body"])
 
@@ -107,9 +113,9 @@ def batch_id_for(app: str, key: str | None) -> str:
 
 
 # template.py has no public check of one field, so a recipient's openid is checked by
-# parsing it inside a minimal message whose other fields are known to pass: the same
-# rule as everywhere, at a third of the cost of parsing the whole message again.
-_OPENID_PROBE_DATA = {"probe": {"value": ""}}
+# parsing it inside a minimal message whose other fields are known to pass (the kind's
+# `probe_data`): the same rule as everywhere, at a third of the cost of parsing the
+# whole message again.
 
 
 class _BatchReader:
@@ -121,7 +127,8 @@ class _BatchReader:
     miniprogram get their merged message parsed in full.
     """
 
-    def __init__(self, raw: Mapping[str, Any], body: BatchIn) -> None:
+    def __init__(self, raw: Mapping[str, Any], body: BatchIn, rules: KindRules) -> None:
+        self.rules = rules
         self.shared = _template_body(raw)
         self.raw_recipients: list[Any] = raw["recipients"]
         self.problems: list[dict[str, Any]] = []
@@ -152,14 +159,14 @@ class _BatchReader:
         return payload
 
     def _openid_ok(self, index: int, touser: str) -> bool:
-        probe = {"touser": touser, "template_id": "probe", "data": _OPENID_PROBE_DATA}
+        probe = {"touser": touser, "template_id": "probe", "data": self.rules.probe_data}
         return self._parsed(probe, index, ["body"]) is not None
 
     def _parsed(
         self, body: dict[str, Any], index: int, prefix: list[str | int]
-    ) -> TemplateMessage | None:
+    ) -> WireMessage | None:
         try:
-            message, warnings = parse(body)
+            message, warnings = self.rules.parse(body)
         except TemplateValidationError as exc:
             self._refuse(exc.problems, index, prefix)
             return None
@@ -180,24 +187,26 @@ class _BatchReader:
         merged["touser"] = touser
         if own.get("data") is not None:
             merged["data"] = {**merged.get("data", {}), **own["data"]}
-        for field in ("url", "miniprogram"):
+        for field in RECIPIENT_OVERRIDES[1:]:
             if own.get(field) is not None:
                 merged[field] = own[field]
         return merged
 
 
 def _overrides(own: Mapping[str, Any]) -> bool:
-    return any(own.get(field) is not None for field in ("data", "url", "miniprogram"))
+    return any(own.get(field) is not None for field in RECIPIENT_OVERRIDES)
 
 
 def _warning_json(warning: Problem) -> dict[str, Any]:
     return {"loc": ["body", *warning.loc], "msg": warning.msg}
 
 
-def batch_messages(raw: Mapping[str, Any], body: BatchIn, app: str, trace_id: str | None) -> Batch:
+def batch_messages(
+    raw: Mapping[str, Any], body: BatchIn, app: str, trace_id: str | None, rules: KindRules
+) -> Batch:
     """Every message of a POST /v1/messages/batch body, or InvalidRequest naming each bad
     recipient: all or nothing."""
-    reader = _BatchReader(raw, body)
+    reader = _BatchReader(raw, body, rules)
     reader.problems += repeated_keys([recipient.idempotency_key for recipient in body.recipients])
     batch_id = batch_id_for(app, body.idempotency_key)
     messages: list[NewMessage] = []
@@ -212,8 +221,9 @@ def batch_messages(raw: Mapping[str, Any], body: BatchIn, app: str, trace_id: st
                 idempotency_key=recipient.idempotency_key,
                 trace_id=trace_id,
                 batch_id=batch_id,
-                digest=request_digest(app, payload),
+                digest=request_digest(app, payload, rules.kind),
                 batch_position=index,
+                kind=rules.kind,
             )
         )
     if reader.problems:
@@ -242,8 +252,9 @@ class Intake(Protocol):
 
     route: str  # the intake metric's label
     app: str | None  # the app the request names (None: the only one)
+    kind: str  # the kind of message it asks for (api/message_kinds.py)
 
-    def prepare(self, app: str, trace_id: str | None) -> Prepared:
+    def prepare(self, app: str, trace_id: str | None, rules: KindRules) -> Prepared:
         """The request's messages, or InvalidRequest naming every problem."""
         ...
 
@@ -263,9 +274,13 @@ class SingleIntake:
     def app(self) -> str | None:
         return self.body.app
 
-    def prepare(self, app: str, trace_id: str | None) -> Prepared:
+    @property
+    def kind(self) -> str:
+        return self.body.kind
+
+    def prepare(self, app: str, trace_id: str | None, rules: KindRules) -> Prepared:
         key = idempotency_key(self.body.idempotency_key, self.header_key)
-        message, warnings = one_message(self.raw, app, key, trace_id)
+        message, warnings = one_message(self.raw, app, key, trace_id, rules)
         return Prepared([message], warnings)
 
     def answer(self, prepared: Prepared, results: list[Enqueued]) -> dict[str, Any]:
@@ -285,8 +300,12 @@ class BatchIntake:
     def app(self) -> str | None:
         return self.body.app
 
-    def prepare(self, app: str, trace_id: str | None) -> Prepared:
-        batch = batch_messages(self.raw, self.body, app, trace_id)
+    @property
+    def kind(self) -> str:
+        return self.body.kind
+
+    def prepare(self, app: str, trace_id: str | None, rules: KindRules) -> Prepared:
+        batch = batch_messages(self.raw, self.body, app, trace_id, rules)
         return Prepared(batch.messages, batch.warnings, batch.batch_id, batch.keyed)
 
     def answer(self, prepared: Prepared, results: list[Enqueued]) -> dict[str, Any]:
@@ -303,7 +322,8 @@ async def accept(state: ApiState, intake: Intake, trace_id: str | None) -> Respo
     started = state.clock.monotonic()
     await state.backpressure.check()
     app = resolve_app(state.settings, intake.app)
-    prepared = intake.prepare(app, trace_id)
+    rules = rules_for(intake.kind, app, state.settings.apps[app])
+    prepared = intake.prepare(app, trace_id, rules)
     messages: Sequence[NewMessage] = prepared.messages
     for check in state.intake_checks:
         messages = await check.check(app, messages)
@@ -315,6 +335,8 @@ async def accept(state: ApiState, intake: Intake, trace_id: str | None) -> Respo
     if created:
         state.metrics.messages.labels(app=app, outcome="accepted").inc(created)
         _count_verdicts(state, app, messages, results)
+        by_kind = state.metrics.messages_by_kind
+        by_kind.labels(app=app, kind=rules.kind.value, outcome="accepted").inc(created)
     elapsed = state.clock.monotonic() - started
     state.metrics.intake_seconds.labels(route=intake.route).observe(elapsed)
     return ok(intake.answer(prepared, results), 202 if created else 200)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from wxgate.api.grant_check import GrantCheck
 from wxgate.backends.base import Backend, NewMessage
 from wxgate.clock import Clock
 from wxgate.config import Settings
@@ -40,4 +41,5 @@ def intake_checks(settings: Settings, backend: Backend, clock: Clock) -> list[In
     return [
         TemplateCheck(settings, backend.template_store(), clock),
         SuppressionCheck(backend.suppression_store()),
+        GrantCheck(settings, backend),
     ]

@@ -11,7 +11,7 @@ silently round it as a number.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Generic, TypeVar, get_type_hints
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_type_hints
 
 import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
@@ -97,15 +97,32 @@ IdempotencyKey = Annotated[
 DataMap = Annotated[dict[str, DataItemIn], Field(max_length=MAX_DATA_KEYS_SHAPE)]
 
 
+# The kinds of message intake takes (wechat/kinds.py MessageKind), and the fields that
+# belong to subscribe kinds only; api/message_kinds.py refuses a field of another kind.
+KindIn = Literal["template", "subscribe", "miniprogram"]
+KIND_DESCRIPTION = (
+    "template (default): a template message; subscribe: an official account's subscribe "
+    "notification (bizsend); miniprogram: a mini program's subscribe message"
+)
+PAGE_DESCRIPTION = "subscribe: a web page to open; miniprogram: a page path of the mini program"
+MiniProgramState = Literal["developer", "trial", "formal"]
+Lang = Literal["zh_CN", "en_US", "zh_HK", "zh_TW"]
+
+
 class MessageIn(_Model):
-    """One template message. `app` may be left out when exactly one app is configured."""
+    """One message (a template message unless `kind` says otherwise). `app` may be left
+    out when exactly one app is configured."""
 
     app: str | None = None
+    kind: KindIn = Field("template", description=KIND_DESCRIPTION)
     touser: str = Field(description="the recipient's openid")
     template_id: str
     data: DataMap
     url: str | None = None
     miniprogram: MiniProgramIn | None = None
+    page: str | None = Field(None, description=PAGE_DESCRIPTION)
+    miniprogram_state: MiniProgramState | None = Field(None, description="miniprogram only")
+    lang: Lang | None = Field(None, description="miniprogram only")
     idempotency_key: IdempotencyKey | None = Field(
         None, description="or the Idempotency-Key header; the same key again answers the first id"
     )
@@ -118,6 +135,7 @@ class RecipientIn(_Model):
     data: DataMap | None = None
     url: str | None = None
     miniprogram: MiniProgramIn | None = None
+    page: str | None = None
     idempotency_key: IdempotencyKey | None = None
 
 
@@ -140,10 +158,14 @@ class BatchIn(_Model):
     """One template to many recipients, all stored or none."""
 
     app: str | None = None
+    kind: KindIn = Field("template", description=KIND_DESCRIPTION)
     template_id: str
     data: DataMap = Field(default_factory=dict)
     url: str | None = None
     miniprogram: MiniProgramIn | None = None
+    page: str | None = Field(None, description=PAGE_DESCRIPTION)
+    miniprogram_state: MiniProgramState | None = Field(None, description="miniprogram only")
+    lang: Lang | None = Field(None, description="miniprogram only")
     recipients: Recipients = Field(description="openids, or objects with their own fields")
     idempotency_key: IdempotencyKey | None = Field(
         None,

@@ -29,6 +29,7 @@ from typing import (
 
 import orjson
 
+from wxgate.backends.grants import GrantStore
 from wxgate.clock import rfc3339
 from wxgate.wechat.errors import Category
 from wxgate.wechat.kinds import MessageKind
@@ -494,6 +495,8 @@ class Report:
 
 
 REPORTED = frozenset({Status.DELIVERED, Status.REJECTED})
+# What a subscribe sent event settles a message as (apply_sent_result).
+SENT_RESULTS = frozenset({Status.DELIVERED, Status.FAILED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -682,6 +685,39 @@ class Backend(Protocol):
 
     def suppression_store(self) -> SuppressionStore:
         """Where this engine keeps each app's suppression list."""
+        ...
+
+    # -- subscribe messages (docs/subscribe.md) -----------------------------------------
+    def grant_store(self) -> GrantStore:
+        """The grant ledger of subscribe messages (backends/grants.py)."""
+        ...
+
+    async def apply_sent_result(
+        self, message_id: str, status: Status, text: str, now: float
+    ) -> ReportApplied:
+        """A subscribe sent event's word on one message: sent or unknown -> `status`
+        (DELIVERED or FAILED), with a report event noting `text` (and the webhook outbox
+        entry of a notify message); changed False when it is in neither status.
+        backends/sent_events.py finds the message."""
+        ...
+
+    async def keep_sent_result(
+        self,
+        app: str,
+        touser: str,
+        template_id: str,
+        result: tuple[Status, str],
+        now: float,
+        ttl_s: float,
+    ) -> None:
+        """Keep a sent event's (status, text) that matched no message yet (it beat the
+        worker's settle) for `ttl_s`, after any kept before for the same key."""
+        ...
+
+    async def take_sent_result(
+        self, app: str, touser: str, template_id: str, now: float
+    ) -> tuple[Status, str] | None:
+        """The oldest kept (status, text) of the key still in time, removed; None if none."""
         ...
 
     async def purge(self, older_than: float) -> int:

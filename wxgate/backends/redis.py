@@ -70,6 +70,7 @@ from wxgate.backends.base import (
     RECENT_SENDS_S,
     RECENTLY_SENT,
     RECORD_FIELDS,
+    SENT_RESULTS,
     BackendError,
     Cancelled,
     DeadLetterFilter,
@@ -95,7 +96,9 @@ from wxgate.backends.base import (
     send_burst,
     settle_change,
 )
+from wxgate.backends.grants import GrantStore
 from wxgate.backends.guarded_tokens import GuardedTokenStore
+from wxgate.backends.redis_grants import RedisGrantStore
 from wxgate.backends.redis_keys import GROUP, RedisKeys
 from wxgate.backends.redis_suppressions import RedisSuppressionStore
 from wxgate.backends.redis_templates import RedisTemplateStore
@@ -235,6 +238,7 @@ class RedisBackend:
         self._tokens = GuardedTokenStore(RedisTokenStore(self._client, self._keys), _UNAVAILABLE)
         self._templates = RedisTemplateStore(self._client, self._keys)
         self._suppressions = RedisSuppressionStore(self._client, self._keys)
+        self._grants = RedisGrantStore(self._client, self._keys, _UNAVAILABLE)
         self._state: Literal["new", "open", "closed"] = "new"
 
     @property
@@ -718,6 +722,25 @@ class RedisBackend:
         return ReportApplied(message_id, Status(status), changed == 1)
 
     @_storage_call
+    async def apply_sent_result(
+        self, message_id: str, status: Status, text: str, now: float
+    ) -> ReportApplied:
+        if status not in SENT_RESULTS:
+            raise ValueError(f"a sent event settles a message delivered or failed, not {status}")
+        message_key = self._keys.message(message_id)
+        app, batch_id = await self._client.hmget(message_key, ["app", "batch_id"])
+        if app is None:
+            return ReportApplied(None, None, False)
+        keys = [message_key, self._keys.settled, self._keys.hooks(app)]
+        keys += self._book(app, batch_id, message_key)
+        args = [message_id, text, status.value, _num(now), self._retention_s, "1"]
+        answer = await self._run(lua.REPORT, keys, args)
+        if answer is None:
+            return ReportApplied(None, None, False)
+        stored, changed = answer
+        return ReportApplied(message_id, Status(stored), changed == 1)
+
+    @_storage_call
     async def remember_nonce(self, app: str, nonce: str, ttl_s: float, now: float) -> bool:
         args = [_num(now), _num(now + ttl_s), max(1, math.ceil(ttl_s))]
         return await self._run(lua.REMEMBER_NONCE, [self._keys.nonce(app, nonce)], args) == 1
@@ -794,6 +817,35 @@ class RedisBackend:
 
     def suppression_store(self) -> RedisSuppressionStore:
         return self._suppressions
+
+    def grant_store(self) -> GrantStore:
+        return self._grants
+
+    @_storage_call
+    async def keep_sent_result(
+        self,
+        app: str,
+        touser: str,
+        template_id: str,
+        result: tuple[Status, str],
+        now: float,
+        ttl_s: float,
+    ) -> None:
+        key = self._keys.pending_sent(app, touser, template_id)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, f"{result[0].value} {result[1]}")
+            pipe.expire(key, max(1, math.ceil(ttl_s)))
+            await pipe.execute()
+
+    @_storage_call
+    async def take_sent_result(
+        self, app: str, touser: str, template_id: str, now: float
+    ) -> tuple[Status, str] | None:
+        raw = await self._client.lpop(self._keys.pending_sent(app, touser, template_id))
+        if raw is None:
+            return None
+        status, _, text = str(raw).partition(" ")
+        return Status(status), text
 
     @_storage_call
     async def purge(self, older_than: float) -> int:

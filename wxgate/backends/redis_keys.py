@@ -145,6 +145,17 @@ class RedisKeys:
         """Hash: one app's send budget (tokens, updated)."""
         return self._key("bucket", escape(app))
 
+    # -- the grant ledger of subscribe messages ---------------------------------------
+
+    def grants(self, app: str, touser: str) -> str:
+        """Hash: template_id -> "one_time long_term updated_at" of one user's grants."""
+        return self._key("grants", escape(app), escape(touser))
+
+    def pending_sent(self, app: str, touser: str, template_id: str) -> str:
+        """List: "status text" of sent events that beat the worker's settle, oldest first;
+        expiring with the newest one's deadline."""
+        return self._key("pending_sent", escape(app), escape(touser), escape(template_id))
+
     # -- access tokens ----------------------------------------------------------------
 
     def token(self, app: str) -> str:

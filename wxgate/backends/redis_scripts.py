@@ -443,18 +443,21 @@ redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2])
 return false
 """
 
-# sent -> delivered/rejected.
+# sent -> delivered/rejected (a report); sent or unknown -> delivered/failed (a subscribe
+# sent event, with also_unknown "1").
 # KEYS: message, settled, hooks(app), then the book (4..).
-# ARGV: id, report status, target status, now, retention seconds.
+# ARGV: id, report status, target status, now, retention seconds[, also_unknown].
 # Returns {status, changed (0/1)}, or false when the record is gone.
 REPORT: Final = (
     _PRELUDE
     + """
 local msg, settled = KEYS[1], KEYS[2]
-local id, report, target, now, retention = unpack(ARGV)
+local id, report, target, now, retention, also_unknown = unpack(ARGV)
 local status = redis.call('HGET', msg, 'status')
 if not status then return false end
-if status ~= 'sent' then return {status, 0} end
+if status ~= 'sent' and not (also_unknown == '1' and status == 'unknown') then
+  return {status, 0}
+end
 redis.call('ZREM', settled, settled_member(msg, status))
 redis.call('HSET', msg, 'status', target, 'report_status', report, 'delivered_at', now,
   'updated_at', now)
@@ -659,4 +662,39 @@ if #ARGV > 1 then
   if not allowed then return 0 end
 end
 return redis.call('HDEL', KEYS[1], ARGV[1])
+"""
+
+# -- the grant ledger of subscribe messages (redis_grants.py) --------------------------
+# A grant is the hash field template_id of grants(app, touser): "one_time long_term
+# updated_at" (long_term 0 or 1).
+
+# KEYS: grants(app, touser). ARGV: template_id, long_term (0/1), now. Returns the grant.
+ACCEPT_GRANT: Final = """#!lua
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+local one_time, long_term = 0, 0
+if raw then
+  local a, b = string.match(raw, '^(%d+) (%d)')
+  one_time, long_term = tonumber(a), tonumber(b)
+end
+if ARGV[2] == '1' then long_term = 1 else one_time = one_time + 1 end
+local value = one_time .. ' ' .. long_term .. ' ' .. ARGV[3]
+redis.call('HSET', KEYS[1], ARGV[1], value)
+return value
+"""
+
+# KEYS: grants(app, touser). ARGV: template_id, now. Returns "one-time", "long-term"
+# or "none" (backends.grants.GrantUse).
+USE_GRANT: Final = """#!lua
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 'none' end
+local a, b = string.match(raw, '^(%d+) (%d)')
+local one_time, long_term = tonumber(a), tonumber(b)
+if long_term == 1 then return 'long-term' end
+if one_time <= 0 then return 'none' end
+if one_time == 1 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], (one_time - 1) .. ' 0 ' .. ARGV[2])
+end
+return 'one-time'
 """

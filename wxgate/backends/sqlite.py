@@ -34,6 +34,7 @@ from wxgate.backends.base import (
     PENDING_REPORT_TTL_S,
     RECORD_FIELDS,
     REPLAYABLE,
+    SENT_RESULTS,
     Cancelled,
     DeadLetterFilter,
     Enqueued,
@@ -58,7 +59,9 @@ from wxgate.backends.base import (
     send_burst,
     settle_change,
 )
+from wxgate.backends.grants import GrantStore
 from wxgate.backends.sqlite_db import SqliteDatabase, Synchronous, WriteStats
+from wxgate.backends.sqlite_grants import SqliteGrantStore
 from wxgate.backends.sqlite_schema import SETTLED_SQL
 from wxgate.backends.sqlite_suppressions import SqliteSuppressionStore
 from wxgate.backends.sqlite_templates import SqliteTemplateStore
@@ -156,13 +159,24 @@ _NOTIFY = (
     " next_attempt_at) SELECT id, app, status, :now, last_errcode, last_errmsg, msgid, :now"
     " FROM messages WHERE id = :id AND notify = 1 AND status IN " + SETTLED_SQL
 )
-_REPORT = (
+_REPORT_SET = (
     "UPDATE messages SET status = :status, report_status = :report,"
     " delivered_at = :received_at, updated_at = :now, events = "
     + _append_event(
         f"json_object('at', :now, 'kind', '{EventKind.REPORT}', 'note', :report, 'errcode', NULL)"
     )
-    + " WHERE id = :id AND status = 'sent'"
+)
+_REPORT = _REPORT_SET + " WHERE id = :id AND status = 'sent'"
+# A subscribe sent event also settles a message whose send left no answer (unknown).
+_SENT_RESULT = _REPORT_SET + " WHERE id = :id AND status IN ('sent', 'unknown')"
+_KEEP_SENT_RESULT = (
+    "INSERT INTO pending_sent_results (app, touser, template_id, status, text, expires_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_TAKE_SENT_RESULT = (
+    "DELETE FROM pending_sent_results WHERE rowid = (SELECT rowid FROM pending_sent_results"
+    " WHERE app = ?1 AND touser = ?2 AND template_id = ?3 AND expires_at > ?4"
+    " ORDER BY rowid LIMIT 1) RETURNING status, text"
 )
 _KEEP_REPORT = (
     "INSERT INTO pending_reports (app, msgid, report_status, target, received_at, expires_at)"
@@ -272,6 +286,7 @@ class SqliteBackend:
         self._tokens = SqliteTokenStore(self._db, clock=self._clock)
         self._templates = SqliteTemplateStore(self._db)
         self._suppressions = SqliteSuppressionStore(self._db)
+        self._grants = SqliteGrantStore(self._db)
 
     @property
     def path(self) -> str:
@@ -421,6 +436,37 @@ class SqliteBackend:
 
     def suppression_store(self) -> SqliteSuppressionStore:
         return self._suppressions
+
+    def grant_store(self) -> GrantStore:
+        return self._grants
+
+    async def keep_sent_result(
+        self,
+        app: str,
+        touser: str,
+        template_id: str,
+        result: tuple[Status, str],
+        now: float,
+        ttl_s: float,
+    ) -> None:
+        row = (app, touser, template_id, result[0].value, result[1], now + ttl_s)
+        await self._write(lambda conn: conn.execute(_KEEP_SENT_RESULT, row).rowcount)
+
+    async def take_sent_result(
+        self, app: str, touser: str, template_id: str, now: float
+    ) -> tuple[Status, str] | None:
+        key = (app, touser, template_id, now)
+        row = await self._write(lambda conn: conn.execute(_TAKE_SENT_RESULT, key).fetchone())
+        return None if row is None else (Status(row[0]), row[1])
+
+    async def apply_sent_result(
+        self, message_id: str, status: Status, text: str, now: float
+    ) -> ReportApplied:
+        if status not in SENT_RESULTS:
+            raise ValueError(f"a sent event settles a message delivered or failed, not {status}")
+        return await self._write(
+            lambda conn: _apply_sent_result(conn, message_id, status, text, now)
+        )
 
     async def purge(self, older_than: float) -> int:
         # In chunks, each its own transaction, so intake waits for one chunk at most.
@@ -662,6 +708,7 @@ def _record_report(
     text: str,
     received_at: float,
     now: float,
+    sql: str = _REPORT,
 ) -> Status | None:
     """Move a sent message to the report's status; that status, or None if it was not sent."""
     params = {
@@ -671,7 +718,7 @@ def _record_report(
         "received_at": received_at,
         "now": now,
     }
-    if not conn.execute(_REPORT, params).rowcount:
+    if not conn.execute(sql, params).rowcount:
         return None
     conn.execute(_NOTIFY, {"id": message_id, "now": now})
     return target
@@ -692,6 +739,16 @@ def _apply_report(conn: sqlite3.Connection, report: Report, now: float) -> Repor
     if applied is None:  # a repeated report, or one for a message already past `sent`
         return ReportApplied(message_id, Status(status), False)
     return ReportApplied(message_id, applied, True)
+
+
+def _apply_sent_result(
+    conn: sqlite3.Connection, message_id: str, status: Status, text: str, now: float
+) -> ReportApplied:
+    applied = _record_report(conn, message_id, status, text, now, now, _SENT_RESULT)
+    if applied is not None:
+        return ReportApplied(message_id, applied, True)
+    row = conn.execute("SELECT status FROM messages WHERE id = ?", (message_id,)).fetchone()
+    return ReportApplied(None if row is None else message_id, row and Status(row[0]), False)
 
 
 def _cancel(conn: sqlite3.Connection, ids: list[str], now: float) -> list[Cancelled]:

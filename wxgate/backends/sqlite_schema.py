@@ -158,6 +158,30 @@ CREATE TABLE IF NOT EXISTS suppressions (
     value TEXT NOT NULL,                 -- Suppression.encode: "reason|errcode|since"
     PRIMARY KEY (app, openid)
 ) WITHOUT ROWID, STRICT;
+-- Subscribe messages: the grant ledger (backends/sqlite_grants.py), what each user
+-- allowed for each template of an app, as far as this gateway has heard.
+CREATE TABLE IF NOT EXISTS subscribe_grants (
+    app TEXT NOT NULL,
+    touser TEXT NOT NULL,
+    template_id TEXT NOT NULL,
+    one_time INTEGER NOT NULL DEFAULT 0,
+    long_term INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (app, touser, template_id)
+) STRICT;
+
+-- Subscribe messages: sent events that beat the worker's settle (backends/sent_events.py),
+-- taken by the worker once its settle is written.
+CREATE TABLE IF NOT EXISTS pending_sent_results (
+    app TEXT NOT NULL,
+    touser TEXT NOT NULL,
+    template_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    text TEXT NOT NULL,
+    expires_at REAL NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS pending_sent_results_key
+    ON pending_sent_results (app, touser, template_id);
 """
 
 # Columns each version added to a table that an older file may hold: (table, column,

@@ -83,6 +83,10 @@ class MetricsListener:
         return self._metrics.messages.labels(app, outcome)
 
     @functools.cache  # noqa: B019
+    def _kind_counter(self, app: str, kind: str, outcome: str) -> Any:
+        return self._metrics.messages_by_kind.labels(app, kind, outcome)
+
+    @functools.cache  # noqa: B019
     def _latency(self, app: str) -> Any:
         return self._metrics.send_seconds.labels(app)
 
@@ -91,6 +95,9 @@ class MetricsListener:
         # on the delivery hot path (measured by the benchmark's profile).
         m = self._metrics
         self._counter(event.app, event.outcome.value).inc()
+        if event.settlement is not None:
+            kind = event.settlement.lease.record.kind.value
+            self._kind_counter(event.app, kind, event.outcome.value).inc()
         if event.latency_s is not None:
             self._latency(event.app).observe(event.latency_s)
         if event.category in _NOT_ERRORS:

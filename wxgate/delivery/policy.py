@@ -15,7 +15,13 @@ from enum import StrEnum
 
 from wxgate.config import DeliverySettings
 from wxgate.wechat.client import SendOk, SendResult
-from wxgate.wechat.errors import Category, WeChatError, acted_on_as, is_per_user_quota
+from wxgate.wechat.errors import (
+    Category,
+    TransportError,
+    WeChatError,
+    acted_on_as,
+    is_per_user_quota,
+)
 
 BEIJING_UTC_OFFSET_S = 8 * 3600  # China Standard Time, no daylight saving
 DAY_S = 24 * 3600
@@ -37,6 +43,7 @@ class Action(StrEnum):
     DEAD = "dead"  # retries exhausted
     QUOTA_PAUSE = "quota_pause"  # release uncounted and pause the app until next_attempt_at
     CONFIG = "config"  # dead, and pause the app until an operator resumes it
+    UNKNOWN = "unknown"  # sent without an answer and not safe to resend: settle unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,16 +119,27 @@ _HANDLERS: dict[Category, Callable[[WeChatError, _Context], Decision]] = {
 }
 
 
+UNKNOWN_NOTE = "no answer after the request went out; not resent (no client_msg_id)"
+
+
 def decide(
     result: SendResult,
     attempts_before: int,
     settings: DeliverySettings,
     now: float,
     rng: random.Random,
+    *,
+    resend_safe: bool = True,
 ) -> Decision:
-    """The action for one send's result; `attempts_before` excludes this send."""
+    """The action for one send's result; `attempts_before` excludes this send.
+
+    `resend_safe` is False for kinds without a de-duplication id (subscribe kinds): a
+    transport failure that may have reached WeChat is then UNKNOWN instead of a retry,
+    since a resend could notify the user twice (docs/subscribe.md)."""
     if isinstance(result, SendOk):
         note = "duplicate: WeChat already had it" if result.duplicate else ""
         return Decision(Action.SENT, msgid=result.msgid, note=note)
+    if not resend_safe and isinstance(result, TransportError) and result.request_sent is not False:
+        return Decision(Action.UNKNOWN, note=UNKNOWN_NOTE)
     handler = _HANDLERS[acted_on_as(result.category)]
     return handler(result, _Context(attempts_before, settings, now, rng))

@@ -41,9 +41,11 @@ from wxgate.delivery.messagelog import MessageLog
 from wxgate.delivery.policy import Action, Decision
 from wxgate.delivery.send_checks import SendCheck
 from wxgate.delivery.settlements import Concluded, SettlementWriter
+from wxgate.delivery.subscribe_keeping import SubscribeKeeper
 from wxgate.observability import get_logger
 from wxgate.wechat.client import AccountClient, Pace, SendResult
 from wxgate.wechat.errors import Category, RequestError, WeChatError
+from wxgate.wechat.subscribe import SUBSCRIBE_KINDS, SubscribeMessage
 from wxgate.wechat.template import TemplateMessage, TemplateValidationError
 
 IDLE_POLL_MAX_S = 1.0  # the idle poll interval doubles up to this while nothing is due
@@ -68,6 +70,7 @@ _OUTCOME = {
     Action.DEAD: Outcome.DEAD,
     Action.QUOTA_PAUSE: Outcome.RELEASE,
     Action.CONFIG: Outcome.DEAD,
+    Action.UNKNOWN: Outcome.UNKNOWN,
 }
 _LOG_METHOD = {
     Outcome.SENT: "debug",
@@ -75,6 +78,7 @@ _LOG_METHOD = {
     Outcome.RELEASE: "info",
     Outcome.FAILED: "warning",
     Outcome.DEAD: "warning",
+    Outcome.UNKNOWN: "warning",
 }
 
 
@@ -106,6 +110,7 @@ class Worker:
         app_settings = {name: app.settings for name, app in self._apps.items()}
         self._gate = Gate(backend, app_settings, settings, self._clock, self._emit)
         self._writer = SettlementWriter(backend, self._clock, self._emit)
+        self._subscribe = SubscribeKeeper(backend, self._clock)
         self._tasks: set[asyncio.Task[bool]] = set()
         self._held: dict[str, Lease] = {}  # leased, no settlement queued yet
         self._stop = asyncio.Event()
@@ -299,7 +304,10 @@ class Worker:
         if concluded is None:
             self._held.pop(lease.id, None)
             return False
-        return await self._submit(concluded, log)
+        written = await self._submit(concluded, log)
+        if written:
+            await self._subscribe.after_settle(lease.record, concluded.settlement, log)
+        return written
 
     def _submit(self, concluded: Concluded, log: MessageLog) -> asyncio.Future[bool]:
         self._held.pop(concluded.settlement.lease.id, None)
@@ -331,6 +339,7 @@ class Worker:
         except Withheld as withheld:
             return Concluded(_release(lease, withheld.next_attempt_at, withheld.why))
         settlement = await self._conclude(lease, result, log, sent=latency_s is not None)
+        settlement = await self._subscribe.after_send(record, settlement, log)
         if latency_s is None:
             return Concluded(settlement)
         category = result.category if isinstance(result, WeChatError) else Category.OK
@@ -342,12 +351,19 @@ class Worker:
         """WeChat's answer and the send's duration (None when nothing could be sent);
         Withheld (from `pace`) when no request went out."""
         try:
-            message = TemplateMessage.from_wechat(record.payload).with_client_msg_id(record.id)
+            if record.kind in SUBSCRIBE_KINDS:
+                subscribe = SubscribeMessage.from_wechat(record.payload, record.kind)
+            else:
+                message = TemplateMessage.from_wechat(record.payload)
         except TemplateValidationError as exc:
             where = ", ".join(".".join(map(str, p.loc)) for p in exc.problems)
-            return RequestError(None, f"stored payload is not a template message: {where}"), None
+            text = f"stored payload is not a {record.kind} message: {where}"
+            return RequestError(None, text), None
         started = self._clock.monotonic()
-        result = await client.send_template(message, pace=pace)
+        if record.kind in SUBSCRIBE_KINDS:
+            result = await client.send_subscribe(subscribe, record.kind, pace=pace)
+        else:
+            result = await client.send_template(message.with_client_msg_id(record.id), pace=pace)
         return result, self._clock.monotonic() - started
 
     async def _conclude(
@@ -355,7 +371,12 @@ class Worker:
     ) -> Settlement:
         record = lease.record
         decision = policy.decide(
-            result, record.attempts, self._settings, self._clock.now(), self._rng
+            result,
+            record.attempts,
+            self._settings,
+            self._clock.now(),
+            self._rng,
+            resend_safe=record.kind not in SUBSCRIBE_KINDS,
         )
         error = result if isinstance(result, WeChatError) else None
         if sent:

@@ -11,8 +11,10 @@ nothing changed. The same nonce with the same body is the same push again (WeCha
 retry, or ours of a claim whose answer storage lost as it failed) and is applied
 again, which changes nothing twice (applying a report is idempotent) but means a
 crash between claiming and applying never loses the report. A TEMPLATESENDJOBFINISH
-moves the message to delivered or rejected; other events are acknowledged and
-ignored. The answer is the literal `success` (text/plain), well within WeChat's 5 s.
+moves the message to delivered or rejected; the subscribe events change the grant
+ledger and settle the messages they are about (subscribe_events.py); other events
+are acknowledged and ignored. The answer is the literal `success` (text/plain), well
+within WeChat's 5 s.
 
 A refused callback is usually a console and a config that disagree, which nothing
 else would show: each one logs a WARNING naming the app, the reason and the fix,
@@ -33,6 +35,7 @@ from starlette.responses import PlainTextResponse, Response
 from wxgate.api.errors import Forbidden, InvalidRequest, NotFound
 from wxgate.api.routing import JsonRoute
 from wxgate.api.state import ApiState, api_state
+from wxgate.api.subscribe_events import SUBSCRIBE_EVENTS, apply_subscribe_event
 from wxgate.backends.base import Report, Status, StorageUnavailable
 from wxgate.backends.suppressions import Suppression
 from wxgate.delivery.report_matching import MatchedBy, apply_report
@@ -224,6 +227,9 @@ async def receive_push(request: Request, app: str) -> Response:
         followed, openid = message.followed, message.from_user
         changed = await _stored(lambda: follow_changed(store, app, openid, followed, now))
         _count(state, app, ("lifted" if followed else "suppressed") if changed else "ignored")
+    elif isinstance(message, SUBSCRIBE_EVENTS):
+        event = message
+        _count(state, app, await _stored(lambda: apply_subscribe_event(state, app, event, now)))
     else:
         _count(state, app, "ignored")
     return PlainTextResponse(SUCCESS)

@@ -1,0 +1,78 @@
+"""Which message a subscribe sent event is about, and settling it (docs/subscribe.md).
+
+bizsend answers no msgid, and a send whose outcome is unknown stored none, so a
+`subscribe_msg_sent_event` is matched by (app, openid, template_id) and time: the
+oldest message of a subscribe kind that a worker settled sent or unknown within the
+window (events arrive in the order of the sends). A msgid the event carries rules
+out a message stored with another one (subscribe/send answers msgids).
+
+An event can beat the worker's settle: WeChat pushes it once the user has the message,
+while the worker may still wait for the answer (a hung send waits for its read
+timeout). An event that matches nothing is kept a while (`keep_s`, about the send's
+timeouts), and the worker takes it once its settle is written (`apply_kept_result`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from wxgate.backends.base import RECENT_SENDS_S, Backend, MessageRecord, ReportApplied, Status
+from wxgate.wechat.subscribe import SUBSCRIBE_KINDS
+
+SENT_EVENT_WINDOW_S: Final = 600.0  # how long after a send its sent event is looked for
+
+
+@dataclass(frozen=True, slots=True)
+class SentResult:
+    """One item of a sent event, already decided: `status` DELIVERED or FAILED."""
+
+    app: str
+    touser: str
+    template_id: str
+    status: Status
+    text: str  # WeChat's ErrorStatus, kept as said
+    msgid: int | None = None
+
+
+def _candidate(record: MessageRecord, result: SentResult) -> bool:
+    if record.kind not in SUBSCRIBE_KINDS or record.template_id != result.template_id:
+        return False
+    return result.msgid is None or record.msgid is None or record.msgid == result.msgid
+
+
+async def apply_sent_event(
+    backend: Backend,
+    result: SentResult,
+    now: float,
+    window_s: float = SENT_EVENT_WINDOW_S,
+    keep_s: float = 0.0,
+) -> ReportApplied:
+    """Settle the message `result` is about; message_id None when none matches, and the
+    result is then kept for `keep_s` (0: not kept)."""
+    since = now - min(window_s, RECENT_SENDS_S)
+    recent = await backend.recent_sends(result.app, result.touser, since)
+    for record in sorted((r for r in recent if _candidate(r, result)), key=lambda r: r.id):
+        applied = await backend.apply_sent_result(record.id, result.status, result.text, now)
+        if applied.changed:  # else another event took it meanwhile: try the next one
+            return applied
+    if keep_s > 0:
+        kept = (result.status, result.text)
+        await backend.keep_sent_result(
+            result.app, result.touser, result.template_id, kept, now, keep_s
+        )
+    return ReportApplied(None, None, False)
+
+
+async def apply_kept_result(
+    backend: Backend, record: MessageRecord, now: float
+) -> ReportApplied | None:
+    """For a subscribe message whose settle as sent or unknown is written: the kept sent
+    event of its (app, touser, template_id) applied to it; None when none was kept."""
+    if record.kind not in SUBSCRIBE_KINDS:
+        return None
+    kept = await backend.take_sent_result(record.app, record.touser, record.template_id, now)
+    if kept is None:
+        return None
+    status, text = kept
+    return await backend.apply_sent_result(record.id, status, text, now)
