@@ -301,10 +301,11 @@ async def test_no_page_shows_a_secret_or_a_full_token(gateway: Gateway) -> None:
     now = gateway.clock.now()
     store = gateway.backend.token_store()
     assert await store.save("default", CachedToken(FULL_TOKEN, now + 7200, now - 600, fence=1))
-    await _accept(gateway)
+    message_id = await _accept(gateway)
     cookies = await sign_in(gateway)
     secrets = [FULL_TOKEN, API_KEY, "app-secret-for-tests", "callback-token-for-tests"]
-    for path in ("", "/messages", "/dead-letters", "/batches", "/tokens"):
+    pages = ("", "/messages", f"/messages/{message_id}", "/dead-letters", "/batches", "/tokens")
+    for path in pages:
         status, html, _ = await _call(gateway, "GET", "/ui" + path, _session(cookies))
         assert status == 200, path
         for secret in secrets:

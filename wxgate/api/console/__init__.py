@@ -16,6 +16,7 @@ from wxgate.api.auth import ApiKeys
 from wxgate.api.console.pages import UI_PATH, Console, build_router, environment
 from wxgate.api.console.session import SessionCodec, derive_secret
 from wxgate.config import Settings
+from wxgate.observability import register_secret
 
 STATIC_DIR = Path(__file__).with_name("static")
 ASSETS_PATH = UI_PATH + "/assets"
@@ -23,6 +24,9 @@ ASSETS_PATH = UI_PATH + "/assets"
 
 def install_console(app: FastAPI, settings: Settings, keys: ApiKeys) -> None:
     """Serve the console on `app`; sign-in checks keys with `keys`, the API's own check."""
+    configured = settings.server.console_secret.get_secret_value()
+    if configured:
+        register_secret(configured)  # scrubbed from any log line, like the other secrets
     console = Console(
         keys=keys,
         key_hashes=tuple(settings.server.api_keys),
