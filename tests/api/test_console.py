@@ -11,6 +11,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
 
 from tests.api.conftest import (
     API_KEY,
@@ -83,6 +85,31 @@ async def sign_in(gateway: Gateway, key: str = API_KEY) -> dict[str, str]:
 
 def _session(cookies: dict[str, str]) -> dict[str, str]:
     return {SESSION_COOKIE: cookies[SESSION_COOKIE]}
+
+
+CONSOLE_PUBLIC = frozenset({"/ui/login", "/ui/assets"})
+
+
+def console_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """(method, path with its parameters filled in) of every console route but sign-in."""
+    found = []
+    for route in iter_route_contexts(app.routes):
+        if route.path.startswith("/ui") and route.path not in CONSOLE_PUBLIC:
+            for method in sorted(route.methods or {"GET"}):
+                found.append((method, re.sub(r"\{[^}]+\}", "default", route.path)))
+    return found
+
+
+async def test_every_console_route_wants_a_session(gateway: Gateway) -> None:
+    calls = console_routes(gateway.app)
+    assert {("GET", "/ui"), ("POST", "/ui/apps/default/resume")} <= set(calls)
+    assert len(calls) >= 10
+    for method, path in calls:
+        status, _, resp = await _call(gateway, method, path, None, {"csrf": "x"})
+        if method == "GET":
+            assert (path, status, resp.headers["Location"]) == (path, 303, "/ui/login")
+        else:
+            assert (path, status) == (path, 403)
 
 
 async def test_a_page_without_a_session_sends_to_sign_in(gateway: Gateway) -> None:
