@@ -22,7 +22,7 @@ from tests.api.conftest import (
     make_settings,
     message_body,
 )
-from wxgate.api.console.activity import MINUTES, Activity, last_hour
+from wxgate.api.console.activity import CACHE_S, MINUTES, Activity, ActivityCache, last_hour
 from wxgate.api.console.session import SESSION_COOKIE, SIGN_IN_COOKIE
 from wxgate.backends.base import Outcome, Pause, PauseReason, Status
 from wxgate.wechat.tokenstore import CachedToken
@@ -391,3 +391,15 @@ async def test_last_hour_stops_reading_at_the_hours_start(gateway: Gateway) -> N
     assert activity.scanned == 1
     assert activity.total("accepted") == 0
     assert not activity.truncated
+
+
+async def test_the_activity_scan_is_shared_for_a_few_seconds(gateway: Gateway) -> None:
+    cache = ActivityCache()
+    await _accept(gateway)
+    now = gateway.clock.now()
+    first = await cache.last_hour(gateway.backend, now)
+    await _accept(gateway)
+
+    assert await cache.last_hour(gateway.backend, now + CACHE_S / 2) is first
+    later = await cache.last_hour(gateway.backend, now + CACHE_S + 1)
+    assert (first.total("accepted"), later.total("accepted")) == (1, 2)

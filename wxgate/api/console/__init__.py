@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from wxgate.api.auth import ApiKeys
+from wxgate.api.console.activity import ActivityCache
 from wxgate.api.console.pages import UI_PATH, Console, build_router, environment
 from wxgate.api.console.session import SessionCodec, derive_secret
 from wxgate.config import Settings
@@ -32,6 +33,7 @@ def install_console(app: FastAPI, settings: Settings, keys: ApiKeys) -> None:
         key_hashes=tuple(settings.server.api_keys),
         codec=SessionCodec(derive_secret(settings)),
         env=environment(),
+        activity=ActivityCache(),
     )
     app.mount(ASSETS_PATH, StaticFiles(directory=STATIC_DIR), name="console-assets")
     app.include_router(build_router(console))

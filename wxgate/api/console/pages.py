@@ -23,7 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from wxgate import operations
 from wxgate.api.auth import ApiKeys
-from wxgate.api.console.activity import MINUTES, SERIES, last_hour
+from wxgate.api.console.activity import MINUTES, SERIES, ActivityCache
 from wxgate.api.console.session import (
     OPEN_TAG,
     SESSION_COOKIE,
@@ -112,6 +112,7 @@ class Console:
     key_hashes: tuple[str, ...]
     codec: SessionCodec
     env: Environment
+    activity: ActivityCache
 
     def valid_tags(self) -> list[str]:
         if self.keys.open:
@@ -126,9 +127,7 @@ class Console:
         self, request: Request, template: str, status: int = 200, **context: Any
     ) -> HTMLResponse:
         base = _root(request) + UI_PATH
-        html = self.env.get_template(template).render(
-            base=base, refresh_s=REFRESH_S, request=request, **context
-        )
+        html = self.env.get_template(template).render(base=base, refresh_s=REFRESH_S, **context)
         return _guarded(HTMLResponse(html, status_code=status))
 
 
@@ -334,7 +333,7 @@ def build_router(console: Console) -> APIRouter:
         now = state.clock.now()
         counts = await state.backend.counts()
         oldest = await state.backend.oldest(Status.QUEUED)
-        activity = await last_hour(state.backend, now)
+        activity = await console.activity.last_hour(state.backend, now)
         pauses = await state.backend.pauses(now)
         apps = [
             {
@@ -462,7 +461,7 @@ def build_router(console: Console) -> APIRouter:
     @page
     async def batches(request: Request, state: ApiState, session: Session) -> Response:
         wanted = request.query_params.get("batch_id") or None
-        activity = await last_hour(state.backend, state.clock.now())
+        activity = await console.activity.last_hour(state.backend, state.clock.now())
         ids = [wanted] if wanted else activity.batch_ids
         rows = []
         for batch_id in ids:
