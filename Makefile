@@ -24,8 +24,9 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -q
 
+# make demo DEMO_ARGS=--keep: stay up for the web console until Ctrl-C.
 demo: $(STAMP)
-	$(BIN)/wxgate demo
+	$(BIN)/wxgate demo $(DEMO_ARGS)
 
 sandbox: $(STAMP)
 	$(BIN)/wxgate sandbox

@@ -209,12 +209,21 @@ app.command("sandbox")(sandbox_command)
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    keep: Annotated[
+        bool, typer.Option("--keep", help="stay up afterwards, for the web console, until Ctrl-C")
+    ] = False,
+) -> None:
     """Sandbox + gateway in one process: send sample messages and watch them settle."""
     from wxgate.demo import run_demo
 
     configure_logging("WARNING", "console")
-    if not _run(run_demo(console)):
+    try:
+        ok = _run(run_demo(console, keep=keep))
+    except KeyboardInterrupt:
+        console.print("demo stopped")
+        return
+    if not ok:
         err_console.print("[red]some messages did not end as expected in time[/red]")
         raise typer.Exit(1)
 

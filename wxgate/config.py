@@ -68,6 +68,9 @@ class ServerSettings(_Section):
     # kept-alive pause), its body within this many of the head's end.
     request_head_timeout_s: float = Field(10.0, gt=0)
     request_body_timeout_s: float = Field(30.0, gt=0)
+    # Signs the web console's session cookies (/ui). Empty: derived from the secrets the
+    # config already holds, so every process sharing it honours the same sessions.
+    console_secret: SecretStr = SecretStr("")
 
     def listen_port(self, role: Role) -> int | None:
         """The port a process of `role` serves HTTP on; None for a worker told to serve none."""

@@ -379,8 +379,12 @@ async def _print_grants(
         )
 
 
-async def run_demo(console: Console | None = None, deadline_s: float = 25.0) -> bool:
-    """Run the demo; True when every sample ended as expected (`Sample.met_by`) in time."""
+async def run_demo(
+    console: Console | None = None, deadline_s: float = 25.0, keep: bool = False
+) -> bool:
+    """Run the demo; True when every sample ended as expected (`Sample.met_by`) in time.
+    With `keep`, the gateway and the sandbox then stay up (for the web console) until
+    the task is cancelled, as Ctrl-C does."""
     console = console or Console()
     api_key = "wxg_demo_" + secrets.token_urlsafe(24)
     port = _free_port()
@@ -403,11 +407,17 @@ async def run_demo(console: Console | None = None, deadline_s: float = 25.0) -> 
                 f"sandbox WeChat at {sandbox.base_url}; gateway at {base} "
                 f"(SQLite file {settings.storage.sqlite_path})"
             )
+            console.print(f"web console: {base}/ui", soft_wrap=True)
+            console.print(f"API key to sign in with: {api_key}", soft_wrap=True)
             with held_log_lines():
                 real_ids = await _grant_subscribers(sandbox)
                 records = await _send_and_watch(base, api_key, console, deadline_s, real_ids)
                 summed_up = await _summary(console, sandbox.base_url, records)
-                return await show_intake_checks(console, gateway, base, api_key) and summed_up
+                ok = await show_intake_checks(console, gateway, base, api_key) and summed_up
+            if keep:
+                console.print(f"still serving {base}/ui; Ctrl-C stops", soft_wrap=True)
+                await asyncio.Event().wait()
+            return ok
         finally:
             await http.stop()
             await gateway.stop()

@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from wxgate.api.auth import ApiKeyMiddleware, ApiKeys, document_api_keys
 from wxgate.api.backpressure import Backpressure
+from wxgate.api.console import install_console
 from wxgate.api.docs_ui import install_docs
 from wxgate.api.errors import ApiError
 from wxgate.api.fastpath import MessageFastPath
@@ -156,6 +157,8 @@ def create_app(
     )
     _include_routes(app, serve_api)
     install_docs(app)
+    if serve_api:
+        install_console(app, settings, keys)
     _document_api_keys(app)
     # add_middleware wraps what is already there: the last one added runs first.
     if serve_api:

@@ -641,6 +641,11 @@ class Backend(Protocol):
         """Messages of a batch per status, or None when no such batch exists."""
         ...
 
+    async def oldest(self, status: Status) -> MessageRecord | None:
+        """The message in `status` accepted first (lowest id), without events; None for
+        none. The console shows the age of the oldest queued message with it."""
+        ...
+
     async def counts(self, app: str | None = None) -> dict[Status, int]:
         """Messages per status (every status present, zeros included)."""
         ...

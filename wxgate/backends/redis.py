@@ -907,6 +907,20 @@ class RedisBackend:
         return _per_status(fields) if fields else None
 
     @_storage_call
+    async def oldest(self, status: Status) -> MessageRecord | None:
+        index = self._keys.index_status(status)
+        lower = "-"
+        for _ in range(LIST_SCAN // LIST_STEP):
+            ids = await self._client.zrangebylex(index, lower, "+", start=0, num=LIST_STEP)
+            for record in await self._records(ids):
+                if record is not None and record.status == status:
+                    return record
+            if len(ids) < LIST_STEP:
+                return None
+            lower = f"({ids[-1]}"
+        return None
+
+    @_storage_call
     async def counts(self, app: str | None = None) -> dict[Status, int]:
         key = self._keys.counts if app is None else self._keys.app_counts(app)
         return _per_status(await self._client.hgetall(key))

@@ -496,6 +496,12 @@ class SqliteBackend:
     async def batch_counts(self, batch_id: str) -> dict[Status, int] | None:
         return await self._read(lambda conn: _batch_counts(conn, batch_id))
 
+    async def oldest(self, status: Status) -> MessageRecord | None:
+        # messages_listing (status, id) answers this with one index seek.
+        sql = f"SELECT {_COLUMNS} FROM messages WHERE status = ? ORDER BY id LIMIT 1"
+        row = await self._read(lambda conn: conn.execute(sql, (str(status),)).fetchone())
+        return None if row is None else _record(row)
+
     async def counts(self, app: str | None = None) -> dict[Status, int]:
         if app is None:
             sql, params = "SELECT status, count(*) FROM messages GROUP BY status", ()
