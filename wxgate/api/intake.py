@@ -34,6 +34,7 @@ from wxgate.api.idempotency import (
     repeated_keys,
     request_digest,
 )
+from wxgate.api.scheduling import scheduled
 from wxgate.api.schemas import (
     BatchIn,
     MessageIn,
@@ -47,6 +48,7 @@ from wxgate.wechat.template import Problem, TemplateMessage, TemplateValidationE
 
 # Fields of a request that are the gateway's, not part of WeChat's template/send body.
 _GATEWAY_FIELDS = frozenset(("app", "idempotency_key", "recipients"))
+_GATEWAY_FIELDS |= {"send_at", "priority"}  # scheduling.py's
 # A batch with thousands of bad recipients answers the first ones, not a megabyte of errors.
 MAX_REPORTED_PROBLEMS = 100
 
@@ -265,7 +267,7 @@ class SingleIntake:
     def prepare(self, app: str, trace_id: str | None) -> Prepared:
         key = idempotency_key(self.body.idempotency_key, self.header_key)
         message, warnings = one_message(self.raw, app, key, trace_id)
-        return Prepared([message], warnings)
+        return Prepared(scheduled([message], self.body.send_at, self.body.priority), warnings)
 
     def answer(self, prepared: Prepared, results: list[Enqueued]) -> dict[str, Any]:
         [result] = results
@@ -286,7 +288,8 @@ class BatchIntake:
 
     def prepare(self, app: str, trace_id: str | None) -> Prepared:
         batch = batch_messages(self.raw, self.body, app, trace_id)
-        return Prepared(batch.messages, batch.warnings, batch.batch_id, batch.keyed)
+        messages = scheduled(batch.messages, self.body.send_at, self.body.priority)
+        return Prepared(messages, batch.warnings, batch.batch_id, batch.keyed)
 
     def answer(self, prepared: Prepared, results: list[Enqueued]) -> dict[str, Any]:
         return {
