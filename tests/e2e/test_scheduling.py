@@ -5,32 +5,16 @@ cancel before the send keeps it from ever reaching WeChat."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.backends.conftest import REDIS_URL, delete_prefix, redis_prefix, require_redis
-from tests.e2e.conftest import TEMPLATE, MakeStack, Stack, order_data
+from tests.e2e.conftest import TEMPLATE, Stack, order_data
+from tests.e2e.engines import engine_stack  # noqa: F401  # `stack`, on both engines
 from wxgate.clock import rfc3339
 
 HOUR = 3600.0
 SENT = frozenset({"sent", "delivered"})
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-async def stack(
-    request: pytest.FixtureRequest, make_stack: MakeStack, tmp_path: Path
-) -> AsyncIterator[Stack]:
-    storage: dict[str, Any] = {}
-    prefix = redis_prefix(tmp_path)
-    if request.param == "redis":
-        await require_redis()
-        storage = {"backend": "redis", "redis_url": REDIS_URL, "redis_prefix": prefix}
-    yield await make_stack(storage=storage)
-    if request.param == "redis":
-        await delete_prefix(prefix)
 
 
 def at(stack: Stack, seconds_from_now: float) -> str:
