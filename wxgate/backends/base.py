@@ -20,6 +20,8 @@ from typing import Any, Final, Protocol, Union, get_args, get_origin, get_type_h
 
 import orjson
 
+from wxgate.backends.caps import CapStore
+from wxgate.backends.dedupe import DedupeStore
 from wxgate.clock import rfc3339
 from wxgate.wechat.errors import Category
 from wxgate.wechat.kinds import MessageKind
@@ -655,6 +657,14 @@ class Backend(Protocol):
 
     def token_store(self) -> TokenStore:
         """Where this engine keeps access tokens (shared like the queue is)."""
+        ...
+
+    def cap_store(self) -> CapStore:
+        """Where this engine keeps per-recipient send slots (caps.py)."""
+        ...
+
+    def dedupe_store(self) -> DedupeStore:
+        """Where this engine keeps the dedupe window's first ids (dedupe.py)."""
         ...
 
     async def purge(self, older_than: float) -> int:

@@ -95,7 +95,11 @@ from wxgate.backends.base import (
     send_burst,
     settle_change,
 )
+from wxgate.backends.caps import CapStore
+from wxgate.backends.dedupe import DedupeStore
 from wxgate.backends.guarded_tokens import GuardedTokenStore
+from wxgate.backends.redis_caps import RedisCapStore
+from wxgate.backends.redis_dedupe import RedisDedupeStore
 from wxgate.backends.redis_keys import GROUP, RedisKeys
 from wxgate.backends.redis_tokens import RedisTokenStore
 from wxgate.clock import Clock, SystemClock
@@ -230,6 +234,8 @@ class RedisBackend:
         self._status_indexes = [self._keys.index_status(status) for status in Status]
         # A restart or failover is StorageUnavailable here too, as for every queue call.
         self._tokens = GuardedTokenStore(RedisTokenStore(self._client, self._keys), _UNAVAILABLE)
+        self._caps = RedisCapStore(self._client, self._keys)
+        self._dedupe = RedisDedupeStore(self._client, self._keys)
         self._state: Literal["new", "open", "closed"] = "new"
 
     @property
@@ -773,6 +779,12 @@ class RedisBackend:
 
     def token_store(self) -> TokenStore:
         return self._tokens
+
+    def cap_store(self) -> CapStore:
+        return self._caps
+
+    def dedupe_store(self) -> DedupeStore:
+        return self._dedupe
 
     @_storage_call
     async def purge(self, older_than: float) -> int:

@@ -153,3 +153,15 @@ class RedisKeys:
     def token_fence(self, app: str) -> str:
         """Counter: the fencing number of one app's lock; only grows."""
         return self._key("token_fence", escape(app))
+
+    # -- per-recipient send caps and the dedupe window ---------------------------------
+
+    def cap(self, app: str, touser: str, scope: str) -> str:
+        """Sorted set: message ids holding a send slot of one recipient's limit, scored
+        by when each slot frees (redis_caps.py)."""
+        return self._key("cap", escape(app), escape(touser), escape(scope))
+
+    def dedupe(self, app: str, digest: str) -> str:
+        """String: the first message id of a (recipient, template, data) in the app's
+        dedupe window, expiring with the window (redis_dedupe.py)."""
+        return self._key("dedupe", escape(app), escape(digest))

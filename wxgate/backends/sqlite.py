@@ -58,7 +58,11 @@ from wxgate.backends.base import (
     send_burst,
     settle_change,
 )
+from wxgate.backends.caps import CapStore
+from wxgate.backends.dedupe import DedupeStore
+from wxgate.backends.sqlite_caps import SqliteCapStore
 from wxgate.backends.sqlite_db import SqliteDatabase, Synchronous, WriteStats
+from wxgate.backends.sqlite_dedupe import SqliteDedupeStore
 from wxgate.backends.sqlite_schema import SETTLED_SQL
 from wxgate.backends.sqlite_tokens import SqliteTokenStore
 from wxgate.clock import Clock, SystemClock
@@ -268,6 +272,8 @@ class SqliteBackend:
         self._read = self._db.read
         self._buckets: dict[str, TokenBucket] = {}
         self._tokens = SqliteTokenStore(self._db, clock=self._clock)
+        self._caps = SqliteCapStore(self._db)
+        self._dedupe = SqliteDedupeStore(self._db)
 
     @property
     def path(self) -> str:
@@ -408,6 +414,12 @@ class SqliteBackend:
 
     def token_store(self) -> TokenStore:
         return self._tokens
+
+    def cap_store(self) -> CapStore:
+        return self._caps
+
+    def dedupe_store(self) -> DedupeStore:
+        return self._dedupe
 
     async def purge(self, older_than: float) -> int:
         # In chunks, each its own transaction, so intake waits for one chunk at most.

@@ -132,6 +132,30 @@ CREATE TABLE IF NOT EXISTS wx_access_token_locks (
     expires_at REAL NOT NULL,
     fence INTEGER NOT NULL
 );
+
+-- Per-recipient send caps (backends/sqlite_caps.py): one row per slot a message holds
+-- in one limit (scope '' for the app's, a template id for that template's), until
+-- expires_at.
+CREATE TABLE IF NOT EXISTS recipient_cap_slots (
+    app TEXT NOT NULL,
+    touser TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (app, touser, scope, message_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS recipient_cap_slots_expiry ON recipient_cap_slots (expires_at);
+
+-- The dedupe window (backends/sqlite_dedupe.py): the first message id of one
+-- (app, digest of recipient, template and data), until expires_at.
+CREATE TABLE IF NOT EXISTS dedupe_window (
+    app TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (app, digest)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedupe_window_expiry ON dedupe_window (expires_at);
 """
 
 # Columns each version added to a table that an older file may hold: (table, column,
