@@ -14,6 +14,7 @@ from typing import Protocol
 from wxgate.backends.base import Backend, Lease, Settlement
 from wxgate.clock import Clock
 from wxgate.config import Settings
+from wxgate.delivery.frequency_cap import FrequencyCap
 from wxgate.delivery.quiet_hours import QuietHours
 
 
@@ -27,4 +28,7 @@ def send_checks(settings: Settings, backend: Backend, clock: Clock) -> list[Send
     quiet = QuietHours.for_apps(settings.apps, clock)
     if quiet is not None:
         checks.append(quiet)
+    capped = FrequencyCap.for_apps(settings.apps, backend, clock)
+    if capped is not None:
+        checks.append(capped)
     return checks
