@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from wxgate.api.auth import ApiKeyMiddleware, ApiKeys, document_api_keys
 from wxgate.api.backpressure import Backpressure
+from wxgate.api.dedupe import Dedupe
 from wxgate.api.docs_ui import install_docs
 from wxgate.api.errors import ApiError
 from wxgate.api.fastpath import MessageFastPath
@@ -141,6 +142,7 @@ def create_app(
         codecs=_codecs(settings),
         readiness=readiness,
         intake_checks=intake_checks(settings, backend, clock),
+        dedupe=Dedupe.for_apps(settings, backend, clock, metrics),
     )
     _include_routes(app, serve_api)
     install_docs(app)

@@ -18,6 +18,7 @@ identifies a request for its key is idempotency.py's.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
@@ -309,13 +310,15 @@ async def accept(state: ApiState, intake: Intake, trace_id: str | None) -> Respo
     messages: Sequence[NewMessage] = prepared.messages
     for check in state.intake_checks:
         messages = await check.check(app, messages)
+    enqueue = functools.partial(state.backend.enqueue, now=state.clock.now(), batch=prepared.batch)
     try:
-        results = await state.backend.enqueue(messages, state.clock.now(), prepared.batch)
+        deduplicated = await state.dedupe.enqueue(app, messages, enqueue)  # dedupe.py
     except IdempotencyConflict as conflict:
         raise refused(conflict) from None
+    results = deduplicated.results
     created = sum(1 for result in results if result.created)
     if created:
         state.metrics.messages.labels(app=app, outcome="accepted").inc(created)
     elapsed = state.clock.monotonic() - started
     state.metrics.intake_seconds.labels(route=intake.route).observe(elapsed)
-    return ok(intake.answer(prepared, results), 202 if created else 200)
+    return ok(deduplicated.mark(intake.answer(prepared, results)), 202 if created else 200)
