@@ -20,6 +20,8 @@ from typing import Any, Final, Protocol, Union, get_args, get_origin, get_type_h
 
 import orjson
 
+from wxgate.backends.api_keys import ApiKeyStore
+from wxgate.backends.audit import AuditLog
 from wxgate.backends.caps import CapStore
 from wxgate.backends.dedupe import DedupeStore
 from wxgate.clock import rfc3339
@@ -665,6 +667,14 @@ class Backend(Protocol):
 
     def dedupe_store(self) -> DedupeStore:
         """Where this engine keeps the dedupe window's first ids (dedupe.py)."""
+        ...
+
+    def api_key_store(self) -> ApiKeyStore:
+        """Where this engine keeps the API keys made by `wxgate keys new` (api_keys.py)."""
+        ...
+
+    def audit_log(self) -> AuditLog:
+        """Where this engine keeps the audit log of operator actions (audit.py)."""
         ...
 
     async def purge(self, older_than: float) -> int:

@@ -165,3 +165,24 @@ class RedisKeys:
         """String: the first message id of a (recipient, template, data) in the app's
         dedupe window, expiring with the window (redis_dedupe.py)."""
         return self._key("dedupe", escape(app), escape(digest))
+
+    # -- API keys and the audit log ------------------------------------------------------
+
+    def api_key(self, key_id: str) -> str:
+        """Hash: one stored API key (redis_api_keys.py); never the key, only its digest."""
+        return self._key("apikey", escape(key_id))
+
+    @property
+    def api_key_digests(self) -> str:
+        """Hash: digest -> id of every live API key."""
+        return self._key("apikeys", "digests")
+
+    @property
+    def api_key_ids(self) -> str:
+        """Sorted set: every API key id, scored by creation time."""
+        return self._key("apikeys", "ids")
+
+    @property
+    def audit(self) -> str:
+        """Stream: the audit log of operator actions (redis_audit.py)."""
+        return self._key("audit")

@@ -28,6 +28,8 @@ from typing import Any, Final
 
 import orjson
 
+from wxgate.backends.api_keys import ApiKeyStore
+from wxgate.backends.audit import AuditLog
 from wxgate.backends.base import (
     CANCELLABLE,
     MAX_EVENTS,
@@ -60,6 +62,8 @@ from wxgate.backends.base import (
 )
 from wxgate.backends.caps import CapStore
 from wxgate.backends.dedupe import DedupeStore
+from wxgate.backends.sqlite_api_keys import SqliteApiKeyStore
+from wxgate.backends.sqlite_audit import SqliteAuditLog
 from wxgate.backends.sqlite_caps import SqliteCapStore
 from wxgate.backends.sqlite_db import SqliteDatabase, Synchronous, WriteStats
 from wxgate.backends.sqlite_dedupe import SqliteDedupeStore
@@ -274,6 +278,8 @@ class SqliteBackend:
         self._tokens = SqliteTokenStore(self._db, clock=self._clock)
         self._caps = SqliteCapStore(self._db)
         self._dedupe = SqliteDedupeStore(self._db)
+        self._api_keys = SqliteApiKeyStore(self._db)
+        self._audit = SqliteAuditLog(self._db)
 
     @property
     def path(self) -> str:
@@ -420,6 +426,12 @@ class SqliteBackend:
 
     def dedupe_store(self) -> DedupeStore:
         return self._dedupe
+
+    def api_key_store(self) -> ApiKeyStore:
+        return self._api_keys
+
+    def audit_log(self) -> AuditLog:
+        return self._audit
 
     async def purge(self, older_than: float) -> int:
         # In chunks, each its own transaction, so intake waits for one chunk at most.

@@ -156,6 +156,28 @@ CREATE TABLE IF NOT EXISTS dedupe_window (
     PRIMARY KEY (app, digest)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dedupe_window_expiry ON dedupe_window (expires_at);
+
+-- API keys kept in storage (backends/sqlite_api_keys.py): only the key's SHA-256.
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL UNIQUE,
+    apps TEXT NOT NULL,                  -- JSON list; empty: every app
+    scopes TEXT NOT NULL,                -- JSON list
+    created_at REAL NOT NULL,
+    last_used_at REAL,
+    revoked_at REAL
+);
+
+-- The audit log of operator actions (backends/sqlite_audit.py).
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
 """
 
 # Columns each version added to a table that an older file may hold: (table, column,
