@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import os
-import secrets
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -30,6 +29,8 @@ from rich.table import Table
 from rich.text import Text
 
 from wxgate.backends.base import Backend, DeadLetterFilter, ListFilter, MessageRecord, Status
+from wxgate.commands import audit as audit_commands
+from wxgate.commands import keys as keys_commands
 from wxgate.config import (
     DEFAULT_CONFIG_FILE,
     Role,
@@ -39,6 +40,7 @@ from wxgate.config import (
     hash_api_key,
     load_settings,
 )
+from wxgate.keyring import new_api_key
 from wxgate.observability import configure_logging
 from wxgate.sandbox.command import sandbox_command
 from wxgate.starter_config import starter_toml
@@ -52,7 +54,6 @@ app = typer.Typer(help="wxgate: a reliable WeChat template-message gateway.", no
 messages_app = typer.Typer(help="Inspect stored messages.", no_args_is_help=True)
 dlq_app = typer.Typer(help="The dead-letter queue: list and replay.", no_args_is_help=True)
 token_app = typer.Typer(help="Access tokens (always shown masked).", no_args_is_help=True)
-keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 apps_app = typer.Typer(
     help="Configured apps (WeChat accounts) and their pauses.", no_args_is_help=True
@@ -60,7 +61,8 @@ apps_app = typer.Typer(
 app.add_typer(messages_app, name="messages")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(token_app, name="token")
-app.add_typer(keys_app, name="keys")
+app.add_typer(keys_commands.app, name="keys")
+app.command("audit")(audit_commands.audit)
 app.add_typer(config_app, name="config")
 app.add_typer(apps_app, name="apps")
 
@@ -550,18 +552,6 @@ def token_set(
     console.print(escape(_token_line(name, token, SystemClock().now())))
 
 
-@keys_app.command("new")
-def keys_new() -> None:
-    """Make an API key: give the key to the client, put the hash line in the config."""
-    key = _new_api_key()
-    console.print(f"API key (shown once, give it to the client):\n  {key}")
-    console.print(escape(f'config line for [server] api_keys:\n  "{hash_api_key(key)}"'))
-
-
-def _new_api_key() -> str:
-    return "wxg_" + secrets.token_urlsafe(32)
-
-
 @config_app.command("check")
 def config_check(config: ConfigOption = None) -> None:
     """Validate a config: one line per problem, never a secret. Exit 2 when `serve`
@@ -588,7 +578,7 @@ def config_init(
 ) -> None:
     """Write a commented starter config with a new API key (printed once; the file
     keeps only its hash). Without --sandbox, `config check` names what to fill in."""
-    key = _new_api_key()
+    key = new_api_key()
     text = starter_toml(hash_api_key(key), sandbox=sandbox)
     try:
         # Owner-only: the file is where the AppSecret may end up.

@@ -24,7 +24,7 @@ from wxgate.api.errors import ApiError
 from wxgate.api.fastpath import MessageFastPath
 from wxgate.api.intake_checks import intake_checks
 from wxgate.api.middleware import BodyLimitMiddleware, ErrorLogMiddleware, TraceMiddleware
-from wxgate.api.routes import apps, batches, callback, cancels, dead_letters, messages, ops
+from wxgate.api.routes import apps, audit, batches, callback, cancels, dead_letters, messages, ops
 from wxgate.api.schemas import JsonResponse, failure
 from wxgate.api.state import ApiState, Readiness
 from wxgate.backends.base import Backend, StorageUnavailable
@@ -88,7 +88,7 @@ def _include_routes(app: FastAPI, serve_api: bool) -> None:
     # One flat level of routers: this FastAPI resolves nested includes on every request,
     # which cost ~100 us of route matching per request (measured).
     if serve_api:
-        for module in (batches, messages, dead_letters, apps, cancels):
+        for module in (batches, messages, dead_letters, apps, cancels, audit):
             app.include_router(module.router, prefix="/v1")
         app.include_router(callback.router)
     app.include_router(ops.router)
@@ -132,7 +132,12 @@ def create_app(
             StorageUnavailable: _on_storage_unavailable,
         },
     )
-    keys = ApiKeys(server.api_keys, server.rate_limit_per_key_per_s, server.rate_limit_burst)
+    keys = ApiKeys(
+        server.api_keys,
+        server.rate_limit_per_key_per_s,
+        server.rate_limit_burst,
+        backend,
+    )
     app.state.wxgate = ApiState(
         settings=settings,
         backend=backend,

@@ -58,16 +58,18 @@ class Dedupe:
     def __init__(
         self,
         windows: Mapping[str, float],
-        store: DedupeStore,
         backend: Backend,
         clock: Clock,
         metrics: Metrics,
     ) -> None:
         self._windows = dict(windows)
-        self._store = store
         self._backend = backend
         self._clock = clock
         self._metrics = metrics
+
+    @property
+    def _store(self) -> DedupeStore:
+        return self._backend.dedupe_store()
 
     @classmethod
     def for_apps(
@@ -76,7 +78,7 @@ class Dedupe:
         windows = {
             name: app.dedupe_window_s for name, app in settings.apps.items() if app.dedupe_window_s
         }
-        return cls(windows, backend.dedupe_store(), backend, clock, metrics)
+        return cls(windows, backend, clock, metrics)
 
     async def enqueue(
         self, app: str, messages: Sequence[NewMessage], enqueue: Enqueue

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from starlette.responses import Response
 
+from wxgate.api.auth import require_app
 from wxgate.api.errors import InvalidRequest
 from wxgate.api.idempotency import (
     batch_digest,
@@ -306,6 +307,7 @@ async def accept(state: ApiState, intake: Intake, trace_id: str | None) -> Respo
     started = state.clock.monotonic()
     await state.backpressure.check()
     app = resolve_app(state.settings, intake.app)
+    require_app(app)  # the key's apps (auth.py)
     prepared = intake.prepare(app, trace_id)
     messages: Sequence[NewMessage] = prepared.messages
     for check in state.intake_checks:

@@ -13,11 +13,13 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
+from wxgate.api.audit import audited
+from wxgate.api.auth import require_app
 from wxgate.api.errors import Conflict, NotFound
 from wxgate.api.routing import JsonRoute
 from wxgate.api.schemas import Envelope, ok
 from wxgate.api.state import api_state
-from wxgate.backends.base import Status
+from wxgate.backends.base import ListFilter, Status
 from wxgate.cancellation import cancel_batch, cancel_message
 
 router = APIRouter(route_class=JsonRoute)
@@ -44,10 +46,16 @@ class BatchCancelAnswer(BaseModel):
 )
 async def cancel_one(request: Request, message_id: str) -> Response:
     state = api_state(request)
+    record = await state.backend.get(message_id)
+    if record is None:
+        raise NotFound(f"no message {message_id!r}")
+    require_app(record.app)
     answer = await cancel_message(state.backend, message_id, state.clock.now())
     if answer.status is None:
         raise NotFound(f"no message {message_id!r}")
     data = {"id": message_id, "status": str(answer.status), "cancelled": answer.cancelled}
+    outcome = "cancelled" if answer.cancelled else f"lost to {answer.status}"
+    await audited(state, "cancel", message_id, outcome)
     if answer.status is not Status.CANCELLED:
         raise Conflict(f"too late to cancel: the message is {answer.status}", data=data)
     return ok(data)
@@ -61,8 +69,12 @@ async def cancel_one(request: Request, message_id: str) -> Response:
 )
 async def cancel_all(request: Request, batch_id: str) -> Response:
     state = api_state(request)
+    member = await state.backend.list(ListFilter(batch_id=batch_id), 1)
+    for record in member.items:
+        require_app(record.app)  # a batch is one app's
     answer = await cancel_batch(state.backend, batch_id, state.clock.now())
     if answer is None:
         raise NotFound(f"no batch {batch_id!r}")
+    await audited(state, "cancel", f"batch {batch_id}", f"{answer.cancelled} cancelled")
     counts = {str(status): n for status, n in answer.counts.items()}
     return ok({"batch_id": batch_id, "cancelled": answer.cancelled, "counts": counts})
