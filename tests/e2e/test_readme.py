@@ -235,7 +235,7 @@ def recorder() -> Iterator[tuple[str, list[Received]]]:
             self.end_headers()
             self.wfile.write(b"{}")
 
-        do_GET = do_POST = _keep
+        do_GET = do_POST = do_DELETE = _keep
 
         def log_message(self, *args: object) -> None:
             pass
