@@ -128,3 +128,19 @@ async def test_the_audit_log_holds_each_operator_action_with_the_key_name(stack:
     assert any(actor == "billing" and action == "cancel" for actor, action, _ in seen)
     assert seen[-1] == ("cli:test", "key.new", key_id)
     assert all(e["at"].endswith("Z") for e in answer["data"]["items"])
+
+
+async def test_two_keys_of_one_name_overlap_during_a_rotation(stack: Stack) -> None:
+    old, old_id = await new_key(stack, (APP,), ("read",))
+    new, _ = await new_key(stack, (APP,), ("read",))
+    assert (await stack.call("GET", "/v1/apps", key=old))[0] == 200
+    assert (await stack.call("GET", "/v1/apps", key=new))[0] == 200
+
+    async with another_process(stack) as backend:
+        await revoke_key(backend, old_id, actor="cli:test", now=time.time())
+
+    async def old_refused() -> bool:
+        return (await stack.call("GET", "/v1/apps", key=old))[0] == 401
+
+    await eventually(old_refused, timeout_s=1.0, what="the old key refused")
+    assert (await stack.call("GET", "/v1/apps", key=new))[0] == 200
