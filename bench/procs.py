@@ -312,10 +312,14 @@ class GatewayConfig:
         sandbox_url: str,
         storage: Storage,
         app_rate_per_s: float = UNLIMITED_RATE,
+        concurrency: int | None = None,
     ) -> GatewayConfig:
         port, key = free_port(), f"wxg_bench_{secrets.token_hex(16)}"
         path = workdir / f"{storage.redis_prefix}.toml"
-        path.write_text(_config_text(port, sandbox_url, storage, key, app_rate_per_s))
+        text = _config_text(port, sandbox_url, storage, key, app_rate_per_s)
+        if concurrency is not None:
+            text += f"\n[delivery]\nconcurrency = {concurrency}\n"
+        path.write_text(text)
         return cls(path, f"http://127.0.0.1:{port}", key, storage, load_settings(path))
 
 
