@@ -164,3 +164,23 @@ async def test_a_send_at_more_than_a_year_ahead_is_refused(stack: Stack) -> None
     status, answer = await stack.call("POST", "/v1/messages", json={**body, "send_at": far})
     assert status == 400, answer
     assert answer["data"]["errors"][0]["loc"] == ["body", "send_at"]
+
+
+async def test_a_batch_due_in_one_second_is_released_at_the_rate_limit(stack: Stack) -> None:
+    rate = 50.0
+    await stack.stop_gateway()
+    await stack.start_gateway(app={"rate_limit_per_s": rate})
+    body = {
+        "template_id": TEMPLATE,
+        "data": order_data(),
+        "recipients": [f"oDue{n:03d}_e2e" for n in range(200)],
+        "send_at": at(stack, HOUR),
+    }
+    status, answer = await stack.call("POST", "/v1/messages/batch", json=body)
+    assert status == 202, answer
+
+    stack.clock.shift(HOUR)  # all 200 fall due in the same second
+    await stack.settled(answer["data"]["ids"], SENT, timeout_s=30)
+
+    [account] = (await stack.control.send_rate(1.0))["accounts"].values()
+    assert rate * 0.9 <= account["busiest"]["sends"] <= rate * 1.1, account
