@@ -44,3 +44,16 @@ def test_an_unknown_scope_or_app_is_refused(tmp_path: Path) -> None:
     bad_app = invoke("keys", "new", "--name", "x", "--apps", "nope", "--config", config)
     assert bad_scope.exit_code == 2 and "scopes must be some of" in bad_scope.output
     assert bad_app.exit_code == 2 and "no such app(s): nope" in bad_app.output
+
+
+def test_replays_and_resumes_on_the_command_line_are_audited(tmp_path: Path) -> None:
+    config = str(write_config(tmp_path / "wxgate.toml", tmp_path / "wxgate.db"))
+    assert invoke("dlq", "replay", "--all", "--config", config).exit_code == 0
+    assert invoke("apps", "resume", "shop", "--config", config).exit_code == 0
+
+    audit = invoke("audit", "--config", config)
+
+    assert audit.exit_code == 0, audit.output
+    assert "resume" in audit.stdout and "was not paused" in audit.stdout
+    assert "replay" in audit.stdout and "0 replayed" in audit.stdout
+    assert "cli:" in audit.stdout

@@ -28,9 +28,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from wxgate.backends.audit import AuditEntry
 from wxgate.backends.base import Backend, DeadLetterFilter, ListFilter, MessageRecord, Status
 from wxgate.commands import audit as audit_commands
 from wxgate.commands import keys as keys_commands
+from wxgate.commands.storage import cli_actor
 from wxgate.config import (
     DEFAULT_CONFIG_FILE,
     Role,
@@ -150,6 +152,11 @@ async def _with_backend(settings: Settings, use: Callable[[Backend], Awaitable[_
         return await use(backend)
     finally:
         await backend.close()
+
+
+async def _audit(backend: Backend, action: str, target: str, detail: str, now: float) -> None:
+    """An operator action taken here, in the audit log (docs/scheduling.md)."""
+    await backend.audit_log().record(AuditEntry(now, cli_actor(), action, target, detail))
 
 
 def _when(epoch: float | None) -> str:
@@ -444,17 +451,24 @@ def dlq_replay(
 ) -> None:
     """Dead (or failed) messages back to the queue; lifts CONFIG pauses they cover."""
     from wxgate.clock import SystemClock
-    from wxgate.operations import replay_dead_letters, replay_messages
+    from wxgate.operations import Replayed, replay_dead_letters, replay_messages
 
     if not ids and not replay_all:
         raise typer.BadParameter("give message ids, or --all with optional filters")
     settings = _settings(config)
     now = SystemClock().now()
-    if ids:
-        result = _run(_with_backend(settings, lambda b: replay_messages(b, ids, now)))
-    else:
-        flt = DeadLetterFilter(app=app_name, errcode=errcode)
-        result = _run(_with_backend(settings, lambda b: replay_dead_letters(b, flt, now)))
+    flt = DeadLetterFilter(app=app_name, errcode=errcode)
+    target = " ".join(ids) if ids else f"dead letters app={app_name} errcode={errcode}"
+
+    async def replay(backend: Backend) -> Replayed:
+        if ids:
+            done = await replay_messages(backend, ids, now)
+        else:
+            done = await replay_dead_letters(backend, flt, now)
+        await _audit(backend, "replay", target, f"{done.replayed} replayed", now)
+        return done
+
+    result = _run(_with_backend(settings, replay))
     console.print(f"replayed {result.replayed} message(s)")
     if result.resumed:
         console.print(escape(f"lifted the CONFIG pause of: {', '.join(result.resumed)}"))
@@ -631,5 +645,11 @@ def apps_resume(
     settings = _settings(config)
     name = _app_name(settings, app_name)
     now = SystemClock().now()
-    resumed = _run(_with_backend(settings, lambda b: b.resume_app(name, now)))
+
+    async def resume(backend: Backend) -> bool:
+        done = await backend.resume_app(name, now)
+        await _audit(backend, "resume", name, "resumed" if done else "was not paused", now)
+        return done
+
+    resumed = _run(_with_backend(settings, resume))
     console.print(escape(f"{name}: {'resumed' if resumed else 'was not paused'}"))
