@@ -29,7 +29,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench import ceiling, delivery, end_to_end, memory, peer, scale, tokens
+from bench import ceiling, delivery, end_to_end, memory, peer, scale, schedule, tokens
 from bench.case import FULL, QUICK, Bench, Case
 from bench.chart import draw
 from bench.procs import COMMANDS, Sandbox, placement
@@ -43,6 +43,7 @@ CASES: tuple[Case, ...] = (
     end_to_end.CASE,
     tokens.CASE,
     memory.CASE,
+    schedule.CASE,
 )
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -306,14 +306,26 @@ class GatewayConfig:
     settings: Settings
 
     @classmethod
-    def write(cls, workdir: Path, sandbox_url: str, storage: Storage) -> GatewayConfig:
+    def write(
+        cls,
+        workdir: Path,
+        sandbox_url: str,
+        storage: Storage,
+        app_rate_per_s: float = UNLIMITED_RATE,
+        concurrency: int | None = None,
+    ) -> GatewayConfig:
         port, key = free_port(), f"wxg_bench_{secrets.token_hex(16)}"
         path = workdir / f"{storage.redis_prefix}.toml"
-        path.write_text(_config_text(port, sandbox_url, storage, key))
+        text = _config_text(port, sandbox_url, storage, key, app_rate_per_s)
+        if concurrency is not None:
+            text += f"\n[delivery]\nconcurrency = {concurrency}\n"
+        path.write_text(text)
         return cls(path, f"http://127.0.0.1:{port}", key, storage, load_settings(path))
 
 
-def _config_text(port: int, sandbox_url: str, storage: Storage, key: str) -> str:
+def _config_text(
+    port: int, sandbox_url: str, storage: Storage, key: str, app_rate_per_s: float
+) -> str:
     return f"""[server]
 host = "127.0.0.1"
 port = {port}
@@ -337,7 +349,7 @@ appid = "{DEFAULT_APPID}"
 secret = "{DEFAULT_SECRET}"
 api_base = "{sandbox_url}"
 callback_token = "{DEFAULT_CALLBACK_TOKEN}"
-rate_limit_per_s = {UNLIMITED_RATE}
+rate_limit_per_s = {app_rate_per_s}
 """
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import os
-import secrets
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -29,8 +28,12 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from wxgate.backends.audit import AuditEntry
 from wxgate.backends.base import Backend, DeadLetterFilter, ListFilter, MessageRecord, Status
+from wxgate.commands import audit as audit_commands
 from wxgate.commands import grants
+from wxgate.commands import keys as keys_commands
+from wxgate.commands.storage import cli_actor
 from wxgate.commands.suppressions import suppressions_app
 from wxgate.commands.templates import templates_app
 from wxgate.config import (
@@ -42,6 +45,7 @@ from wxgate.config import (
     hash_api_key,
     load_settings,
 )
+from wxgate.keyring import new_api_key
 from wxgate.observability import configure_logging
 from wxgate.sandbox.command import sandbox_command
 from wxgate.starter_config import starter_toml
@@ -55,7 +59,6 @@ app = typer.Typer(help="wxgate: a reliable WeChat template-message gateway.", no
 messages_app = typer.Typer(help="Inspect stored messages.", no_args_is_help=True)
 dlq_app = typer.Typer(help="The dead-letter queue: list and replay.", no_args_is_help=True)
 token_app = typer.Typer(help="Access tokens (always shown masked).", no_args_is_help=True)
-keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 apps_app = typer.Typer(
     help="Configured apps (WeChat accounts) and their pauses.", no_args_is_help=True
@@ -63,7 +66,8 @@ apps_app = typer.Typer(
 app.add_typer(messages_app, name="messages")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(token_app, name="token")
-app.add_typer(keys_app, name="keys")
+app.add_typer(keys_commands.app, name="keys")
+app.command("audit")(audit_commands.audit)
 app.add_typer(config_app, name="config")
 app.add_typer(apps_app, name="apps")
 app.add_typer(templates_app, name="templates")
@@ -154,6 +158,11 @@ async def _with_backend(settings: Settings, use: Callable[[Backend], Awaitable[_
         return await use(backend)
     finally:
         await backend.close()
+
+
+async def _audit(backend: Backend, action: str, target: str, detail: str, now: float) -> None:
+    """An operator action taken here, in the audit log (docs/scheduling.md)."""
+    await backend.audit_log().record(AuditEntry(now, cli_actor(), action, target, detail))
 
 
 def _when(epoch: float | None) -> str:
@@ -473,17 +482,24 @@ def dlq_replay(
 ) -> None:
     """Dead (or failed) messages back to the queue; lifts CONFIG pauses they cover."""
     from wxgate.clock import SystemClock
-    from wxgate.operations import replay_dead_letters, replay_messages
+    from wxgate.operations import Replayed, replay_dead_letters, replay_messages
 
     if not ids and not replay_all:
         raise typer.BadParameter("give message ids, or --all with optional filters")
     settings = _settings(config)
     now = SystemClock().now()
-    if ids:
-        result = _run(_with_backend(settings, lambda b: replay_messages(b, ids, now)))
-    else:
-        flt = DeadLetterFilter(app=app_name, errcode=errcode)
-        result = _run(_with_backend(settings, lambda b: replay_dead_letters(b, flt, now)))
+    flt = DeadLetterFilter(app=app_name, errcode=errcode)
+    target = " ".join(ids) if ids else f"dead letters app={app_name} errcode={errcode}"
+
+    async def replay(backend: Backend) -> Replayed:
+        if ids:
+            done = await replay_messages(backend, ids, now)
+        else:
+            done = await replay_dead_letters(backend, flt, now)
+        await _audit(backend, "replay", target, f"{done.replayed} replayed", now)
+        return done
+
+    result = _run(_with_backend(settings, replay))
     console.print(f"replayed {result.replayed} message(s)")
     if result.resumed:
         console.print(escape(f"lifted the CONFIG pause of: {', '.join(result.resumed)}"))
@@ -581,18 +597,6 @@ def token_set(
     console.print(escape(_token_line(name, token, SystemClock().now())))
 
 
-@keys_app.command("new")
-def keys_new() -> None:
-    """Make an API key: give the key to the client, put the hash line in the config."""
-    key = _new_api_key()
-    console.print(f"API key (shown once, give it to the client):\n  {key}")
-    console.print(escape(f'config line for [server] api_keys:\n  "{hash_api_key(key)}"'))
-
-
-def _new_api_key() -> str:
-    return "wxg_" + secrets.token_urlsafe(32)
-
-
 @config_app.command("check")
 def config_check(config: ConfigOption = None) -> None:
     """Validate a config: one line per problem, never a secret. Exit 2 when `serve`
@@ -619,7 +623,7 @@ def config_init(
 ) -> None:
     """Write a commented starter config with a new API key (printed once; the file
     keeps only its hash). Without --sandbox, `config check` names what to fill in."""
-    key = _new_api_key()
+    key = new_api_key()
     text = starter_toml(hash_api_key(key), sandbox=sandbox)
     try:
         # Owner-only: the file is where the AppSecret may end up.
@@ -672,5 +676,11 @@ def apps_resume(
     settings = _settings(config)
     name = _app_name(settings, app_name)
     now = SystemClock().now()
-    resumed = _run(_with_backend(settings, lambda b: b.resume_app(name, now)))
+
+    async def resume(backend: Backend) -> bool:
+        done = await backend.resume_app(name, now)
+        await _audit(backend, "resume", name, "resumed" if done else "was not paused", now)
+        return done
+
+    resumed = _run(_with_backend(settings, resume))
     console.print(escape(f"{name}: {'resumed' if resumed else 'was not paused'}"))

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -34,6 +36,10 @@ API_KEY_PREFIX = "sha256:"
 TokenMode = Literal["stable", "classic", "external"]
 Role = Literal["all", "api", "worker"]
 GrantCheck = Literal["off", "warn", "enforce"]
+
+# "HH:MM-HH:MM" (the window may wrap midnight) and "count/period" (s, m, h or d).
+QUIET_HOURS_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$"
+LIMIT_PATTERN = r"^[1-9]\d{0,5}/[1-9]\d{0,5}[smhd]$"
 
 NO_LISTENER = -1  # [server] worker_port: a worker process serves no HTTP at all
 # What `config init` writes where only the user knows the value; `check` names each
@@ -142,6 +148,42 @@ class AppSettings(_Section):
     grant_check: GrantCheck = "warn"
     long_term_templates: list[str] = Field(default_factory=list)
     sent_event_window_s: float = Field(600.0, gt=0, le=3600)
+    # When this app sends nothing but urgent messages ("22:00-08:00", local to `timezone`),
+    # how often one recipient may be sent to ("5/1h"; per template in
+    # `per_template_limit`), what becomes of a message past it, and the window in which
+    # the same message again is answered as a duplicate (docs/scheduling.md).
+    quiet_hours: str | None = Field(None, pattern=QUIET_HOURS_PATTERN)
+    timezone: str = "Asia/Shanghai"
+    per_user_limit: str | None = Field(None, pattern=LIMIT_PATTERN)
+    per_template_limit: dict[str, str] = Field(default_factory=dict)
+    per_user_overflow: Literal["drop", "delay"] = "drop"
+    dedupe_window_s: float = Field(0.0, ge=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r} (an IANA name, e.g. Asia/Shanghai)"
+            ) from None
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _window_not_empty(cls, value: str | None) -> str | None:
+        if value is not None and value[:5] == value[6:]:
+            raise ValueError("the window starts where it ends; leave quiet_hours out instead")
+        return value
+
+    @field_validator("per_template_limit")
+    @classmethod
+    def _limits(cls, value: dict[str, str]) -> dict[str, str]:
+        for template_id, limit in value.items():
+            if re.fullmatch(LIMIT_PATTERN, limit) is None:
+                raise ValueError(f"{template_id}: a limit reads like 5/1h (count/period)")
+        return value
 
     @field_validator("api_base")
     @classmethod

@@ -90,9 +90,10 @@ def e2e_settings(
     app: dict[str, Any] | None = None,
     delivery: dict[str, Any] | None = None,
     server: dict[str, Any] | None = None,
+    storage: dict[str, Any] | None = None,
 ) -> Settings:
-    """One app (`shop`) on the sandbox's default account; `app`, `delivery` and `server`
-    override single fields."""
+    """One app (`shop`) on the sandbox's default account; `app`, `delivery`, `server` and
+    `storage` override single fields."""
     app_fields: dict[str, Any] = {
         "appid": DEFAULT_APPID,
         "secret": DEFAULT_SECRET,
@@ -111,7 +112,7 @@ def e2e_settings(
     }
     return Settings(
         server=server_fields,
-        storage={"sqlite_path": str(db_path), "sqlite_synchronous": "NORMAL"},
+        storage={"sqlite_path": str(db_path), "sqlite_synchronous": "NORMAL", **(storage or {})},
         delivery={**QUICK_DELIVERY, **(delivery or {})},
         apps={APP: app_fields},
     )

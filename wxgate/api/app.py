@@ -19,6 +19,7 @@ from starlette.responses import Response
 from wxgate.api.auth import ApiKeyMiddleware, ApiKeys, document_api_keys
 from wxgate.api.backpressure import Backpressure
 from wxgate.api.console import install_console
+from wxgate.api.dedupe import Dedupe
 from wxgate.api.docs_ui import install_docs
 from wxgate.api.errors import ApiError
 from wxgate.api.fastpath import MessageFastPath
@@ -26,8 +27,10 @@ from wxgate.api.intake_checks import intake_checks
 from wxgate.api.middleware import BodyLimitMiddleware, ErrorLogMiddleware, TraceMiddleware
 from wxgate.api.routes import (
     apps,
+    audit,
     batches,
     callback,
+    cancels,
     dead_letters,
     grants,
     messages,
@@ -98,7 +101,7 @@ def _include_routes(app: FastAPI, serve_api: bool) -> None:
     # One flat level of routers: this FastAPI resolves nested includes on every request,
     # which cost ~100 us of route matching per request (measured).
     if serve_api:
-        for module in (batches, messages, dead_letters, apps, grants):
+        for module in (batches, messages, dead_letters, apps, cancels, audit, grants):
             app.include_router(module.router, prefix="/v1")
         for module in (templates, suppressions):
             app.include_router(module.router, prefix="/v1")
@@ -144,7 +147,12 @@ def create_app(
             StorageUnavailable: _on_storage_unavailable,
         },
     )
-    keys = ApiKeys(server.api_keys, server.rate_limit_per_key_per_s, server.rate_limit_burst)
+    keys = ApiKeys(
+        server.api_keys,
+        server.rate_limit_per_key_per_s,
+        server.rate_limit_burst,
+        backend,
+    )
     app.state.wxgate = ApiState(
         settings=settings,
         backend=backend,
@@ -154,6 +162,7 @@ def create_app(
         codecs=_codecs(settings),
         readiness=readiness,
         intake_checks=intake_checks(settings, backend, clock),
+        dedupe=Dedupe.for_apps(settings, backend, clock, metrics),
     )
     _include_routes(app, serve_api)
     install_docs(app)

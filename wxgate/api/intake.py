@@ -18,6 +18,7 @@ identifies a request for its key is idempotency.py's.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from collections import Counter
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 
 from starlette.responses import Response
 
+from wxgate.api.auth import require_app
 from wxgate.api.errors import InvalidRequest
 from wxgate.api.idempotency import (
     batch_digest,
@@ -36,6 +38,7 @@ from wxgate.api.idempotency import (
     request_digest,
 )
 from wxgate.api.message_kinds import RECIPIENT_OVERRIDES, KindRules, WireMessage, rules_for
+from wxgate.api.scheduling import scheduled
 from wxgate.api.schemas import (
     BatchIn,
     MessageIn,
@@ -49,6 +52,7 @@ from wxgate.wechat.template import Problem, TemplateValidationError
 
 # Fields of a request that are the gateway's, not part of WeChat's send body.
 _GATEWAY_FIELDS = frozenset(("app", "idempotency_key", "recipients", "kind"))
+_GATEWAY_FIELDS |= {"send_at", "priority"}  # scheduling.py's
 # A batch with thousands of bad recipients answers the first ones, not a megabyte of errors.
 MAX_REPORTED_PROBLEMS = 100
 
@@ -281,7 +285,7 @@ class SingleIntake:
     def prepare(self, app: str, trace_id: str | None, rules: KindRules) -> Prepared:
         key = idempotency_key(self.body.idempotency_key, self.header_key)
         message, warnings = one_message(self.raw, app, key, trace_id, rules)
-        return Prepared([message], warnings)
+        return Prepared(scheduled([message], self.body.send_at, self.body.priority), warnings)
 
     def answer(self, prepared: Prepared, results: list[Enqueued]) -> dict[str, Any]:
         [result] = results
@@ -306,7 +310,8 @@ class BatchIntake:
 
     def prepare(self, app: str, trace_id: str | None, rules: KindRules) -> Prepared:
         batch = batch_messages(self.raw, self.body, app, trace_id, rules)
-        return Prepared(batch.messages, batch.warnings, batch.batch_id, batch.keyed)
+        messages = scheduled(batch.messages, self.body.send_at, self.body.priority)
+        return Prepared(messages, batch.warnings, batch.batch_id, batch.keyed)
 
     def answer(self, prepared: Prepared, results: list[Enqueued]) -> dict[str, Any]:
         return {
@@ -322,15 +327,18 @@ async def accept(state: ApiState, intake: Intake, trace_id: str | None) -> Respo
     started = state.clock.monotonic()
     await state.backpressure.check()
     app = resolve_app(state.settings, intake.app)
+    require_app(app)  # the key's apps (auth.py)
     rules = rules_for(intake.kind, app, state.settings.apps[app])
     prepared = intake.prepare(app, trace_id, rules)
     messages: Sequence[NewMessage] = prepared.messages
     for check in state.intake_checks:
         messages = await check.check(app, messages)
+    enqueue = functools.partial(state.backend.enqueue, now=state.clock.now(), batch=prepared.batch)
     try:
-        results = await state.backend.enqueue(messages, state.clock.now(), prepared.batch)
+        deduplicated = await state.dedupe.enqueue(app, messages, enqueue)  # dedupe.py
     except IdempotencyConflict as conflict:
         raise refused(conflict) from None
+    results = deduplicated.results
     created = sum(1 for result in results if result.created)
     if created:
         state.metrics.messages.labels(app=app, outcome="accepted").inc(created)
@@ -339,7 +347,7 @@ async def accept(state: ApiState, intake: Intake, trace_id: str | None) -> Respo
         by_kind.labels(app=app, kind=rules.kind.value, outcome="accepted").inc(created)
     elapsed = state.clock.monotonic() - started
     state.metrics.intake_seconds.labels(route=intake.route).observe(elapsed)
-    return ok(intake.answer(prepared, results), 202 if created else 200)
+    return ok(deduplicated.mark(intake.answer(prepared, results)), 202 if created else 200)
 
 
 def _count_verdicts(

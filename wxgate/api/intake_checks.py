@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from wxgate.api.grant_check import GrantCheck
+from wxgate.api.scheduling import ScheduleHorizon
 from wxgate.backends.base import Backend, NewMessage
 from wxgate.clock import Clock
 from wxgate.config import Settings
@@ -39,6 +40,7 @@ def intake_checks(settings: Settings, backend: Backend, clock: Clock) -> list[In
     from wxgate.api.template_check import TemplateCheck
 
     return [
+        ScheduleHorizon(clock),
         TemplateCheck(settings, backend.template_store(), clock),
         SuppressionCheck(backend.suppression_store()),
         GrantCheck(settings, backend),

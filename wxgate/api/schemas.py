@@ -17,6 +17,7 @@ import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from starlette.responses import Response
 
+from wxgate.api.scheduling import Priority, rfc3339_text
 from wxgate.backends.base import RECORD_FIELDS, Event, EventKind, MessageRecord, Page, Status
 from wxgate.clock import rfc3339
 
@@ -95,6 +96,14 @@ IdempotencyKey = Annotated[
     AfterValidator(_printable_key),
 ]
 DataMap = Annotated[dict[str, DataItemIn], Field(max_length=MAX_DATA_KEYS_SHAPE)]
+SendAt = Annotated[
+    str,
+    Field(
+        description="RFC 3339 with an offset: stored `scheduled`, not sent before it",
+        json_schema_extra={"format": "date-time"},
+    ),
+    AfterValidator(rfc3339_text),
+]
 
 
 # The kinds of message intake takes (wechat/kinds.py MessageKind), and the fields that
@@ -126,6 +135,8 @@ class MessageIn(_Model):
     idempotency_key: IdempotencyKey | None = Field(
         None, description="or the Idempotency-Key header; the same key again answers the first id"
     )
+    send_at: SendAt | None = None
+    priority: Priority | None = Field(None, description="urgent: sent even in quiet hours")
 
 
 class RecipientIn(_Model):
@@ -172,6 +183,8 @@ class BatchIn(_Model):
         description="a retried batch with the same key answers the same batch_id and ids; "
         "the same key with other recipients or data is refused (422)",
     )
+    send_at: SendAt | None = None
+    priority: Priority | None = Field(None, description="urgent: sent even in quiet hours")
 
 
 # WeChat's errcodes are small; the bound keeps a filter within what storage can compare

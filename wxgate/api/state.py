@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from wxgate.api.backpressure import Backpressure
+from wxgate.api.dedupe import Dedupe
 from wxgate.api.intake_checks import IntakeCheck
 from wxgate.backends.base import Backend
 from wxgate.clock import Clock
@@ -31,6 +32,7 @@ class ApiState:
     backpressure: Backpressure
     codecs: Mapping[str, CallbackCodec]  # apps with a callback token only
     readiness: Readiness | None
+    dedupe: Dedupe  # the apps' dedupe windows (dedupe.py)
     intake_checks: Sequence[IntakeCheck] = ()
 
 

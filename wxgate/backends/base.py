@@ -29,6 +29,10 @@ from typing import (
 
 import orjson
 
+from wxgate.backends.api_keys import ApiKeyStore
+from wxgate.backends.audit import AuditLog
+from wxgate.backends.caps import CapStore
+from wxgate.backends.dedupe import DedupeStore
 from wxgate.backends.grants import GrantStore
 from wxgate.clock import rfc3339
 from wxgate.wechat.errors import Category
@@ -723,6 +727,22 @@ class Backend(Protocol):
         self, app: str, touser: str, template_id: str, now: float
     ) -> tuple[Status, str] | None:
         """The oldest kept (status, text) of the key still in time, removed; None if none."""
+        ...
+
+    def cap_store(self) -> CapStore:
+        """Where this engine keeps per-recipient send slots (caps.py)."""
+        ...
+
+    def dedupe_store(self) -> DedupeStore:
+        """Where this engine keeps the dedupe window's first ids (dedupe.py)."""
+        ...
+
+    def api_key_store(self) -> ApiKeyStore:
+        """Where this engine keeps the API keys made by `wxgate keys new` (api_keys.py)."""
+        ...
+
+    def audit_log(self) -> AuditLog:
+        """Where this engine keeps the audit log of operator actions (audit.py)."""
         ...
 
     async def purge(self, older_than: float) -> int:

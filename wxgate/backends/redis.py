@@ -65,6 +65,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wxgate.backends import redis_scripts as lua
+from wxgate.backends.api_keys import ApiKeyStore
+from wxgate.backends.audit import AuditLog
 from wxgate.backends.base import (
     PENDING_REPORT_TTL_S,
     RECENT_SENDS_S,
@@ -96,8 +98,14 @@ from wxgate.backends.base import (
     send_burst,
     settle_change,
 )
+from wxgate.backends.caps import CapStore
+from wxgate.backends.dedupe import DedupeStore
 from wxgate.backends.grants import GrantStore
 from wxgate.backends.guarded_tokens import GuardedTokenStore
+from wxgate.backends.redis_api_keys import RedisApiKeyStore
+from wxgate.backends.redis_audit import RedisAuditLog
+from wxgate.backends.redis_caps import RedisCapStore
+from wxgate.backends.redis_dedupe import RedisDedupeStore
 from wxgate.backends.redis_grants import RedisGrantStore
 from wxgate.backends.redis_keys import GROUP, RedisKeys
 from wxgate.backends.redis_suppressions import RedisSuppressionStore
@@ -239,6 +247,10 @@ class RedisBackend:
         self._templates = RedisTemplateStore(self._client, self._keys)
         self._suppressions = RedisSuppressionStore(self._client, self._keys)
         self._grants = RedisGrantStore(self._client, self._keys, _UNAVAILABLE)
+        self._caps = RedisCapStore(self._client, self._keys)
+        self._dedupe = RedisDedupeStore(self._client, self._keys)
+        self._api_keys = RedisApiKeyStore(self._client, self._keys)
+        self._audit = RedisAuditLog(self._client, self._keys)
         self._state: Literal["new", "open", "closed"] = "new"
 
     @property
@@ -846,6 +858,18 @@ class RedisBackend:
             return None
         status, _, text = str(raw).partition(" ")
         return Status(status), text
+
+    def cap_store(self) -> CapStore:
+        return self._caps
+
+    def dedupe_store(self) -> DedupeStore:
+        return self._dedupe
+
+    def api_key_store(self) -> ApiKeyStore:
+        return self._api_keys
+
+    def audit_log(self) -> AuditLog:
+        return self._audit
 
     @_storage_call
     async def purge(self, older_than: float) -> int:

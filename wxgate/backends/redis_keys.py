@@ -184,3 +184,36 @@ class RedisKeys:
         """Hash: openid -> "reason|errcode|since", one bucket of an app's suppression
         list (see redis_suppressions: small hashes stay in Redis's compact encoding)."""
         return self._key("supp", escape(app), str(bucket))
+
+    # -- per-recipient send caps and the dedupe window ---------------------------------
+
+    def cap(self, app: str, touser: str, scope: str) -> str:
+        """Sorted set: message ids holding a send slot of one recipient's limit, scored
+        by when each slot frees (redis_caps.py)."""
+        return self._key("cap", escape(app), escape(touser), escape(scope))
+
+    def dedupe(self, app: str, digest: str) -> str:
+        """String: the first message id of a (recipient, template, data) in the app's
+        dedupe window, expiring with the window (redis_dedupe.py)."""
+        return self._key("dedupe", escape(app), escape(digest))
+
+    # -- API keys and the audit log ------------------------------------------------------
+
+    def api_key(self, key_id: str) -> str:
+        """Hash: one stored API key (redis_api_keys.py); never the key, only its digest."""
+        return self._key("apikey", escape(key_id))
+
+    @property
+    def api_key_digests(self) -> str:
+        """Hash: digest -> id of every live API key."""
+        return self._key("apikeys", "digests")
+
+    @property
+    def api_key_ids(self) -> str:
+        """Sorted set: every API key id, scored by creation time."""
+        return self._key("apikeys", "ids")
+
+    @property
+    def audit(self) -> str:
+        """Stream: the audit log of operator actions (redis_audit.py)."""
+        return self._key("audit")

@@ -698,3 +698,61 @@ else
 end
 return 'one-time'
 """
+
+# -- per-recipient send caps (redis_caps.py) ----------------------------------------------
+# Take a slot of every limit for a message, or none. KEYS: one sorted set per limit
+# (members: message ids, scores: when the slot frees). ARGV: message id, now, then
+# count and period per limit. Returns false when taken (or already held), else the
+# time (as text) when the fullest limit frees a slot.
+TAKE_CAP: Final = """#!lua
+local id, now = ARGV[1], tonumber(ARGV[2])
+local free = nil
+local wanted = {}
+for i, key in ipairs(KEYS) do
+  local count, period = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if not redis.call('ZSCORE', key, id) then
+    local live = redis.call('ZCARD', key)
+    if live >= count then
+      local nth = redis.call('ZRANGE', key, live - count, live - count, 'WITHSCORES')
+      local at = tonumber(nth[2])
+      if free == nil or at > free then free = at end
+    end
+    wanted[#wanted + 1] = {key, period}
+  end
+end
+if free ~= nil then return tostring(free) end
+for _, item in ipairs(wanted) do
+  local until_ = now + item[2]
+  redis.call('ZADD', item[1], until_, id)
+  local ttl = redis.call('PTTL', item[1])
+  local want = math.ceil(item[2] * 1000)
+  if ttl < want then redis.call('PEXPIRE', item[1], want) end
+end
+return false
+"""
+
+# -- the dedupe window (redis_dedupe.py) ---------------------------------------------------
+# KEYS: the (app, digest) string, holding "<first id> <window end>". ARGV: message id,
+# window in ms, now, window end. The end is compared with the caller's clock (the
+# key's TTL only frees memory). Returns the first id while its window lasts, else false
+# after storing this id as the first.
+CLAIM_DEDUPE: Final = """#!lua
+local held = redis.call('GET', KEYS[1])
+if held then
+  local cut = string.find(held, ' ', 1, true)
+  if tonumber(string.sub(held, cut + 1)) > tonumber(ARGV[3]) then
+    return string.sub(held, 1, cut - 1)
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[4], 'PX', ARGV[2])
+return false
+"""
+# KEYS: the (app, digest) string. ARGV: message id. Deletes the claim if it is that id's.
+FORGET_DEDUPE: Final = """#!lua
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
+  redis.call('DEL', KEYS[1])
+end
+return 0
+"""

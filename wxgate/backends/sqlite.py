@@ -28,6 +28,8 @@ from typing import Any, Final
 
 import orjson
 
+from wxgate.backends.api_keys import ApiKeyStore
+from wxgate.backends.audit import AuditLog
 from wxgate.backends.base import (
     CANCELLABLE,
     MAX_EVENTS,
@@ -59,8 +61,14 @@ from wxgate.backends.base import (
     send_burst,
     settle_change,
 )
+from wxgate.backends.caps import CapStore
+from wxgate.backends.dedupe import DedupeStore
 from wxgate.backends.grants import GrantStore
+from wxgate.backends.sqlite_api_keys import SqliteApiKeyStore
+from wxgate.backends.sqlite_audit import SqliteAuditLog
+from wxgate.backends.sqlite_caps import SqliteCapStore
 from wxgate.backends.sqlite_db import SqliteDatabase, Synchronous, WriteStats
+from wxgate.backends.sqlite_dedupe import SqliteDedupeStore
 from wxgate.backends.sqlite_grants import SqliteGrantStore
 from wxgate.backends.sqlite_schema import SETTLED_SQL
 from wxgate.backends.sqlite_suppressions import SqliteSuppressionStore
@@ -287,6 +295,10 @@ class SqliteBackend:
         self._templates = SqliteTemplateStore(self._db)
         self._suppressions = SqliteSuppressionStore(self._db)
         self._grants = SqliteGrantStore(self._db)
+        self._caps = SqliteCapStore(self._db)
+        self._dedupe = SqliteDedupeStore(self._db)
+        self._api_keys = SqliteApiKeyStore(self._db)
+        self._audit = SqliteAuditLog(self._db)
 
     @property
     def path(self) -> str:
@@ -467,6 +479,18 @@ class SqliteBackend:
         return await self._write(
             lambda conn: _apply_sent_result(conn, message_id, status, text, now)
         )
+
+    def cap_store(self) -> CapStore:
+        return self._caps
+
+    def dedupe_store(self) -> DedupeStore:
+        return self._dedupe
+
+    def api_key_store(self) -> ApiKeyStore:
+        return self._api_keys
+
+    def audit_log(self) -> AuditLog:
+        return self._audit
 
     async def purge(self, older_than: float) -> int:
         # In chunks, each its own transaction, so intake waits for one chunk at most.

@@ -182,6 +182,52 @@ CREATE TABLE IF NOT EXISTS pending_sent_results (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS pending_sent_results_key
     ON pending_sent_results (app, touser, template_id);
+
+-- Per-recipient send caps (backends/sqlite_caps.py): one row per slot a message holds
+-- in one limit (scope '' for the app's, a template id for that template's), until
+-- expires_at.
+CREATE TABLE IF NOT EXISTS recipient_cap_slots (
+    app TEXT NOT NULL,
+    touser TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (app, touser, scope, message_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS recipient_cap_slots_expiry ON recipient_cap_slots (expires_at);
+
+-- The dedupe window (backends/sqlite_dedupe.py): the first message id of one
+-- (app, digest of recipient, template and data), until expires_at.
+CREATE TABLE IF NOT EXISTS dedupe_window (
+    app TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (app, digest)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedupe_window_expiry ON dedupe_window (expires_at);
+
+-- API keys kept in storage (backends/sqlite_api_keys.py): only the key's SHA-256.
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL UNIQUE,
+    apps TEXT NOT NULL,                  -- JSON list; empty: every app
+    scopes TEXT NOT NULL,                -- JSON list
+    created_at REAL NOT NULL,
+    last_used_at REAL,
+    revoked_at REAL
+);
+
+-- The audit log of operator actions (backends/sqlite_audit.py).
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
 """
 
 # Columns each version added to a table that an older file may hold: (table, column,

@@ -14,6 +14,8 @@ from typing import Protocol
 from wxgate.backends.base import Backend, Lease, Settlement
 from wxgate.clock import Clock
 from wxgate.config import Settings
+from wxgate.delivery.frequency_cap import FrequencyCap
+from wxgate.delivery.quiet_hours import QuietHours
 
 
 class SendCheck(Protocol):
@@ -22,4 +24,11 @@ class SendCheck(Protocol):
 
 def send_checks(settings: Settings, backend: Backend, clock: Clock) -> list[SendCheck]:
     """The checks this gateway's workers run, in order."""
-    return []
+    checks: list[SendCheck] = []
+    quiet = QuietHours.for_apps(settings.apps, clock)
+    if quiet is not None:
+        checks.append(quiet)
+    capped = FrequencyCap.for_apps(settings.apps, backend, clock)
+    if capped is not None:
+        checks.append(capped)
+    return checks

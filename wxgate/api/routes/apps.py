@@ -11,6 +11,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from wxgate.api.audit import audited
+from wxgate.api.auth import require_app
 from wxgate.api.errors import NotFound
 from wxgate.api.routing import JsonRoute
 from wxgate.api.schemas import ok
@@ -62,4 +64,7 @@ async def resume_app(request: Request, app: str) -> Response:
     state = api_state(request)
     if app not in state.settings.apps:
         raise NotFound(f"no app {app!r}")
-    return ok({"app": app, "resumed": await state.backend.resume_app(app, state.clock.now())})
+    require_app(app)
+    resumed = await state.backend.resume_app(app, state.clock.now())
+    await audited(state, "resume", app, "resumed" if resumed else "was not paused")
+    return ok({"app": app, "resumed": resumed})

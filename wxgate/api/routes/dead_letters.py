@@ -8,6 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from wxgate import operations
+from wxgate.api.audit import audited
+from wxgate.api.auth import app_for_listing
 from wxgate.api.errors import InvalidRequest
 from wxgate.api.routing import JsonRoute
 from wxgate.api.schemas import DeadLetterReplayIn, Envelope, Replayed, ok
@@ -23,7 +25,16 @@ async def replay_dead_letters(request: Request, body: DeadLetterReplayIn) -> Res
     state = api_state(request)
     if body.app is not None and body.app not in state.settings.apps:
         raise InvalidRequest.at(["body", "app"], f"unknown app {body.app!r}")
+    app = app_for_listing(body.app)  # a key limited to some apps covers only them
     now = state.clock.now()
-    flt = DeadLetterFilter(app=body.app, errcode=body.errcode, since=body.since, until=body.until)
+    flt = DeadLetterFilter(app=app, errcode=body.errcode, since=body.since, until=body.until)
     result = await operations.replay_dead_letters(state.backend, flt, now)
+    await audited(state, "replay", dead_letter_target(flt), f"{result.replayed} replayed")
     return ok({"replayed": result.replayed, "resumed": result.resumed})
+
+
+def dead_letter_target(flt: DeadLetterFilter) -> str:
+    """The filter as the audit log names it, e.g. "dead letters app=shop errcode=40037"."""
+    given = {"app": flt.app, "errcode": flt.errcode, "since": flt.since, "until": flt.until}
+    parts = [f"{name}={value}" for name, value in given.items() if value is not None]
+    return " ".join(["dead letters", *parts])

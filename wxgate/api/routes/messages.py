@@ -9,6 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from wxgate.api import intake
+from wxgate.api.audit import audited
+from wxgate.api.auth import app_for_listing, require_app
 from wxgate.api.errors import Conflict, NotFound
 from wxgate.api.middleware import trace_id_of
 from wxgate.api.routing import JsonRoute
@@ -82,6 +84,7 @@ async def list_messages(
 ) -> Response:
     """`data.next_cursor` is the `cursor` of the next page (null on the last one)."""
     state = api_state(request)
+    app = app_for_listing(app)
     flt = ListFilter(status=status, app=app, touser=touser, batch_id=batch_id)
     page = await state.backend.list(flt, limit, cursor)
     return ok(page_json(page))
@@ -93,6 +96,7 @@ async def get_message(request: Request, message_id: str) -> Response:
     record = await api_state(request).backend.get(message_id)
     if record is None:
         raise NotFound(f"no message {message_id!r}")
+    require_app(record.app)
     return ok(record_json(record))
 
 
@@ -106,8 +110,10 @@ async def replay_message(request: Request, message_id: str) -> Response:
     record = await state.backend.get(message_id)
     if record is None:
         raise NotFound(f"no message {message_id!r}")
+    require_app(record.app)
     if record.status not in REPLAYABLE:
         raise Conflict(f"a {record.status} message cannot be replayed (only dead or failed)")
     if (await replay_messages(state.backend, [message_id], state.clock.now())).replayed == 0:
         raise Conflict("the message changed status meanwhile; look at it again")
+    await audited(state, "replay", message_id, "1 replayed")
     return ok({"id": message_id, "status": str(Status.QUEUED), "warnings": []})
