@@ -45,6 +45,7 @@ CASES: tuple[Case, ...] = (
     tokens.CASE,
     memory.CASE,
     latency.CASE,
+    latency.AUTO_CASE,
 )
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
