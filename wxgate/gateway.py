@@ -126,7 +126,7 @@ class Gateway:
         delivery = self.settings.delivery
         self.http = WeChatHttp(
             # every send slot needs a connection of its own, or the pool caps the window
-            pool_size=max(delivery.pool_size, delivery.concurrency),
+            pool_size=max(delivery.pool_size, delivery.most_in_flight()),
             connect_timeout_s=delivery.connect_timeout_s,
             read_timeout_s=delivery.read_timeout_s,
         )

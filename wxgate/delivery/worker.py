@@ -41,9 +41,10 @@ from wxgate.delivery.messagelog import MessageLog
 from wxgate.delivery.policy import Action, Decision
 from wxgate.delivery.send_checks import SendCheck
 from wxgate.delivery.settlements import Concluded, SettlementWriter
+from wxgate.delivery.window import Window
 from wxgate.observability import get_logger
 from wxgate.wechat.client import AccountClient, Pace, SendResult
-from wxgate.wechat.errors import Category, RequestError, WeChatError
+from wxgate.wechat.errors import Category, RequestError, TransportError, WeChatError
 from wxgate.wechat.template import TemplateMessage, TemplateValidationError
 
 IDLE_POLL_MAX_S = 1.0  # the idle poll interval doubles up to this while nothing is due
@@ -110,6 +111,8 @@ class Worker:
         app_settings = {name: app.settings for name, app in self._apps.items()}
         self._gate = Gate(backend, app_settings, settings, self._clock, self._emit)
         self._writer = SettlementWriter(backend, self._clock, self._emit)
+        rates = [app.rate_limit_per_s for app in app_settings.values()]
+        self._window = Window(settings.concurrency, settings.max_concurrency, rates)
         self._tasks: set[asyncio.Task[bool]] = set()
         self._held: dict[str, Lease] = {}  # leased, no settlement queued yet
         self._ready: deque[Lease] = deque()  # leased, waiting for a send slot
@@ -163,7 +166,7 @@ class Worker:
             async with self._settling():
                 await self._gate.refresh_pauses(force=True)
                 for _ in range(max_rounds):
-                    leases = await self._lease(self._settings.concurrency)
+                    leases = await self._lease(self._window.size)
                     if not leases:
                         break
                     async with asyncio.TaskGroup() as group:
@@ -191,7 +194,7 @@ class Worker:
         idle_s = base_s
         while not self._stop.is_set():
             self._fill_slots()
-            slots = self._settings.concurrency
+            slots = self._window.size
             prefetch = _prefetch(slots)
             want = slots - len(self._sending) + prefetch - len(self._ready)
             if want < max(1, prefetch // 2):
@@ -213,7 +216,7 @@ class Worker:
         """Start a send for ready leases while a slot is free and fewer settlements than
         SETTLING_PER_SLOT × the slots wait to be written: a slow storage slows the
         sending down rather than growing what a crash would have to resend."""
-        slots = self._settings.concurrency
+        slots = self._window.size
         ready = self._ready
         while ready and len(self._sending) < slots and not self._stop.is_set():
             if len(self._tasks) - len(self._sending) >= SETTLING_PER_SLOT * slots:
@@ -387,9 +390,18 @@ class Worker:
         except TemplateValidationError as exc:
             where = ", ".join(".".join(map(str, p.loc)) for p in exc.problems)
             return RequestError(None, f"stored payload is not a template message: {where}"), None
-        started = self._clock.monotonic()
-        result = await client.send_template(message, pace=pace)
-        return result, self._clock.monotonic() - started
+        started = permitted = self._clock.monotonic()
+
+        async def paced() -> None:
+            nonlocal permitted
+            await pace()
+            permitted = self._clock.monotonic()
+
+        result = await client.send_template(message, pace=paced)
+        finished = self._clock.monotonic()
+        if not isinstance(result, TransportError):
+            self._window.observe(finished - permitted)
+        return result, finished - started
 
     async def _conclude(
         self, lease: Lease, result: SendResult, log: MessageLog, *, sent: bool
