@@ -44,6 +44,7 @@ class SendBudget:
         self._lock = asyncio.Lock()
         self._spare = 0
         self._waiting = 0
+        self.empty_waits = 0  # how many times a waiter slept for the bucket to refill
 
     async def acquire(self, until: float = math.inf) -> bool:
         """Take one send permit; False when none can be had by `until` (clock time)."""
@@ -56,6 +57,7 @@ class SendBudget:
                     if self._spare == 0:
                         if now + self._retry_s > until:
                             return False
+                        self.empty_waits += 1
                         await self._clock.sleep(self._retry_s)
                 self._spare -= 1
                 return True

@@ -7,9 +7,11 @@ flight (with HEADROOM for its jitter), at least AUTO_MIN and at most
 `delivery.max_concurrency`: the default configuration reaches the apps' rate whether
 WeChat answers in 1 ms or in 200 ms, without holding a slot per permit it cannot use.
 
-The round trip is taken from the moment a request may go out (its permit granted) to
-WeChat's answer, and smoothed; waiting for the rate limit never widens the window, nor
-does a send that got no answer (a timeout would say nothing about the round trip).
+The time in flight is a send's, from the moment it starts to WeChat's answer (the
+send budget's storage call included: under load it is part of what a slot needs, as
+measured with a 1 ms WeChat on Redis), less any time it waited for the app's rate
+limit, and smoothed; waiting for the rate limit never widens the window, nor does a
+send that got no answer (a timeout would say nothing about the round trip).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class Window:
         return self._auto
 
     def observe(self, round_trip_s: float) -> None:
-        """A request's time from its permit to WeChat's answer."""
+        """A send's time in flight (see the module docstring)."""
         if not self._auto or round_trip_s < 0:
             return
         self.round_trip_s += SMOOTHING * (round_trip_s - self.round_trip_s)

@@ -390,17 +390,22 @@ class Worker:
         except TemplateValidationError as exc:
             where = ", ".join(".".join(map(str, p.loc)) for p in exc.problems)
             return RequestError(None, f"stored payload is not a template message: {where}"), None
-        started = permitted = self._clock.monotonic()
+        clock, app = self._clock, record.app
+        started = clock.monotonic()
+        rate_wait_s = 0.0
 
         async def paced() -> None:
-            nonlocal permitted
+            # Time spent waiting for the app's rate limit is not time a slot needs.
+            nonlocal rate_wait_s
+            waits, asked = self._gate.rate_waits(app), clock.monotonic()
             await pace()
-            permitted = self._clock.monotonic()
+            if self._gate.rate_waits(app) != waits:
+                rate_wait_s += clock.monotonic() - asked
 
         result = await client.send_template(message, pace=paced)
-        finished = self._clock.monotonic()
+        finished = clock.monotonic()
         if not isinstance(result, TransportError):
-            self._window.observe(finished - permitted)
+            self._window.observe(finished - started - rate_wait_s)
         return result, finished - started
 
     async def _conclude(
