@@ -30,7 +30,17 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench import ceiling, delivery, end_to_end, latency, memory, peer, scale, tokens
+from bench import (
+    ceiling,
+    delivery,
+    end_to_end,
+    latency,
+    latency_peers,
+    memory,
+    peer,
+    scale,
+    tokens,
+)
 from bench.case import FULL, QUICK, Bench, Case
 from bench.chart import draw
 from bench.procs import COMMANDS, Sandbox, placement
@@ -46,6 +56,7 @@ CASES: tuple[Case, ...] = (
     memory.CASE,
     latency.CASE,
     latency.AUTO_CASE,
+    latency_peers.CASE,
 )
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
