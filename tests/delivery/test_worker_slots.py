@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Sequence
 
 from wxgate.backends.base import Settlement, Status
+from wxgate.delivery.settlements import FLUSH_GROUP
 from wxgate.delivery.worker import SETTLING_PER_SLOT
 
 from .conftest import MakeRig, eventually
@@ -74,3 +75,34 @@ async def test_a_stop_releases_the_leases_kept_ready_and_loses_nothing(
     assert all(r.attempts == 0 for r in queued)  # a release counts no attempt
     assert any(r.events[-1].kind == "released" for r in queued)  # the ready ones went back
     assert {item["client_msg_id"] for item in await rig.inbox()} == sent
+
+
+async def test_settlement_groups_are_written_side_by_side(make_rig: MakeRig) -> None:
+    # A write still under way does not hold back the next group: the first settle call
+    # waits until a second one has started.
+    count = 3 * FLUSH_GROUP
+    rig = await make_rig(delivery={"concurrency": count})
+    await rig.enqueue(*(f"o_group_{n}" for n in range(count)))
+    settle = rig.backend.settle
+    second_started = asyncio.Event()
+    calls = 0
+
+    async def overlapping_settle(settlements: Sequence[Settlement], now: float) -> list[bool]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.wait_for(second_started.wait(), 10.0)
+        else:
+            second_started.set()
+        return await settle(settlements, now)
+
+    rig.backend.settle = overlapping_settle  # type: ignore[method-assign]
+    running = asyncio.create_task(rig.worker.run())
+
+    async def all_sent() -> bool:
+        return (await rig.backend.counts())[Status.SENT] == count
+
+    await eventually(all_sent, timeout_s=20.0)
+    await rig.worker.stop()
+    await asyncio.wait_for(running, 10.0)
+    assert second_started.is_set() and calls >= 2
