@@ -11,6 +11,7 @@ with --quick, so a smoke run never replaces the committed figures).
     .venv/bin/python -m bench --cases ceiling,delivery --rounds 5
     .venv/bin/python -m bench --cases ceiling,scale --out /tmp/scale  # 1 and 2 workers on Redis
     .venv/bin/python -m bench --profile            # py-spy profiles of every gateway
+    .venv/bin/python -m bench --cases latency --latency-ms 30  # filling the window at 30 ms
 """
 
 from __future__ import annotations
@@ -29,7 +30,18 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench import ceiling, delivery, end_to_end, memory, peer, scale, schedule, tokens
+from bench import (
+    ceiling,
+    delivery,
+    end_to_end,
+    latency,
+    latency_peers,
+    memory,
+    peer,
+    scale,
+    schedule,
+    tokens,
+)
 from bench.case import FULL, QUICK, Bench, Case
 from bench.chart import draw
 from bench.procs import COMMANDS, Sandbox, placement
@@ -44,6 +56,9 @@ CASES: tuple[Case, ...] = (
     tokens.CASE,
     memory.CASE,
     schedule.CASE,
+    latency.CASE,
+    latency.AUTO_CASE,
+    latency_peers.CASE,
 )
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -113,7 +128,7 @@ async def run(args: argparse.Namespace) -> Run:
     workdir = Path(tempfile.mkdtemp(prefix="wxgate-bench-"))
     sandbox = await Sandbox.start(workdir)
     profile_dir = args.out / "profiles" if args.profile else None
-    bench = Bench(workdir, sandbox, sizes, engines, args.redis_url, profile_dir)
+    bench = Bench(workdir, sandbox, sizes, engines, args.redis_url, profile_dir, args.latency_ms)
     try:
         values = await _rounds(bench, cases, rounds)
     finally:
@@ -144,6 +159,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--engines", help="comma-separated storage engines (default: all here)")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     parser.add_argument("--out", type=Path, help="results directory")
+    parser.add_argument(
+        "--latency-ms", type=float, default=30.0, help="the latency case's answer delay"
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy every gateway process")
     parser.add_argument("--markdown", action="store_true", help="also print the Markdown table")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.procs import (
     MEASURED_CORE,
+    UNLIMITED_RATE,
     Gateway,
     GatewayConfig,
     Sandbox,
@@ -46,6 +47,9 @@ class Sizes:
     token_processes: int = 4
     token_coroutines: int = 64
     concurrency: int = 64
+    latency_sends: int = 12_000  # pre-filled queue of each gateway run of the latency case
+    latency_seconds: float = 5.0  # time-boxed raw client runs of the latency case
+    auto_seconds: float = 4.0  # the latency case's auto rows: a queue of this long at the limit
 
 
 FULL = Sizes(
@@ -71,6 +75,9 @@ QUICK = Sizes(
     paced_rate=2_000,
     memory_messages=20_000,
     memory_batch_size=10_000,
+    latency_sends=1_500,
+    latency_seconds=1.0,
+    auto_seconds=1.5,
 )
 
 
@@ -84,6 +91,7 @@ class Bench:
     engines: tuple[str, ...]
     redis_url: str
     profile_dir: Path | None = None  # where py-spy profiles of every gateway go, if anywhere
+    latency_ms: float = 30.0  # the sandbox's answer delay in the latency case
     case: str = ""  # the case running now
     notes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -97,11 +105,15 @@ class Bench:
         role: str,
         prefill: Callable[[Backend], Awaitable[None]] | None = None,
         core: int | None = MEASURED_CORE,
+        delivery: Mapping[str, int | float | str] | None = None,
+        app_rate: float = UNLIMITED_RATE,
     ) -> AsyncIterator[tuple[Gateway, StorageProbe]]:
         """A gateway on fresh storage (filled first by `prefill`), and the driver's probe
-        into that storage; both closed, and Redis keys dropped, afterwards."""
-        async with self.gateways(engine, role, (core,), prefill) as (gateways, probe):
-            yield gateways[0], probe
+        into that storage; both closed, and Redis keys dropped, afterwards. `delivery`
+        and `app_rate` go to its config file (see GatewayConfig.write)."""
+        gateways = self.gateways(engine, role, (core,), prefill, delivery, app_rate)
+        async with gateways as (started, probe):
+            yield started[0], probe
 
     @contextlib.asynccontextmanager
     async def gateways(
@@ -110,11 +122,13 @@ class Bench:
         role: str,
         cores: Sequence[int | None],
         prefill: Callable[[Backend], Awaitable[None]] | None = None,
+        delivery: Mapping[str, int | float | str] | None = None,
+        app_rate: float = UNLIMITED_RATE,
     ) -> AsyncIterator[tuple[list[Gateway], StorageProbe]]:
         """One gateway per entry of `cores` (None: unpinned), all on the same fresh storage
         and config file, started together; otherwise as `gateway`."""
         storage = Storage.fresh(self.workdir, engine)
-        config = GatewayConfig.write(self.workdir, self.sandbox.url, storage)
+        config = GatewayConfig.write(self.workdir, self.sandbox.url, storage, delivery, app_rate)
         try:
             async with StorageProbe(config.settings) as probe:
                 if prefill is not None:

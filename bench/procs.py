@@ -24,7 +24,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -311,21 +311,31 @@ class GatewayConfig:
         workdir: Path,
         sandbox_url: str,
         storage: Storage,
-        app_rate_per_s: float = UNLIMITED_RATE,
-        concurrency: int | None = None,
+        delivery: Mapping[str, int | float | str] | None = None,
+        app_rate: float = UNLIMITED_RATE,
     ) -> GatewayConfig:
+        """`delivery`: [delivery] settings (e.g. concurrency); `app_rate`: the app's
+        rate_limit_per_s (out of reach unless a case measures the limit itself)."""
         port, key = free_port(), f"wxg_bench_{secrets.token_hex(16)}"
         path = workdir / f"{storage.redis_prefix}.toml"
-        text = _config_text(port, sandbox_url, storage, key, app_rate_per_s)
-        if concurrency is not None:
-            text += f"\n[delivery]\nconcurrency = {concurrency}\n"
+        text = _config_text(port, sandbox_url, storage, key, delivery or {}, app_rate)
         path.write_text(text)
         return cls(path, f"http://127.0.0.1:{port}", key, storage, load_settings(path))
 
 
+def _toml_value(value: int | float | str) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
 def _config_text(
-    port: int, sandbox_url: str, storage: Storage, key: str, app_rate_per_s: float
+    port: int,
+    sandbox_url: str,
+    storage: Storage,
+    key: str,
+    delivery: Mapping[str, int | float | str],
+    app_rate: float,
 ) -> str:
+    delivery_lines = "".join(f"{name} = {_toml_value(v)}\n" for name, v in delivery.items())
     return f"""[server]
 host = "127.0.0.1"
 port = {port}
@@ -340,6 +350,8 @@ backend = "{storage.engine}"
 sqlite_path = "{storage.sqlite_path}"
 redis_prefix = "{storage.redis_prefix}"
 
+[delivery]
+{delivery_lines}
 [log]
 level = "INFO"
 format = "json"
@@ -349,7 +361,7 @@ appid = "{DEFAULT_APPID}"
 secret = "{DEFAULT_SECRET}"
 api_base = "{sandbox_url}"
 callback_token = "{DEFAULT_CALLBACK_TOKEN}"
-rate_limit_per_s = {app_rate_per_s}
+rate_limit_per_s = {app_rate:g}
 """
 
 

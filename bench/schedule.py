@@ -127,7 +127,11 @@ async def _gateway_on(
 ) -> AsyncIterator[tuple[GatewayConfig, StorageProbe]]:
     storage = Storage.fresh(bench.workdir, engine)
     config = GatewayConfig.write(
-        bench.workdir, bench.sandbox.url, storage, rate_per_s, concurrency=CONCURRENCY
+        bench.workdir,
+        bench.sandbox.url,
+        storage,
+        delivery={"concurrency": CONCURRENCY},
+        app_rate=rate_per_s,
     )
     try:
         async with StorageProbe(config.settings) as probe:

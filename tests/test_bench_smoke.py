@@ -73,3 +73,26 @@ def test_quick_scale_case_is_skipped_with_its_reason_when_redis_does_not_answer(
     )
     assert "Redis rows skipped" in stdout and "scale: skipped" in stdout
     assert report["figures"] == []
+
+
+@pytest.mark.timeout(150)
+def test_quick_latency_cases_report_wxgate_beside_raw_and_the_auto_window(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "bench", "--quick", "--cases", "latency,auto",
+               "--engines", "sqlite", "--latency-ms", "20", "--out", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "latest.json").read_text())
+    figures = {figure["key"]: figure for figure in report["figures"]}
+    windows = ("64", "512")
+    assert set(figures) == {
+        *(f"latency.raw.{w}" for w in windows),
+        *(f"latency.sqlite.{w}" for w in windows),
+        *(f"latency.sqlite.{w}.vs_raw" for w in windows),
+        *(f"latency.auto.sqlite.{ms}ms" for ms in ("1", "30", "200")),
+    }
+    assert all(figure["median"] > 0 for figure in figures.values())
+    for w in windows:  # the ratio is taken within the round, from the two rates
+        ratio = figures[f"latency.sqlite.{w}"]["median"] / figures[f"latency.raw.{w}"]["median"]
+        assert figures[f"latency.sqlite.{w}.vs_raw"]["median"] == pytest.approx(ratio)
+    notes = report["details"]["latency"]
+    assert {note["sender"] for note in notes} == {"raw", "wxgate", "auto"}

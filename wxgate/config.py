@@ -15,7 +15,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -115,7 +115,10 @@ class DeliverySettings(_Section):
     backoff_cap_s: float = Field(300.0, gt=0)
     lease_s: float = Field(60.0, gt=0)
     batch_size: int = Field(256, ge=1)
-    concurrency: int = Field(64, ge=1)
+    # Sends in flight per worker process: a number, or "auto" (about the apps' rate limit
+    # × WeChat's measured round trip, at most max_concurrency; wxgate/delivery/window.py).
+    concurrency: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    max_concurrency: int = Field(512, ge=1)
     idle_poll_s: float = Field(0.05, gt=0)
     breaker_failures: int = Field(20, ge=1)
     breaker_cooldown_s: float = Field(30.0, gt=0)
@@ -123,6 +126,10 @@ class DeliverySettings(_Section):
     connect_timeout_s: float = Field(3.0, gt=0)
     read_timeout_s: float = Field(10.0, gt=0)
     pool_size: int = Field(100, ge=1)
+
+    def most_in_flight(self) -> int:
+        """The most sends a worker process keeps in flight."""
+        return self.max_concurrency if self.concurrency == "auto" else self.concurrency
 
 
 class AppSettings(_Section):

@@ -129,7 +129,8 @@ class Gateway:
         await self.backend.start()
         delivery = self.settings.delivery
         self.http = WeChatHttp(
-            pool_size=delivery.pool_size,
+            # every send slot needs a connection of its own, or the pool caps the window
+            pool_size=max(delivery.pool_size, delivery.most_in_flight()),
             connect_timeout_s=delivery.connect_timeout_s,
             read_timeout_s=delivery.read_timeout_s,
         )

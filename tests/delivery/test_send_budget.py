@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from wxgate.clock import FakeClock
-from wxgate.delivery.ratelimit import SendBudget
+from wxgate.delivery.ratelimit import RESERVE_S, SendBudget
 from wxgate.tokenbucket import TokenBucket
 
 from .conftest import on_fake_time
@@ -81,3 +81,15 @@ async def test_a_waiter_gives_up_when_no_permit_can_come_before_its_deadline() -
     assert await budget.acquire(until=clock.now() + 10.0)
     assert not await asyncio.wait_for(budget.acquire(until=clock.now() + 0.5), 1.0)
     assert clock.sleepers == 0  # it did not even start a wait it could not finish
+
+
+async def test_sends_one_after_another_find_a_reserve_instead_of_a_call_each() -> None:
+    rate = 1_000  # a reserve of RESERVE_S of it
+    clock = FakeClock()
+    shared = CountingBucket(rate)
+    budget = SendBudget(shared.take, rate, clock)
+    for _ in range(200):
+        assert await asyncio.wait_for(budget.acquire(), 1.0)
+    assert shared.calls <= 200 // int(rate * RESERVE_S) + 1
+    # every permit used came from the shared bucket: none beyond what it granted
+    assert sum(granted for _, granted in shared.granted) >= 200

@@ -129,6 +129,10 @@ class Gate:
             open_to_us = breaker.accepting()
         return None if open_to_us else (now, "circuit breaker open")
 
+    def rate_waits(self, app: str) -> int:
+        """How many times a send of `app` has waited for its rate limit so far."""
+        return self._budgets[app].empty_waits
+
     def pace(self, lease: Lease) -> Pace:
         """What the client awaits right before each request of this message (the resend
         after a TOKEN answer included), once it has the token: a permit of the app's send

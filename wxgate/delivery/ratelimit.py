@@ -15,13 +15,22 @@ from wxgate.clock import Clock
 
 # take(want, now) -> granted: a shared budget such as Backend.take_send_budget bound to one app.
 TakeBudget = Callable[[int, float], Awaitable[int]]
+# Each call for permits also asks for what the app's rate grants in this long (at most
+# RESERVE_MAX), kept for the sends that come next: measured with 30 ms answers on
+# Redis, a budget call per wave of sends (~300 calls of ~13 ms for 6,000 sends at
+# 64 slots, each in front of its sends) held every slot that long beyond its round
+# trip. Permits are still granted by the shared bucket before any request uses them,
+# so the rate holds; sends may come in bursts of up to the reserve.
+RESERVE_S = 0.05
+RESERVE_MAX = 64
 
 
 class SendBudget:
     """Waits for send permits of one app, asking the shared budget once for every waiter.
 
     Waiters queue on one lock; the one at the head asks for as many permits as there
-    are waiters, so N concurrent senders cost one budget call per grant, not N.
+    are waiters and a reserve (see RESERVE_S), so N concurrent senders cost one budget
+    call per grant, not N, and most sends find a permit without a call.
     """
 
     def __init__(self, take: TakeBudget, rate_per_s: float, clock: Clock) -> None:
@@ -30,10 +39,12 @@ class SendBudget:
         self._take = take
         # When the budget is empty, one more permit appears after 1/rate seconds.
         self._retry_s = 1.0 / rate_per_s
+        self._reserve = min(RESERVE_MAX, int(rate_per_s * RESERVE_S))
         self._clock = clock
         self._lock = asyncio.Lock()
         self._spare = 0
         self._waiting = 0
+        self.empty_waits = 0  # how many times a waiter slept for the bucket to refill
 
     async def acquire(self, until: float = math.inf) -> bool:
         """Take one send permit; False when none can be had by `until` (clock time)."""
@@ -42,10 +53,11 @@ class SendBudget:
             async with self._lock:
                 while self._spare == 0:
                     now = self._clock.now()
-                    self._spare = await self._take(self._waiting, now)
+                    self._spare = await self._take(self._waiting + self._reserve, now)
                     if self._spare == 0:
                         if now + self._retry_s > until:
                             return False
+                        self.empty_waits += 1
                         await self._clock.sleep(self._retry_s)
                 self._spare -= 1
                 return True

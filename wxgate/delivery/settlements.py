@@ -23,6 +23,12 @@ from wxgate.observability import get_logger
 from wxgate.wechat.errors import Category
 
 FLUSH_GROUP = 64  # settlements written in one backend call at most
+# Groups being written at once. One at a time capped a worker at FLUSH_GROUP per
+# write's latency: with 30 ms answers and 512 slots, SQLite settle calls took ~57 ms
+# under load (group commit and fsync), ~1,100 settlements/s, and 1,023 sends waited
+# to be settled while the slots stood idle. Groups in flight together share the
+# SQLite writer's group commit (one fsync) or Redis's pipeline.
+WRITES_IN_FLIGHT = 4
 STORAGE_RETRY_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 STORAGE_RETRIES_WHEN_CLOSING = 4
 
@@ -62,6 +68,8 @@ class SettlementWriter:
         self._wanted = asyncio.Event()
         self._closing = False
         self._flusher: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[None]] = set()
+        self._write_slots = asyncio.Semaphore(WRITES_IN_FLIGHT)
 
     def start(self) -> None:
         self._closing = False
@@ -85,15 +93,31 @@ class SettlementWriter:
         return done
 
     async def _flush_loop(self) -> None:
-        while True:
-            await self._wanted.wait()
-            self._wanted.clear()
-            while self._buffer:
-                group = self._buffer[:FLUSH_GROUP]
-                del self._buffer[:FLUSH_GROUP]
-                await asyncio.shield(self._write(group))
-            if self._closing:
-                return
+        try:
+            while True:
+                await self._wanted.wait()
+                self._wanted.clear()
+                while self._buffer:
+                    await self._write_slots.acquire()
+                    group = self._buffer[:FLUSH_GROUP]
+                    del self._buffer[:FLUSH_GROUP]
+                    write = asyncio.create_task(self._write(group), name="wxgate-settle-group")
+                    self._writes.add(write)
+                    write.add_done_callback(self._write_done)
+                if self._closing:
+                    break
+        finally:
+            # Every group handed over is written (or its futures told why not) before
+            # the writer ends, even when the loop itself is cancelled.
+            await asyncio.shield(asyncio.gather(*self._writes, return_exceptions=True))
+
+    def _write_done(self, write: asyncio.Task[None]) -> None:
+        self._writes.discard(write)
+        self._write_slots.release()
+        if not write.cancelled() and write.exception() is not None:
+            # Each settlement's future already carries the failure to its delivery,
+            # which stops the worker; the writer takes more groups meanwhile.
+            _log.error("settlement group not written", error=str(write.exception()))
 
     async def _write(self, group: list[_Pending]) -> None:
         settlements = [pending.concluded.settlement for pending in group]

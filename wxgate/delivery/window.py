@@ -1,0 +1,56 @@
+"""The send window: how many sends a worker keeps in flight.
+
+Fixed (`delivery.concurrency = N`), or sized by Little's law (`"auto"`, the default):
+sends in flight = rate × time in flight. A worker's apps together may send at most
+the sum of their rate limits, so it keeps about that sum × the measured round trip in
+flight (with HEADROOM for its jitter), at least AUTO_MIN and at most
+`delivery.max_concurrency`: the default configuration reaches the apps' rate whether
+WeChat answers in 1 ms or in 200 ms, without holding a slot per permit it cannot use.
+
+The time in flight is a send's, from the moment it starts to WeChat's answer (the
+send budget's storage call included: under load it is part of what a slot needs, as
+measured with a 1 ms WeChat on Redis), less any time it waited for the app's rate
+limit, and smoothed; waiting for the rate limit never widens the window, nor does a
+send that got no answer (a timeout would say nothing about the round trip).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Literal
+
+INITIAL_ROUND_TRIP_S = 0.05  # the guess until answers are measured
+SMOOTHING = 0.05  # weight of each new round trip in the running estimate
+HEADROOM = 1.5
+AUTO_MIN = 4
+
+
+class Window:
+    """The number of send slots; `observe` each measured round trip."""
+
+    def __init__(
+        self, concurrency: int | Literal["auto"], max_size: int, rates: Iterable[float]
+    ) -> None:
+        self._auto = concurrency == "auto"
+        self._max = max_size
+        self._rate = sum(rates)
+        self.round_trip_s = INITIAL_ROUND_TRIP_S
+        self.size = self._sized() if self._auto else int(concurrency)
+
+    @property
+    def auto(self) -> bool:
+        return self._auto
+
+    def observe(self, round_trip_s: float) -> None:
+        """A send's time in flight (see the module docstring)."""
+        if not self._auto or round_trip_s < 0:
+            return
+        self.round_trip_s += SMOOTHING * (round_trip_s - self.round_trip_s)
+        self.size = self._sized()
+
+    def _sized(self) -> int:
+        wanted = self._rate * self.round_trip_s * HEADROOM
+        if not math.isfinite(wanted) or wanted >= self._max:
+            return self._max
+        return max(AUTO_MIN, min(self._max, math.ceil(wanted)))
