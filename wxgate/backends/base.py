@@ -16,7 +16,16 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
-from typing import Any, Final, Protocol, Union, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Final,
+    Protocol,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import orjson
 
@@ -24,6 +33,9 @@ from wxgate.clock import rfc3339
 from wxgate.wechat.errors import Category
 from wxgate.wechat.kinds import MessageKind
 from wxgate.wechat.tokenstore import TokenStore
+
+if TYPE_CHECKING:
+    from wxgate.backends.webhook_outbox import WebhookOutbox
 
 
 class Status(StrEnum):
@@ -655,6 +667,15 @@ class Backend(Protocol):
 
     def token_store(self) -> TokenStore:
         """Where this engine keeps access tokens (shared like the queue is)."""
+        ...
+
+    def webhook_outbox(self) -> WebhookOutbox:
+        """The webhook outbox of this engine, as the dispatcher reads it."""
+        ...
+
+    async def oldest_queued(self, apps: Sequence[str]) -> dict[str, float]:
+        """Per app of `apps` that has messages waiting to be sent (queued, or sending),
+        when its oldest such message was created (its id's time)."""
         ...
 
     async def purge(self, older_than: float) -> int:
