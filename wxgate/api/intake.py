@@ -46,7 +46,7 @@ from wxgate.config import Settings
 from wxgate.wechat.template import Problem, TemplateMessage, TemplateValidationError, parse
 
 # Fields of a request that are the gateway's, not part of WeChat's template/send body.
-_GATEWAY_FIELDS = frozenset(("app", "idempotency_key", "recipients"))
+_GATEWAY_FIELDS = frozenset(("app", "idempotency_key", "recipients", "callback_url"))
 # A batch with thousands of bad recipients answers the first ones, not a megabyte of errors.
 MAX_REPORTED_PROBLEMS = 100
 
@@ -86,6 +86,7 @@ def one_message(
         idempotency_key=key,
         trace_id=trace_id,
         digest=request_digest(app, payload),
+        callback_url=raw.get("callback_url"),
     )
     return new, _problems_json(warnings, ["body"])
 
@@ -213,6 +214,7 @@ def batch_messages(raw: Mapping[str, Any], body: BatchIn, app: str, trace_id: st
                 batch_id=batch_id,
                 digest=request_digest(app, payload),
                 batch_position=index,
+                callback_url=body.callback_url,
             )
         )
     if reader.problems:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from wxgate.api.webhook_intake import WebhookNotify
 from wxgate.backends.base import Backend, NewMessage
 from wxgate.clock import Clock
 from wxgate.config import Settings
@@ -34,4 +35,4 @@ def message_loc(message: NewMessage, *fields: str | int) -> list[str | int]:
 
 def intake_checks(settings: Settings, backend: Backend, clock: Clock) -> list[IntakeCheck]:
     """The checks this gateway runs, in order."""
-    return []
+    return [WebhookNotify(settings)]

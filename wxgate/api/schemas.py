@@ -97,6 +97,17 @@ IdempotencyKey = Annotated[
 DataMap = Annotated[dict[str, DataItemIn], Field(max_length=MAX_DATA_KEYS_SHAPE)]
 
 
+CallbackUrl = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=2048,
+        description="status webhooks of this message go here instead of the app's "
+        "webhook_url; its host must be on [server] webhook_allowed_hosts",
+    ),
+]
+
+
 class MessageIn(_Model):
     """One template message. `app` may be left out when exactly one app is configured."""
 
@@ -109,6 +120,7 @@ class MessageIn(_Model):
     idempotency_key: IdempotencyKey | None = Field(
         None, description="or the Idempotency-Key header; the same key again answers the first id"
     )
+    callback_url: CallbackUrl | None = None
 
 
 class RecipientIn(_Model):
@@ -150,6 +162,7 @@ class BatchIn(_Model):
         description="a retried batch with the same key answers the same batch_id and ids; "
         "the same key with other recipients or data is refused (422)",
     )
+    callback_url: CallbackUrl | None = None
 
 
 # WeChat's errcodes are small; the bound keeps a filter within what storage can compare
