@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from wxgate.backends.base import Backend, DeadLetterFilter, ListFilter, MessageRecord, Status
+from wxgate.commands.webhooks import webhooks_app
 from wxgate.config import (
     DEFAULT_CONFIG_FILE,
     Role,
@@ -63,6 +64,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
 app.add_typer(apps_app, name="apps")
+app.add_typer(webhooks_app, name="webhooks")
 
 console = Console()
 # Errors stay one line each however narrow the terminal, so they can be grepped.

@@ -23,7 +23,7 @@ from wxgate.api.errors import ApiError
 from wxgate.api.fastpath import MessageFastPath
 from wxgate.api.intake_checks import intake_checks
 from wxgate.api.middleware import BodyLimitMiddleware, ErrorLogMiddleware, TraceMiddleware
-from wxgate.api.routes import apps, batches, callback, dead_letters, messages, ops
+from wxgate.api.routes import apps, batches, callback, dead_letters, messages, ops, webhooks
 from wxgate.api.schemas import JsonResponse, failure
 from wxgate.api.state import ApiState, Readiness
 from wxgate.backends.base import Backend, StorageUnavailable
@@ -87,7 +87,7 @@ def _include_routes(app: FastAPI, serve_api: bool) -> None:
     # One flat level of routers: this FastAPI resolves nested includes on every request,
     # which cost ~100 us of route matching per request (measured).
     if serve_api:
-        for module in (batches, messages, dead_letters, apps):
+        for module in (batches, messages, dead_letters, apps, webhooks):
             app.include_router(module.router, prefix="/v1")
         app.include_router(callback.router)
     app.include_router(ops.router)
