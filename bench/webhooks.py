@@ -66,7 +66,7 @@ def _settings(workdir: Path, sandbox_url: str, hook_url: str, engine: str) -> Se
         server={"worker_port": -1},
         storage=storage,
         delivery={"idle_poll_s": 0.01},
-        webhooks={"idle_poll_s": 0.01, "concurrency": 64},
+        webhooks={"idle_poll_s": 0.01, "concurrency": 64, "backoff_base_s": 0.1},
         apps={
             APP: {
                 "appid": DEFAULT_APPID,
@@ -164,7 +164,7 @@ async def main(count: int, engine: str) -> None:
             *pinned([sys.executable, "-c", RECEIVER, str(port)], SANDBOX_CORE)
         )
         try:
-            await asyncio.sleep(1.0)  # the receiver's start
+            await _listening(port)
             hook_url = f"http://127.0.0.1:{port}/hooks"
 
             def fresh() -> Settings:
@@ -189,6 +189,20 @@ async def main(count: int, engine: str) -> None:
         + _rates(count, hooked["all_s"], hooked["all_cpu_s"])
     )
     print(f"{'webhooks alone':<30}{'':>22}" + _rates(count, alone["all_s"], alone["all_cpu_s"]))
+
+
+async def _listening(port: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+        else:
+            writer.close()
+            return
 
 
 def _rates(count: int, wall_s: float, cpu_s: float) -> str:
