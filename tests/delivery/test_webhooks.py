@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -15,7 +16,7 @@ from standardwebhooks.webhooks import Webhook
 from tests.backends.conftest import OpenBackend, open_backend  # noqa: F401 -- the fixture
 from tests.backends.test_contract import message
 from wxgate.backends.base import Backend, Status, Verdict
-from wxgate.backends.webhook_outbox import HookOutcome
+from wxgate.backends.webhook_outbox import HookOutcome, HookResult, WebhookOutbox
 from wxgate.config import Settings, WebhookSettings
 from wxgate.delivery.webhook_policy import after_failure, answer_label, retry_delay
 from wxgate.delivery.webhook_signing import new_secret
@@ -47,13 +48,29 @@ async def receiver() -> AsyncIterator[tuple[str, list[str]]]:
     await runner.cleanup()
 
 
+class SlowWrites:
+    """An outbox whose writes of results take a while (a busy storage): posts that end
+    meanwhile must wait for the next group, not be lost."""
+
+    def __init__(self, outbox: WebhookOutbox) -> None:
+        self._outbox = outbox
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._outbox, name)
+
+    async def finish(self, results: Sequence[HookResult], now: float) -> list[bool]:
+        stored = await self._outbox.finish(list(results), now)
+        await asyncio.sleep(0.05)  # the commit's wait
+        return stored
+
+
 async def test_every_claimed_event_is_posted_and_finished_under_full_concurrency(
     open_backend: OpenBackend,  # noqa: F811 -- the fixture imported above
     receiver: tuple[str, list[str]],
 ) -> None:
     backend: Backend = await open_backend()
     url, seen = receiver
-    count = 300
+    count = 500
     decided = Verdict(Status.SUPPRESSED, "test")
     messages = [
         replace(message(touser=f"o-{n}"), notify=True, verdict=decided) for n in range(count)
@@ -62,8 +79,9 @@ async def test_every_claimed_event_is_posted_and_finished_under_full_concurrency
     settings = Settings(
         apps={"shop": {"appid": "wx1", "secret": "s", "webhook_url": url, "webhook_secret": SECRET}}
     )
-    tuned = WebhookSettings(concurrency=8, idle_poll_s=0.01)
-    dispatcher = WebhookDispatcher(backend.webhook_outbox(), webhook_targets(settings), tuned)
+    tuned = WebhookSettings(concurrency=64, idle_poll_s=0.01)
+    outbox = SlowWrites(backend.webhook_outbox())
+    dispatcher = WebhookDispatcher(outbox, webhook_targets(settings), tuned)  # type: ignore[arg-type]
     task = asyncio.create_task(dispatcher.run())
     try:
         for _ in range(500):
