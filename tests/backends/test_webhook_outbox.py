@@ -183,7 +183,7 @@ async def test_replay_moves_only_the_dead_events_named(backend: Backend) -> None
     await finish(backend, claims, HookOutcome.DEAD, T0 + 4, error="gone")
     chosen = claims[1].event.seq
 
-    assert await outbox.replay("shop", [chosen, "no-such-seq"], T0 + 5) == 1
+    assert await outbox.replay("shop", [chosen, "no-such-seq", "²", "9" * 40], T0 + 5) == 1
     assert [e.event.seq for e in await outbox.entries("shop", HookState.DEAD, 10)] == [
         claims[0].event.seq
     ]

@@ -13,6 +13,7 @@ row's `next_attempt_at` is when it died.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
@@ -30,6 +31,7 @@ from wxgate.backends.webhook_outbox import (
     HookState,
 )
 
+_ROW: Final = re.compile(r"[0-9]{1,18}")
 _EVENT = "seq, message_id, app, status, at, errcode, errmsg, msgid"
 _UNDELIVERED = "('pending', 'sending')"
 # The oldest undelivered event of each message only: a later one waits for it.
@@ -115,7 +117,8 @@ class SqliteWebhookOutbox:
         ]
 
     async def replay(self, app: str, seqs: Sequence[str] | None, now: float) -> int:
-        named = None if seqs is None else orjson.dumps([int(s) for s in seqs if s.isdigit()])
+        # A seq is a row number: anything else names no event (and must not reach SQLite).
+        named = None if seqs is None else orjson.dumps([int(s) for s in seqs if _ROW.fullmatch(s)])
         params = {"now": now, "app": app, "seqs": None if named is None else named.decode()}
         return await self._db.write(lambda conn: conn.execute(_REPLAY, params).rowcount)
 
