@@ -352,3 +352,47 @@ async def test_metrics_show_the_backlog_its_age_and_the_oldest_queued_message(
     unreachable = f'wxgate_webhook_attempts_total{{app="{APP}",outcome="unreachable"}}'
     tried = next(line for line in text.splitlines() if line.startswith(unreachable))
     assert float(tried.split()[-1]) >= 1  # the receiver never started
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_a_receiver_that_never_answers_holds_no_delivery_back(
+    start_gateway: StartGateway, receiver: Receiver, engine: str
+) -> None:
+    """Every dispatcher slot stuck on a post that gets no answer; WeChat delivery goes on."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", receiver.port)
+    count, rate = 200, 200.0
+    try:
+        stack = await start_gateway(
+            engine,
+            receiver,
+            app={"rate_limit_per_s": rate},
+            webhooks={"concurrency": 4, "timeout_s": 30.0},
+        )
+        assert stack.gateway is not None and stack.gateway.backend is not None
+        backend = stack.gateway.backend
+        started = time.monotonic()
+        body = {
+            "template_id": "tpl_order_shipped",
+            "data": order_data(),
+            "recipients": [f"oSilent_{n:04d}" for n in range(count)],
+        }
+        status, answer = await stack.call("POST", "/v1/messages/batch", json=body)
+        assert status == 202, answer
+
+        async def all_delivered() -> bool:
+            return (await backend.counts())[Status.DELIVERED] == count
+
+        await eventually(all_delivered, 30, "every message delivered")
+        elapsed = time.monotonic() - started
+        assert len(held) == 4  # the dispatcher's every slot waits on the silent receiver
+        assert elapsed < count / rate * 3 + 2, elapsed
+    finally:
+        for writer in held:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
