@@ -36,6 +36,7 @@ from wxgate.commands import keys as keys_commands
 from wxgate.commands.storage import cli_actor
 from wxgate.commands.suppressions import suppressions_app
 from wxgate.commands.templates import templates_app
+from wxgate.commands.webhooks import webhooks_app
 from wxgate.config import (
     DEFAULT_CONFIG_FILE,
     Role,
@@ -73,6 +74,7 @@ app.add_typer(apps_app, name="apps")
 app.add_typer(templates_app, name="templates")
 app.add_typer(suppressions_app, name="suppressions")
 app.add_typer(grants.app, name="grants")
+app.add_typer(webhooks_app, name="webhooks")
 
 console = Console()
 # Errors stay one line each however narrow the terminal, so they can be grepped.

@@ -10,6 +10,7 @@ file `wxgate config init` writes is starter_config.py's.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -77,6 +78,10 @@ class ServerSettings(_Section):
     # Signs the web console's session cookies (/ui). Empty: derived from the secrets the
     # config already holds, so every process sharing it honours the same sessions.
     console_secret: SecretStr = SecretStr("")
+    # Hosts a message's own `callback_url` may name (exact, or "*.example.com" for its
+    # subdomains); empty: no message may name one. Keeps the gateway from being made to
+    # post to internal addresses.
+    webhook_allowed_hosts: list[str] = Field(default_factory=list)
 
     def listen_port(self, role: Role) -> int | None:
         """The port a process of `role` serves HTTP on; None for a worker told to serve none."""
@@ -130,6 +135,37 @@ class DeliverySettings(_Section):
     def most_in_flight(self) -> int:
         """The most sends a worker process keeps in flight."""
         return self.max_concurrency if self.concurrency == "auto" else self.concurrency
+
+
+class WebhookSettings(_Section):
+    """The webhook dispatcher of each worker process (docs/webhooks.md)."""
+
+    concurrency: int = Field(32, ge=1)  # posts in flight per process
+    timeout_s: float = Field(10.0, gt=0)  # a receiver's whole answer, connect included
+    lease_s: float = Field(60.0, gt=0)
+    retry_for_s: float = Field(24 * 3600.0, gt=0)  # then the event is dead (replayable)
+    backoff_base_s: float = Field(5.0, gt=0)
+    backoff_cap_s: float = Field(3600.0, gt=0)
+    idle_poll_s: float = Field(0.2, gt=0)
+
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+def _webhook_secret_shape(value: SecretStr) -> SecretStr:
+    raw = value.get_secret_value()
+    if not raw:
+        return value
+    try:
+        key = base64.b64decode(raw.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+    except ValueError:
+        key = b""
+    if not raw.startswith(WEBHOOK_SECRET_PREFIX) or not 24 <= len(key) <= 64:
+        raise ValueError(
+            "webhook_secret must be whsec_ and 24-64 bytes in base64 "
+            "(`wxgate webhooks secret` prints a fresh one)"
+        )
+    return value
 
 
 class AppSettings(_Section):
@@ -192,6 +228,11 @@ class AppSettings(_Section):
                 raise ValueError(f"{template_id}: a limit reads like 5/1h (count/period)")
         return value
 
+    # Status webhooks: where every settled status of the app's messages is POSTed, signed
+    # with webhook_secret (Standard Webhooks). A message's own callback_url goes first.
+    webhook_url: str | None = None
+    webhook_secret: SecretStr = SecretStr("")
+
     @field_validator("api_base")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -207,6 +248,23 @@ class AppSettings(_Section):
         if raw and len(raw) != 43:
             raise ValueError("encoding_aes_key must be 43 characters (or empty for plaintext)")
         return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parsed = urlparse(value)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError("webhook_url must be an http(s) URL")
+        return value
+
+    _webhook_secret = field_validator("webhook_secret")(_webhook_secret_shape)
+
+    @model_validator(mode="after")
+    def _webhook_secret_with_url(self) -> AppSettings:
+        if self.webhook_url and not self.webhook_secret.get_secret_value():
+            raise ValueError("webhook_secret is required with webhook_url")
+        return self
 
     @model_validator(mode="after")
     def _secret_unless_external(self) -> AppSettings:
@@ -231,6 +289,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     apps: dict[str, AppSettings] = Field(default_factory=dict)
 
     @classmethod

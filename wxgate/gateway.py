@@ -28,6 +28,7 @@ from wxgate.delivery.events import MetricsListener, WorkerListener
 from wxgate.delivery.send_checks import send_checks
 from wxgate.delivery.suppression import SuppressionRecorder
 from wxgate.delivery.template_sync import KindSynced, TemplateSync
+from wxgate.delivery.webhooks import WebhookDispatcher, webhook_targets
 from wxgate.delivery.worker import AppRuntime, Worker
 from wxgate.observability import Metrics, get_logger, register_secret
 from wxgate.server import server_config
@@ -96,7 +97,7 @@ def _report_worker_end(task: asyncio.Task[None]) -> None:
 def register_settings_secrets(settings: Settings) -> None:
     """Tell the log scrubber every secret the settings hold."""
     for app in settings.apps.values():
-        for secret in (app.secret, app.callback_token, app.encoding_aes_key):
+        for secret in (app.secret, app.callback_token, app.encoding_aes_key, app.webhook_secret):
             register_secret(secret.get_secret_value())
     redis_password = urlparse(settings.storage.redis_url).password
     if redis_password:
@@ -121,6 +122,8 @@ class Gateway:
     _purge_task: asyncio.Task[None] | None = None
     template_sync: TemplateSync | None = None
     _sync_task: asyncio.Task[None] | None = None
+    webhooks: WebhookDispatcher | None = None
+    _webhooks_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         register_settings_secrets(self.settings)
@@ -194,6 +197,20 @@ class Gateway:
         self._worker_task = asyncio.create_task(self.worker.run(), name="wxgate-worker")
         self._worker_task.add_done_callback(_report_worker_end)
         self._purge_task = asyncio.create_task(self._purge_loop(), name="wxgate-purge")
+        self._start_webhooks()
+
+    def _start_webhooks(self) -> None:
+        """The webhook dispatcher, beside the worker with a session of its own."""
+        assert self.backend is not None
+        self.webhooks = WebhookDispatcher(
+            self.backend.webhook_outbox(),
+            webhook_targets(self.settings),
+            self.settings.webhooks,
+            clock=self.clock,
+            metrics=self.metrics,
+        )
+        self._webhooks_task = asyncio.create_task(self.webhooks.run(), name="wxgate-webhooks")
+        self._webhooks_task.add_done_callback(_report_worker_end)
 
     def _listeners(self) -> list[WorkerListener]:
         """What hears the worker's events: metrics, and the features that act on outcomes."""
@@ -230,6 +247,14 @@ class Gateway:
                 continue
             if purged:
                 log.info("purged settled records past retention", count=purged)
+            await self._purge_webhooks(self.clock.now() - storage.retention_s)
+
+    async def _purge_webhooks(self, older_than: float) -> None:
+        assert self.backend is not None
+        try:
+            await self.backend.webhook_outbox().purge(sorted(self.settings.apps), older_than)
+        except StorageUnavailable as exc:
+            log.warning("webhook purge skipped: storage unavailable", error=str(exc))
 
     async def _readiness(self) -> dict[str, bool]:
         if self.worker is None:
@@ -249,6 +274,10 @@ class Gateway:
             await self.worker.stop(grace)
         if self._worker_task is not None:
             await asyncio.gather(self._worker_task, return_exceptions=True)
+        if self.webhooks is not None:
+            await self.webhooks.stop(grace)
+        if self._webhooks_task is not None:
+            await asyncio.gather(self._webhooks_task, return_exceptions=True)
         for manager in self.tokens.values():
             await manager.close()
         if self.http is not None:

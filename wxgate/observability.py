@@ -215,3 +215,30 @@ class Metrics:
             ["app", "reason"],
             registry=r,
         )
+        # Read from storage at each scrape (like wxgate_queue_depth): every process
+        # shows the shared value, so dashboards take max by app.
+        self.queue_oldest_age = Gauge(
+            "wxgate_queue_oldest_age_seconds",
+            "Age of the oldest message waiting to be sent (queued or sending), per app.",
+            ["app"],
+            registry=r,
+        )
+        self.webhook_backlog = Gauge(
+            "wxgate_webhook_backlog",
+            "Status webhook events not delivered yet (dead ones apart), per app.",
+            ["app"],
+            registry=r,
+        )
+        self.webhook_oldest_age = Gauge(
+            "wxgate_webhook_oldest_age_seconds",
+            "Age of the oldest status webhook event not delivered yet, per app.",
+            ["app"],
+            registry=r,
+        )
+        self.webhook_attempts = Counter(
+            "wxgate_webhook_attempts",
+            "Status webhook posts by outcome (delivered, http_4xx, http_5xx, redirect, "
+            "timeout, unreachable, no_endpoint).",
+            ["app", "outcome"],
+            registry=r,
+        )

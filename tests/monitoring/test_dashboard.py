@@ -19,13 +19,7 @@ from wxgate.observability import Metrics
 # defines the metric: the definition then answers for it.
 AGREED_METRICS = {
     "wxgate_callbacks_refused_total": {"app", "reason"},
-    "wxgate_webhook_backlog": {"app"},
-    "wxgate_webhook_attempts_total": {"app", "outcome"},
-    "wxgate_webhook_oldest_age_seconds": {"app"},
     "wxgate_token_foreign_refresh_total": {"app"},
-    # Proposed in this branch's report: storage's oldest queued message per app,
-    # computed at scrape time like wxgate_queue_depth.
-    "wxgate_queue_oldest_age_seconds": {"app"},
 }
 PROMETHEUS_LABELS = {"job", "instance"}
 SERIES_SUFFIXES = {

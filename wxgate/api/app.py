@@ -37,6 +37,7 @@ from wxgate.api.routes import (
     ops,
     suppressions,
     templates,
+    webhooks,
 )
 from wxgate.api.schemas import JsonResponse, failure
 from wxgate.api.state import ApiState, Readiness
@@ -101,7 +102,7 @@ def _include_routes(app: FastAPI, serve_api: bool) -> None:
     # One flat level of routers: this FastAPI resolves nested includes on every request,
     # which cost ~100 us of route matching per request (measured).
     if serve_api:
-        for module in (batches, messages, dead_letters, apps, cancels, audit, grants):
+        for module in (batches, messages, dead_letters, apps, cancels, audit, grants, webhooks):
             app.include_router(module.router, prefix="/v1")
         for module in (templates, suppressions):
             app.include_router(module.router, prefix="/v1")

@@ -52,6 +52,7 @@ from wxgate.wechat.template import Problem, TemplateValidationError
 
 # Fields of a request that are the gateway's, not part of WeChat's send body.
 _GATEWAY_FIELDS = frozenset(("app", "idempotency_key", "recipients", "kind"))
+_GATEWAY_FIELDS |= {"callback_url"}  # webhook_intake.py's
 _GATEWAY_FIELDS |= {"send_at", "priority"}  # scheduling.py's
 # A batch with thousands of bad recipients answers the first ones, not a megabyte of errors.
 MAX_REPORTED_PROBLEMS = 100
@@ -97,6 +98,7 @@ def one_message(
         trace_id=trace_id,
         digest=request_digest(app, payload, rules.kind),
         kind=rules.kind,
+        callback_url=raw.get("callback_url"),
     )
     return new, _problems_json(warnings, ["body"])
 
@@ -228,6 +230,7 @@ def batch_messages(
                 digest=request_digest(app, payload, rules.kind),
                 batch_position=index,
                 kind=rules.kind,
+                callback_url=body.callback_url,
             )
         )
     if reader.problems:

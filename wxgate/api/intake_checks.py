@@ -15,6 +15,7 @@ from typing import Protocol
 
 from wxgate.api.grant_check import GrantCheck
 from wxgate.api.scheduling import ScheduleHorizon
+from wxgate.api.webhook_intake import WebhookNotify
 from wxgate.backends.base import Backend, NewMessage
 from wxgate.clock import Clock
 from wxgate.config import Settings
@@ -41,6 +42,7 @@ def intake_checks(settings: Settings, backend: Backend, clock: Clock) -> list[In
 
     return [
         ScheduleHorizon(clock),
+        WebhookNotify(settings),
         TemplateCheck(settings, backend.template_store(), clock),
         SuppressionCheck(backend.suppression_store()),
         GrantCheck(settings, backend),

@@ -118,6 +118,17 @@ MiniProgramState = Literal["developer", "trial", "formal"]
 Lang = Literal["zh_CN", "en_US", "zh_HK", "zh_TW"]
 
 
+CallbackUrl = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=2048,
+        description="status webhooks of this message go here instead of the app's "
+        "webhook_url; its host must be on [server] webhook_allowed_hosts",
+    ),
+]
+
+
 class MessageIn(_Model):
     """One message (a template message unless `kind` says otherwise). `app` may be left
     out when exactly one app is configured."""
@@ -137,6 +148,7 @@ class MessageIn(_Model):
     )
     send_at: SendAt | None = None
     priority: Priority | None = Field(None, description="urgent: sent even in quiet hours")
+    callback_url: CallbackUrl | None = None
 
 
 class RecipientIn(_Model):
@@ -185,6 +197,7 @@ class BatchIn(_Model):
     )
     send_at: SendAt | None = None
     priority: Priority | None = Field(None, description="urgent: sent even in quiet hours")
+    callback_url: CallbackUrl | None = None
 
 
 # WeChat's errcodes are small; the bound keeps a filter within what storage can compare

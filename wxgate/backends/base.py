@@ -42,6 +42,7 @@ from wxgate.wechat.tokenstore import TokenStore
 if TYPE_CHECKING:
     from wxgate.backends.suppressions import SuppressionStore
     from wxgate.backends.templates import TemplateStore
+    from wxgate.backends.webhook_outbox import WebhookOutbox
 
 
 class Status(StrEnum):
@@ -743,6 +744,15 @@ class Backend(Protocol):
 
     def audit_log(self) -> AuditLog:
         """Where this engine keeps the audit log of operator actions (audit.py)."""
+        ...
+
+    def webhook_outbox(self) -> WebhookOutbox:
+        """The webhook outbox of this engine, as the dispatcher reads it."""
+        ...
+
+    async def oldest_queued(self, apps: Sequence[str]) -> dict[str, float]:
+        """Per app of `apps` that has messages waiting to be sent (queued, or sending),
+        when its oldest such message was created (its id's time)."""
         ...
 
     async def purge(self, older_than: float) -> int:

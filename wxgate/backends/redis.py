@@ -111,6 +111,8 @@ from wxgate.backends.redis_keys import GROUP, RedisKeys
 from wxgate.backends.redis_suppressions import RedisSuppressionStore
 from wxgate.backends.redis_templates import RedisTemplateStore
 from wxgate.backends.redis_tokens import RedisTokenStore
+from wxgate.backends.redis_webhooks import RedisWebhookOutbox
+from wxgate.backends.webhook_outbox import WebhookOutbox
 from wxgate.clock import Clock, SystemClock
 from wxgate.wechat.tokenstore import TokenStore
 
@@ -251,6 +253,8 @@ class RedisBackend:
         self._dedupe = RedisDedupeStore(self._client, self._keys)
         self._api_keys = RedisApiKeyStore(self._client, self._keys)
         self._audit = RedisAuditLog(self._client, self._keys)
+
+        self._webhooks = RedisWebhookOutbox(self._client, self._keys, _UNAVAILABLE)
         self._state: Literal["new", "open", "closed"] = "new"
 
     @property
@@ -870,6 +874,35 @@ class RedisBackend:
 
     def audit_log(self) -> AuditLog:
         return self._audit
+
+    def webhook_outbox(self) -> WebhookOutbox:
+        return self._webhooks
+
+    @_storage_call
+    async def oldest_queued(self, apps: Sequence[str]) -> dict[str, float]:
+        """Walks the queued and sending indexes from their oldest id (ULIDs sort by
+        creation), at most LIST_SCAN records each: an app whose oldest waiting message
+        lies beyond that is left out."""
+        wanted, oldest = set(apps), {}
+        for status in (Status.QUEUED, Status.SENDING):
+            found = await self._oldest_in(self._keys.index_status(status), wanted)
+            for app, created in found.items():
+                oldest[app] = min(created, oldest.get(app, created))
+        return oldest
+
+    async def _oldest_in(self, index: str, wanted: set[str]) -> dict[str, float]:
+        found: dict[str, float] = {}
+        for start in range(0, LIST_SCAN, LIST_STEP):
+            ids = await self._client.zrange(index, start, start + LIST_STEP - 1)
+            pipe = self._client.pipeline(transaction=False)
+            for message_id in ids:
+                pipe.hmget(self._keys.message(message_id), "app", "created_at")
+            for app, created in await pipe.execute():
+                if app in wanted and app not in found and created is not None:
+                    found[app] = float(created)
+            if len(ids) < LIST_STEP or len(found) == len(wanted):
+                break
+        return found
 
     @_storage_call
     async def purge(self, older_than: float) -> int:

@@ -105,6 +105,28 @@ class RedisKeys:
         HOOKS_GROUP consumer group."""
         return self._key("hooks", escape(app))
 
+    # The webhook outbox once a dispatcher adopted its entries (redis_webhooks.py).
+    def hook_events(self, app: str) -> str:
+        """Hash: the app's undelivered (and dead) outbox events, stream id -> JSON."""
+        return self._key("hookev", escape(app))
+
+    def hook_chains(self, app: str) -> str:
+        """Hash: message id -> its undelivered events' stream ids in order, space-separated;
+        only the first is ever due (a message's events are posted in order)."""
+        return self._key("hookchain", escape(app))
+
+    def hook_due(self, app: str) -> str:
+        """Sorted set: events that may be claimed, score the retry time or lease deadline."""
+        return self._key("hookdue", escape(app))
+
+    def hook_pending(self, app: str) -> str:
+        """Sorted set: every undelivered, not dead event, score when it was written."""
+        return self._key("hookpend", escape(app))
+
+    def hook_dead(self, app: str) -> str:
+        """Sorted set: dead events, score when they died."""
+        return self._key("hookdead", escape(app))
+
     def recent_sends(self, app: str, touser: str) -> str:
         """Sorted set: messages to one recipient settled sent or unknown, by settle time;
         trimmed to base.RECENT_SENDS_S and expiring with it."""

@@ -756,3 +756,126 @@ if held and string.sub(held, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
 end
 return 0
 """
+
+# -- the webhook outbox (redis_webhooks.py) ------------------------------------------
+# Each event is a JSON object in hook_events(app) (message_id, status, at, errcode,
+# errmsg, msgid as written by `notify`; state, attempts, next, token, error), its stream
+# id its seq. Every script here takes the same KEYS: hooks(app), hook_events,
+# hook_chains, hook_due, hook_pending, hook_dead (six in all, in that order).
+
+_HOOK_PRELUDE: Final = """#!lua
+-- The event leaves its message's chain; the chain's new head (if any) becomes due.
+local function unchain(chains, due, message_id, seq, now)
+  local rest = {}
+  for other in string.gmatch(redis.call('HGET', chains, message_id) or '', '%S+') do
+    if other ~= seq then table.insert(rest, other) end
+  end
+  if #rest == 0 then redis.call('HDEL', chains, message_id) return end
+  redis.call('HSET', chains, message_id, table.concat(rest, ' '))
+  redis.call('ZADD', due, now, rest[1])
+end
+
+-- The event joins the end of its message's chain; at its head, it is due now.
+local function chain(chains, due, message_id, seq, now)
+  local stored = redis.call('HGET', chains, message_id)
+  if stored then
+    redis.call('HSET', chains, message_id, stored .. ' ' .. seq)
+  else
+    redis.call('HSET', chains, message_id, seq)
+    redis.call('ZADD', due, now, seq)
+  end
+end
+"""
+
+# ARGV: now, deadline, limit, adopt (entries taken from the stream at most), token.
+# New stream entries are adopted first (each leaves the stream in the same step), then
+# up to `limit` due events are claimed. Returns {seq, JSON} per claimed event.
+CLAIM_HOOKS: Final = (
+    _HOOK_PRELUDE
+    + """
+local now, deadline, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[4])) do
+  local seq, f, raw = entry[1], {}, entry[2]
+  for i = 1, #raw, 2 do f[raw[i]] = raw[i + 1] end
+  local ev = {message_id = f.message_id, status = f.status, at = f.at, errcode = f.errcode,
+    errmsg = f.errmsg, msgid = f.msgid, state = 'pending', attempts = 0, next = now,
+    token = '', error = ''}
+  redis.call('HSET', KEYS[2], seq, cjson.encode(ev))
+  redis.call('ZADD', KEYS[5], f.at, seq)
+  chain(KEYS[3], KEYS[4], f.message_id, seq, now)
+  redis.call('XDEL', KEYS[1], seq)
+end
+local claimed = {}
+if limit <= 0 then return claimed end
+for _, seq in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, limit)) do
+  local ev = cjson.decode(redis.call('HGET', KEYS[2], seq))
+  ev.state, ev.token, ev.next = 'sending', ARGV[5], deadline
+  local text = cjson.encode(ev)
+  redis.call('HSET', KEYS[2], seq, text)
+  redis.call('ZADD', KEYS[4], deadline, seq)
+  table.insert(claimed, {seq, text})
+end
+return claimed
+"""
+)
+
+# ARGV: seq, token, outcome (delivered, retry, dead), now, next_attempt_at, error.
+# Returns 1 if applied, 0 when the event is not claimed under that token.
+FINISH_HOOK: Final = (
+    _HOOK_PRELUDE
+    + """
+local seq, outcome, now = ARGV[1], ARGV[3], ARGV[4]
+local text = redis.call('HGET', KEYS[2], seq)
+if not text then return 0 end
+local ev = cjson.decode(text)
+if ev.state ~= 'sending' or ev.token ~= ARGV[2] then return 0 end
+ev.attempts, ev.token = ev.attempts + 1, ''
+if outcome == 'retry' then
+  ev.state, ev.next, ev.error = 'pending', ARGV[5], ARGV[6]
+  redis.call('HSET', KEYS[2], seq, cjson.encode(ev))
+  redis.call('ZADD', KEYS[4], ARGV[5], seq)
+  return 1
+end
+redis.call('ZREM', KEYS[4], seq)
+redis.call('ZREM', KEYS[5], seq)
+if outcome == 'dead' then
+  ev.state, ev.next, ev.error = 'dead', now, ARGV[6]
+  redis.call('HSET', KEYS[2], seq, cjson.encode(ev))
+  redis.call('ZADD', KEYS[6], now, seq)
+else
+  redis.call('HDEL', KEYS[2], seq)
+end
+unchain(KEYS[3], KEYS[4], ev.message_id, seq, now)
+return 1
+"""
+)
+
+# ARGV: now, then the seqs of dead events to make pending again. Returns the count moved.
+REPLAY_HOOKS: Final = (
+    _HOOK_PRELUDE
+    + """
+local now, moved = ARGV[1], 0
+for i = 2, #ARGV do
+  local seq = ARGV[i]
+  if redis.call('ZREM', KEYS[6], seq) == 1 then
+    local ev = cjson.decode(redis.call('HGET', KEYS[2], seq))
+    ev.state, ev.attempts, ev.next, ev.error, ev.token = 'pending', 0, now, '', ''
+    redis.call('HSET', KEYS[2], seq, cjson.encode(ev))
+    redis.call('ZADD', KEYS[5], ev.at, seq)
+    chain(KEYS[3], KEYS[4], ev.message_id, seq, now)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+)
+
+# ARGV: older_than, at most this many. Forgets dead events that died before older_than.
+PURGE_HOOKS: Final = """#!lua
+local old = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, seq in ipairs(old) do
+  redis.call('HDEL', KEYS[2], seq)
+  redis.call('ZREM', KEYS[6], seq)
+end
+return #old
+"""

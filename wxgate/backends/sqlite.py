@@ -74,6 +74,8 @@ from wxgate.backends.sqlite_schema import SETTLED_SQL
 from wxgate.backends.sqlite_suppressions import SqliteSuppressionStore
 from wxgate.backends.sqlite_templates import SqliteTemplateStore
 from wxgate.backends.sqlite_tokens import SqliteTokenStore
+from wxgate.backends.sqlite_webhooks import SqliteWebhookOutbox
+from wxgate.backends.webhook_outbox import WebhookOutbox
 from wxgate.clock import Clock, SystemClock
 from wxgate.tokenbucket import TokenBucket
 from wxgate.wechat.tokenstore import TokenStore
@@ -261,6 +263,11 @@ _RECENT_SENDS = (
     " AND status IN ('sent', 'unknown') AND updated_at >= ? ORDER BY id DESC LIMIT 100"
 )
 _LIST_FILTERS: Final = ("status", "app", "touser", "batch_id")
+# The oldest message of an app in one status: the listing index walked from its oldest id.
+_OLDEST = (
+    "SELECT created_at FROM messages INDEXED BY messages_listing"
+    " WHERE status = ? AND app = ? ORDER BY id LIMIT 1"
+)
 
 
 # -- the engine ------------------------------------------------------------------------
@@ -299,6 +306,8 @@ class SqliteBackend:
         self._dedupe = SqliteDedupeStore(self._db)
         self._api_keys = SqliteApiKeyStore(self._db)
         self._audit = SqliteAuditLog(self._db)
+
+        self._webhooks = SqliteWebhookOutbox(self._db)
 
     @property
     def path(self) -> str:
@@ -491,6 +500,13 @@ class SqliteBackend:
 
     def audit_log(self) -> AuditLog:
         return self._audit
+
+    def webhook_outbox(self) -> WebhookOutbox:
+        return self._webhooks
+
+    async def oldest_queued(self, apps: Sequence[str]) -> dict[str, float]:
+        given = list(apps)
+        return await self._read(lambda conn: _oldest_queued(conn, given))
 
     async def purge(self, older_than: float) -> int:
         # In chunks, each its own transaction, so intake waits for one chunk at most.
@@ -808,6 +824,19 @@ def _batch_counts(conn: sqlite3.Connection, batch_id: str) -> dict[Status, int] 
         "SELECT status, count(*) FROM messages WHERE batch_id = ? GROUP BY status", (batch_id,)
     ).fetchall()
     return _per_status(rows)
+
+
+def _oldest_queued(conn: sqlite3.Connection, apps: list[str]) -> dict[str, float]:
+    oldest: dict[str, float] = {}
+    for app in apps:
+        found = [conn.execute(_OLDEST, (status, app)).fetchone() for status in _WAITING]
+        times = [row[0] for row in found if row is not None]
+        if times:
+            oldest[app] = min(times)
+    return oldest
+
+
+_WAITING: Final = ("queued", "sending")  # what oldest_queued looks at
 
 
 def _per_status(rows: Sequence[tuple[str, int]]) -> dict[Status, int]:

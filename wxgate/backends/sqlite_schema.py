@@ -106,7 +106,7 @@ CREATE TABLE IF NOT EXISTS webhook_events (
     errcode INTEGER,
     errmsg TEXT,
     msgid INTEGER,
-    state TEXT NOT NULL DEFAULT 'pending',  -- pending, delivered, dead
+    state TEXT NOT NULL DEFAULT 'pending',  -- pending, sending, delivered, dead
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
     last_error TEXT,

@@ -18,6 +18,7 @@ from wxgate.api.schemas import failure, ok
 from wxgate.api.state import ApiState, api_state
 from wxgate.backends.base import StorageUnavailable
 from wxgate.observability import get_logger
+from wxgate.webhook_operations import refresh_storage_gauges
 
 router = APIRouter(tags=["operations"], route_class=JsonRoute)
 
@@ -83,4 +84,5 @@ async def metrics(request: Request) -> Response:
     else:
         for status, count in counts.items():
             state.metrics.queue_depth.labels(status=str(status)).set(count)
+    await refresh_storage_gauges(state.backend, state.settings, state.metrics, state.clock.now())
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
