@@ -24,6 +24,7 @@ import orjson
 from tests.chaos import checks
 from tests.chaos.checks import Figures, LeakScanner
 from tests.chaos.intake import IntakeClient, IntakeResult, Kind, plan_units
+from tests.chaos.processes import ProcessFailed
 from tests.chaos.stack import API_KEY, APPID, Engine, Stack, StackSettings
 
 POLL_S = 0.05
@@ -251,14 +252,26 @@ class Campaign:
     async def _restart_worker(self, chaos: _Chaos, index: int, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
         assert self._http is not None
-        await self.stack.restart_worker(self._http, index)
-        chaos.restarting.discard(index)
+        try:
+            await self.stack.restart_worker(self._http, index)
+        except ProcessFailed as exc:
+            # Reported, and the worker counted as back: a restart that raised used to
+            # stay "restarting" for good, and once every worker was, the next kill
+            # waited for one forever (seen on a loaded machine, starts over 30 s).
+            self.figures.problems.append(f"worker-{index} did not come back: {exc}")
+            return
+        finally:
+            chaos.restarting.discard(index)
         self._log(f"worker-{index} restarted")
 
     async def _restart_api(self, index: int, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
         assert self._http is not None
-        await self.stack.restart_api(self._http, index)
+        try:
+            await self.stack.restart_api(self._http, index)
+        except ProcessFailed as exc:
+            self.figures.problems.append(f"api-{index} did not come back: {exc}")
+            return
         self._log(f"api-{index} restarted")
 
     async def _revive_crashed(self) -> None:

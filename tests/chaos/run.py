@@ -31,6 +31,9 @@ from tests.chaos.checks import Figures
 from tests.chaos.scenarios import ScenarioResult, run_scenarios
 
 ENGINES = ("sqlite", "redis")
+# Per fuzzing test, instead of `make test`'s 120 s: 200 examples of each operation in
+# one mode took over 120 s in a niced run on 2 busy cores, and pytest-timeout failed it.
+FUZZ_TIMEOUT_S = 1800
 console = Console()
 
 
@@ -160,7 +163,10 @@ def fuzz(examples: int) -> bool:
             "WXGATE_FUZZ_REPORT": str(report),
         }
         module = "tests/security/test_fuzz_gateway.py"
-        command = [sys.executable, "-m", "pytest", module, "-q", "-p", "no:cacheprovider"]
+        command = [
+            *(sys.executable, "-m", "pytest", module, "-q", "-p", "no:cacheprovider"),
+            *("--timeout", str(FUZZ_TIMEOUT_S)),
+        ]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         lines = report.read_text().splitlines() if report.exists() else []
     for line in lines:

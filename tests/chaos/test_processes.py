@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.processes import Service
+from tests.chaos.campaign import Campaign, _Chaos, short_plan
+from tests.chaos.processes import ProcessFailed, Service
 
 SLEEPER = (sys.executable, "-c", "import time; time.sleep(60)")
 CRASHER = (sys.executable, "-c", "raise SystemExit(7)")
@@ -61,3 +62,25 @@ async def test_a_process_that_exits_by_itself_is_reported_with_its_code(tmp_path
     await crasher.process.wait()
 
     assert crasher.died_by_itself() == 7
+
+
+async def test_a_worker_restart_that_fails_is_reported_and_not_waited_for_again(
+    tmp_path: Path,
+) -> None:
+    # Seen on a loaded machine: restarts that took over the start timeout raised inside
+    # their tasks, their workers stayed "restarting" for good, and the next kill waited
+    # for one of them forever.
+    campaign = Campaign(short_plan("sqlite"), tmp_path)
+    chaos = _Chaos(pending=[], restarting={0})
+
+    async def too_slow(http: object, index: int) -> None:
+        raise ProcessFailed(f"worker-{index}: no ready answer on /readyz in 90 s")
+
+    campaign.stack.restart_worker = too_slow  # type: ignore[method-assign]
+    campaign._http = object()  # type: ignore[assignment]
+    await campaign._restart_worker(chaos, 0, 0.0)
+
+    assert chaos.restarting == set()
+    assert campaign.figures.problems == [
+        "worker-0 did not come back: worker-0: no ready answer on /readyz in 90 s"
+    ]
