@@ -38,6 +38,6 @@ def intake_checks(settings: Settings, backend: Backend, clock: Clock) -> list[In
     from wxgate.api.template_check import TemplateCheck
 
     return [
-        TemplateCheck(settings, backend.template_store(), clock),
-        SuppressionCheck(backend.suppression_store()),
+        TemplateCheck(settings, backend, clock),
+        SuppressionCheck(backend),
     ]
