@@ -191,11 +191,11 @@ async def checks(rounds: int = 5_000) -> dict[str, float]:
         sqlite = SqliteBackend(storage.sqlite_path, synchronous="NORMAL")
         await sqlite.start()
         try:
-            template = TemplateCheck(settings, sqlite.template_store(), SystemClock())
+            template = TemplateCheck(settings, sqlite, SystemClock())
             figures["check.template_us"], figures["check.template_cpu_us"] = await _per_call_us(
                 template, messages, rounds
             )
-            suppression = SuppressionCheck(sqlite.suppression_store())
+            suppression = SuppressionCheck(sqlite)
             wall, cpu = await _per_call_us(suppression, messages, rounds)
             figures["check.suppression_sqlite_us"], figures["check.suppression_sqlite_cpu_us"] = (
                 wall,
@@ -208,7 +208,7 @@ async def checks(rounds: int = 5_000) -> dict[str, float]:
     await redis.start()
     try:
         await _add(redis, "default", entries())
-        suppression = SuppressionCheck(redis.suppression_store())
+        suppression = SuppressionCheck(redis)
         wall, cpu = await _per_call_us(suppression, messages, rounds)
         figures["check.suppression_redis_us"], figures["check.suppression_redis_cpu_us"] = (
             wall,

@@ -24,6 +24,7 @@ from wxgate.api.routes.callback import REFUSAL_FIXES, REFUSED_OTHER, UNKNOWN_APP
 from wxgate.backends.base import Status
 from wxgate.wechat.callback import CallbackCodec, sign, template_finish_xml
 from wxgate.wechat.errors import Category
+from wxgate.wechat.kinds import MessageKind
 
 from .conftest import (
     AES_KEY,
@@ -144,8 +145,10 @@ BOUNDED_LABELS: dict[str, Any] = {
         "dead",
         "released",
         "release",
+        "suppressed",
     },
     "endpoint": {"token", "stable_token", "stable_token_force"},
+    "kind": {k.value for k in MessageKind},  # template syncs
     "result": {
         "ok",
         "applied",
@@ -156,6 +159,10 @@ BOUNDED_LABELS: dict[str, Any] = {
         "malformed",
         "unparseable",
         "ignored",
+        "matched_by_recipient",
+        "suppressed",
+        "lifted",
+        "failed",
     }
     | {c.value.lower() for c in Category},
     "reason": {"QUOTA", "CONFIG", REFUSED_OTHER} | set(REFUSAL_FIXES),  # pauses; refusals

@@ -43,7 +43,7 @@ def intake_checks(settings: Settings, backend: Backend, clock: Clock) -> list[In
     return [
         ScheduleHorizon(clock),
         WebhookNotify(settings),
-        TemplateCheck(settings, backend.template_store(), clock),
-        SuppressionCheck(backend.suppression_store()),
+        TemplateCheck(settings, backend, clock),
+        SuppressionCheck(backend),
         GrantCheck(settings, backend),
     ]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from wxgate.backends.base import NewMessage, Status, Verdict
-from wxgate.backends.suppressions import Suppression, SuppressionStore
+from wxgate.backends.base import Backend, NewMessage, Status, Verdict
+from wxgate.backends.suppressions import Suppression
 from wxgate.clock import rfc3339
 
 
@@ -22,14 +22,15 @@ def suppressed_verdict(entry: Suppression) -> Verdict:
 class SuppressionCheck:
     """The IntakeCheck of the suppression list."""
 
-    def __init__(self, store: SuppressionStore) -> None:
-        self._store = store
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend  # its store is taken when first used: building an app touches none
 
     async def check(self, app: str, messages: Sequence[NewMessage]) -> Sequence[NewMessage]:
         pending = [message for message in messages if message.verdict is None]
         if not pending:
             return messages
-        found = await self._store.find(app, [message.touser for message in pending])
+        store = self._backend.suppression_store()
+        found = await store.find(app, [message.touser for message in pending])
         if not found:
             return messages
         return [

@@ -20,8 +20,8 @@ from typing import Any
 
 from wxgate.api.errors import InvalidRequest
 from wxgate.api.intake_checks import message_loc
-from wxgate.backends.base import NewMessage
-from wxgate.backends.templates import RegisteredTemplate, TemplateStore, TemplateSyncState
+from wxgate.backends.base import Backend, NewMessage
+from wxgate.backends.templates import RegisteredTemplate, TemplateSyncState
 from wxgate.clock import Clock
 from wxgate.config import Settings
 from wxgate.observability import get_logger
@@ -73,9 +73,9 @@ class _Cached:
 class TemplateCheck:
     """The IntakeCheck of the template registry (see the module docstring)."""
 
-    def __init__(self, settings: Settings, store: TemplateStore, clock: Clock) -> None:
+    def __init__(self, settings: Settings, backend: Backend, clock: Clock) -> None:
         self._settings = settings
-        self._store = store
+        self._backend = backend  # its store is taken when first used: building an app touches none
         self._clock = clock
         self._cache: dict[str, _Cached] = {}
 
@@ -87,8 +87,9 @@ class TemplateCheck:
             return cached.registry
         async with cached.lock:  # one read per app at a time; the others take its answer
             if cached.registry is None or now - cached.registry.read_at >= REGISTRY_CACHE_S:
-                templates = await self._store.templates(app)
-                states = await self._store.sync_states(app)
+                store = self._backend.template_store()
+                templates = await store.templates(app)
+                states = await store.sync_states(app)
                 by_id = {template.template_id: template for template in templates}
                 cached.registry = AppRegistry(by_id, states, self._clock.now())
             return cached.registry
