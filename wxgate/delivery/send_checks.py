@@ -14,6 +14,7 @@ from typing import Protocol
 from wxgate.backends.base import Backend, Lease, Settlement
 from wxgate.clock import Clock
 from wxgate.config import Settings
+from wxgate.delivery.expired_subscribe_lease import ExpiredSubscribeLease
 
 
 class SendCheck(Protocol):
@@ -22,4 +23,4 @@ class SendCheck(Protocol):
 
 def send_checks(settings: Settings, backend: Backend, clock: Clock) -> list[SendCheck]:
     """The checks this gateway's workers run, in order."""
-    return []
+    return [ExpiredSubscribeLease(backend)]
