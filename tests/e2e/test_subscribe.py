@@ -417,7 +417,7 @@ async def test_ten_thousand_subscribe_notifications_at_the_rate_limit_with_one_t
         _, shown = await stack.call("GET", f"/v1/batches/{batch_id}")
         return dict(shown["data"]["counts"])
 
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # generous: a loaded CI host is several times slower
     while (await stack.sends("subscribe")).get("0", 0) < BATCH:
         assert time.monotonic() < deadline, await counts()
         await asyncio.sleep(0.2)
