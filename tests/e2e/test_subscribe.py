@@ -317,6 +317,7 @@ async def test_a_hung_send_is_not_resent_and_is_settled_by_its_sent_event(
     assert kinds == ["accepted", "unknown", "report"], kinds
     assert record["attempts"] == 1
     assert await stack.sends("subscribe") == {"0": 1}  # carried out once, never again
+    assert await stack.grants(OA, "oGil") == []  # delivered: its one-time grant was used
 
 
 async def test_a_hung_send_without_a_sent_event_stays_unknown(make_subscribe_stack: Any):
