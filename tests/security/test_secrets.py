@@ -24,6 +24,7 @@ from wxgate.api.routes.callback import REFUSAL_FIXES, REFUSED_OTHER, UNKNOWN_APP
 from wxgate.backends.base import Status
 from wxgate.wechat.callback import CallbackCodec, sign, template_finish_xml
 from wxgate.wechat.errors import Category
+from wxgate.wechat.kinds import MessageKind
 
 from .conftest import (
     AES_KEY,
@@ -134,6 +135,7 @@ BOUNDED_LABELS: dict[str, Any] = {
     "app": {"plain", "safe", UNKNOWN_APP},
     "status": {str(s) for s in Status},
     "category": {c.value for c in Category},
+    "kind": {k.value for k in MessageKind},  # wxgate_messages_by_kind
     "outcome": {
         "accepted",
         "sent",
