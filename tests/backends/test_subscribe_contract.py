@@ -108,6 +108,16 @@ async def test_a_sent_event_settles_an_unknown_message_delivered(backend: Backen
     assert record.events[-1].kind is EventKind.REPORT
 
 
+async def test_an_unknown_message_delivered_by_its_event_uses_a_grant(backend: Backend) -> None:
+    grants = backend.grant_store()
+    await grants.accept("shop", "o-a", "tpl-sub", long_term=False, now=T0)
+    await grants.accept("shop", "o-a", "tpl-sub", long_term=False, now=T0)
+    await subscribe_sent(backend, Outcome.UNKNOWN, T0)
+    await apply_sent_event(backend, result(), T0 + 1)
+    left = await grants.get("shop", "o-a", "tpl-sub")
+    assert left is not None and left.one_time == 1
+
+
 async def test_a_failed_sent_event_settles_a_sent_message_failed(backend: Backend) -> None:
     message_id = await subscribe_sent(backend, Outcome.SENT, T0)
     applied = await apply_sent_event(backend, result(Status.FAILED), T0 + 5)

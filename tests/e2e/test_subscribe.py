@@ -18,7 +18,7 @@ import pytest
 
 from tests.backends.conftest import REDIS_URL, delete_prefix, redis_prefix, require_redis
 from tests.conftest import free_port
-from tests.e2e.conftest import API_KEY, QUICK_DELIVERY, ShiftedClock, Stack
+from tests.e2e.conftest import API_KEY, QUICK_DELIVERY, ShiftedClock, Stack, eventually
 from wxgate.config import Settings, hash_api_key
 from wxgate.gateway import Gateway
 from wxgate.sandbox.config import (
@@ -317,6 +317,7 @@ async def test_a_hung_send_is_not_resent_and_is_settled_by_its_sent_event(
     assert kinds == ["accepted", "unknown", "report"], kinds
     assert record["attempts"] == 1
     assert await stack.sends("subscribe") == {"0": 1}  # carried out once, never again
+    assert await stack.grants(OA, "oGil") == []  # delivered: its one-time grant was used
 
 
 async def test_a_hung_send_without_a_sent_event_stays_unknown(make_subscribe_stack: Any):
@@ -348,17 +349,22 @@ async def test_a_rejected_token_is_renewed_and_the_send_goes_out_once(make_subsc
 
 
 async def test_a_busy_answer_is_retried(make_subscribe_stack: Any):
-    stack = await make_subscribe_stack()
+    # Attempts enough that a loaded machine cannot spend them all before the fault ends.
+    stack = await make_subscribe_stack(delivery={"max_attempts": 1000})
     template_id = stack.add_template(OA)
     await stack.control.popup(DEFAULT_APPID, "oIvy", template_id)
     await stack.control.wait_for_callbacks()
     await stack.control.set_faults(errcode_rates={"-1": 1.0})
     message_id = await stack.submit(OA, "oIvy", template_id)
-    await stack.settled([message_id], {"queued"}, timeout_s=5)
-    await asyncio.sleep(0.2)
+
+    async def answered_busy() -> bool:
+        return (await stack.sends("subscribe")).get("-1", 0) >= 2
+
+    await eventually(answered_busy, 10, "two busy answers")
     await stack.control.set_faults(errcode_rates={})
     [record] = await stack.settled([message_id], {"delivered"})
-    assert record["attempts"] >= 2
+    assert record["attempts"] >= 3
+    assert (await stack.sends("subscribe"))["0"] == 1
 
 
 @pytest.mark.parametrize(
@@ -412,7 +418,7 @@ async def test_ten_thousand_subscribe_notifications_at_the_rate_limit_with_one_t
         _, shown = await stack.call("GET", f"/v1/batches/{batch_id}")
         return dict(shown["data"]["counts"])
 
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # generous: a loaded CI host is several times slower
     while (await stack.sends("subscribe")).get("0", 0) < BATCH:
         assert time.monotonic() < deadline, await counts()
         await asyncio.sleep(0.2)

@@ -135,6 +135,7 @@ BOUNDED_LABELS: dict[str, Any] = {
     "app": {"plain", "safe", UNKNOWN_APP},
     "status": {str(s) for s in Status},
     "category": {c.value for c in Category},
+    "kind": {k.value for k in MessageKind},  # wxgate_messages_by_kind
     "outcome": {
         "accepted",
         "sent",

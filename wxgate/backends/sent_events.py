@@ -10,6 +10,8 @@ An event can beat the worker's settle: WeChat pushes it once the user has the me
 while the worker may still wait for the answer (a hung send waits for its read
 timeout). An event that matches nothing is kept a while (`keep_s`, about the send's
 timeouts), and the worker takes it once its settle is written (`apply_kept_result`).
+A message settled `unknown` that the event shows delivered used a grant after all:
+the ledger is told so.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ async def apply_sent_event(
     for record in sorted((r for r in recent if _candidate(r, result)), key=lambda r: r.id):
         applied = await backend.apply_sent_result(record.id, result.status, result.text, now)
         if applied.changed:  # else another event took it meanwhile: try the next one
+            if record.status is Status.UNKNOWN and result.status is Status.DELIVERED:
+                await _grant_used(backend, record, now)
             return applied
     if keep_s > 0:
         kept = (result.status, result.text)
@@ -76,3 +80,8 @@ async def apply_kept_result(
         return None
     status, text = kept
     return await backend.apply_sent_result(record.id, status, text, now)
+
+
+async def _grant_used(backend: Backend, record: MessageRecord, now: float) -> None:
+    """A message settled unknown used no grant in the worker; its delivery shows it did."""
+    await backend.grant_store().use(record.app, record.touser, record.template_id, now)

@@ -14,6 +14,7 @@ from typing import Protocol
 from wxgate.backends.base import Backend, Lease, Settlement
 from wxgate.clock import Clock
 from wxgate.config import Settings
+from wxgate.delivery.expired_subscribe_lease import ExpiredSubscribeLease
 from wxgate.delivery.frequency_cap import FrequencyCap
 from wxgate.delivery.quiet_hours import QuietHours
 
@@ -24,7 +25,7 @@ class SendCheck(Protocol):
 
 def send_checks(settings: Settings, backend: Backend, clock: Clock) -> list[SendCheck]:
     """The checks this gateway's workers run, in order."""
-    checks: list[SendCheck] = []
+    checks: list[SendCheck] = [ExpiredSubscribeLease(backend)]
     quiet = QuietHours.for_apps(settings.apps, clock)
     if quiet is not None:
         checks.append(quiet)

@@ -18,6 +18,7 @@ from wxgate.backends.base import (
     MessageRecord,
     Outcome,
     Settlement,
+    Status,
     StorageUnavailable,
 )
 from wxgate.backends.sent_events import apply_kept_result
@@ -27,6 +28,10 @@ from wxgate.wechat.errors import revokes_grant
 from wxgate.wechat.subscribe import SUBSCRIBE_KINDS
 
 GRANT_CLEARED = "grant cleared: WeChat says the user holds none"
+
+
+def _who(record: MessageRecord) -> tuple[str, str, str]:
+    return record.app, record.touser, record.template_id
 
 
 def _noted(settlement: Settlement, note: str) -> Settlement:
@@ -48,7 +53,7 @@ class SubscribeKeeper:
         """`settlement`, its note naming the grant the send used (or cleared)."""
         if record.kind not in SUBSCRIBE_KINDS:
             return settlement
-        who = (record.app, record.touser, record.template_id)
+        who = _who(record)
         try:
             if settlement.outcome is Outcome.SENT:
                 used = await self._grants.use(*who, self._clock.now())
@@ -68,6 +73,11 @@ class SubscribeKeeper:
             return
         try:
             applied = await apply_kept_result(self._backend, record, self._clock.now())
+            delivered = (
+                applied is not None and applied.changed and applied.status is Status.DELIVERED
+            )
+            if delivered and settlement.outcome is Outcome.UNKNOWN:  # SENT used it already
+                await self._grants.use(*_who(record), self._clock.now())
         except StorageUnavailable as exc:
             log.warning("kept sent event not applied: storage unavailable", error=str(exc))
             return
