@@ -48,7 +48,13 @@ async def test_a_scheduled_message_is_not_sent_before_send_at_and_is_sent_after(
     stack.clock.shift(HOUR)
     [record] = await stack.settled([answer["id"]], SENT)
     assert len(await stack.inbox(client_msg_id=answer["id"])) == 1
-    assert record["send_at"] is not None
+    assert record["send_at"] == answer_send_at(record)
+
+
+def answer_send_at(record: dict[str, Any]) -> str:
+    """send_at as the record shows it: RFC 3339 in UTC, like every time in the API."""
+    [scheduled] = [e for e in record["events"] if e["kind"] == "scheduled"]
+    return str(scheduled["note"]).removeprefix("due at ")
 
 
 async def test_a_send_at_in_the_past_is_sent_at_once(stack: Stack) -> None:

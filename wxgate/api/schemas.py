@@ -263,7 +263,9 @@ class EventOut(BaseModel):
 # Statuses in which the record's next_attempt_at means something (a retry time, or the
 # lease deadline while sending); in the others it is not shown.
 ATTEMPT_PENDING = frozenset({Status.QUEUED, Status.SENDING})
-_TIMES = frozenset(("next_attempt_at", "created_at", "updated_at", "sent_at", "delivered_at"))
+_TIMES = frozenset(
+    ("next_attempt_at", "created_at", "updated_at", "sent_at", "delivered_at", "send_at")
+)
 _AS_STRING = {
     "msgid": "WeChat's msgid as a decimal string: it exceeds 2^53, which a JavaScript "
     "number cannot hold exactly",
