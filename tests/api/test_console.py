@@ -6,6 +6,7 @@ same pages in tests/browser/test_console.py.)"""
 from __future__ import annotations
 
 import re
+import time
 from http.cookies import SimpleCookie
 from typing import Any
 
@@ -25,6 +26,7 @@ from tests.api.conftest import (
 from wxgate.api.console.activity import CACHE_S, MINUTES, Activity, ActivityCache, last_hour
 from wxgate.api.console.session import SESSION_COOKIE, SIGN_IN_COOKIE
 from wxgate.backends.base import Outcome, Pause, PauseReason, Status
+from wxgate.clock import FakeClock
 from wxgate.wechat.tokenstore import CachedToken
 
 ENGINES = ["sqlite", "redis"]
@@ -403,3 +405,32 @@ async def test_the_activity_scan_is_shared_for_a_few_seconds(gateway: Gateway) -
     assert await cache.last_hour(gateway.backend, now + CACHE_S / 2) is first
     later = await cache.last_hour(gateway.backend, now + CACHE_S + 1)
     assert (first.total("accepted"), later.total("accepted")) == (1, 2)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_dead_letters_filter_by_when_they_went_dead(
+    gateway_factory: GatewayFactory, engine: str
+) -> None:
+    clock = FakeClock(time.time())
+    gateway = await gateway_factory(clock=clock, engine=engine)
+    old = await _accept(gateway)
+    await gateway.settle(old, Outcome.DEAD, errcode=40001, errmsg="invalid credential")
+    clock.advance(2 * 3600)
+    recent = await _accept(gateway)
+    await gateway.settle(recent, Outcome.DEAD, errcode=40001, errmsg="invalid credential")
+    cookies = await sign_in(gateway)
+
+    _, html, _ = await _call(gateway, "GET", "/ui/dead-letters?within_h=1", _session(cookies))
+    assert recent in html and old not in html
+    assert 'name="within_h" value="1"' in html  # replay-all sends the same filter
+
+    status, _, _ = await _call(
+        gateway,
+        "POST",
+        "/ui/dead-letters/replay",
+        _session(cookies),
+        {"csrf": cookies["csrf"], "within_h": "1"},
+    )
+    assert status == 303
+    statuses = [(await gateway.backend.get(i)).status for i in (old, recent)]  # type: ignore[union-attr]
+    assert statuses == [Status.DEAD, Status.QUEUED]

@@ -41,6 +41,8 @@ DATA = {
     "time3": {"value": "2026-12-07 10:30"},
 }
 SETTLED = {"delivered", "rejected", "failed", "dead"}
+# Playwright's assertions wait 5 s by default; the full suite shares two cores.
+expect.set_options(timeout=15_000)
 
 
 @dataclass

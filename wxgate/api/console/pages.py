@@ -52,6 +52,7 @@ TEMPLATES = Path(__file__).with_name("templates")
 PAGE_SIZE = 50
 MAX_FORM_BYTES = 4096
 REFRESH_S = 10
+DEAD_WITHIN_H = {"1": 1, "24": 24, "168": 168}  # "went dead within the last N hours"
 BREAKER_STATES = {0.0: "closed", 1.0: "open", 2.0: "half-open"}
 # The console's pages load only their own script and stylesheet; no inline code at all.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -430,9 +431,20 @@ def build_router(console: Console) -> APIRouter:
 
     def _dead_filter(values: Mapping[str, str], state: ApiState) -> DeadLetterFilter:
         app = values.get("app") or None
+        within_h = DEAD_WITHIN_H.get(values.get("within_h", ""))
         return DeadLetterFilter(
-            app=app if app in state.settings.apps else None, errcode=_int(values.get("errcode"))
+            app=app if app in state.settings.apps else None,
+            errcode=_int(values.get("errcode")),
+            since=None if within_h is None else state.clock.now() - within_h * 3600,
         )
+
+    def _dead_filter_fields(values: Mapping[str, str], flt: DeadLetterFilter) -> dict[str, Any]:
+        within = values.get("within_h", "")
+        return {
+            "app": flt.app or "",
+            "errcode": "" if flt.errcode is None else flt.errcode,
+            "within_h": within if within in DEAD_WITHIN_H else "",
+        }
 
     @router.get("/dead-letters")
     @page
@@ -446,7 +458,8 @@ def build_router(console: Console) -> APIRouter:
             nav="dead-letters",
             notice=_notice(request),
             apps=sorted(state.settings.apps),
-            filters={"app": flt.app or "", "errcode": "" if flt.errcode is None else flt.errcode},
+            filters=_dead_filter_fields(request.query_params, flt),
+            within_choices=list(DEAD_WITHIN_H),
             items=items,
         )
 
