@@ -77,7 +77,7 @@ async def fetches(control: Any) -> dict[str, int]:
     return {**stats["token_fetches"], "total": stats["token_fetches_total"]}
 
 
-async def reaches(control: Any, endpoint: str, count: int, timeout_s: float = 5.0) -> None:
+async def reaches(control: Any, endpoint: str, count: int, timeout_s: float = 30.0) -> None:
     """Wait until the sandbox has counted `count` fetches at `endpoint` (not more)."""
     deadline = time.monotonic() + timeout_s
     while (seen := (await fetches(control))[endpoint]) < count:
@@ -327,12 +327,13 @@ async def test_a_failed_fetch_leaves_the_lock_free_for_the_next_attempt(
     fetcher: TokenFetcher, sandbox_control: Any, sqlite_path: Path
 ) -> None:
     async with sqlite_token_store(sqlite_path) as store:
-        tokens = manager(store, fetcher, secret="wrong-secret-1234")
+        lease_s = 60.0  # a failed fetch that kept the lock would cost a wait this long
+        tokens = manager(store, fetcher, secret="wrong-secret-1234", lock_ttl_s=lease_s)
         started = time.monotonic()
         for _ in range(3):
             with pytest.raises(ConfigError):
                 await tokens.get()
-        assert time.monotonic() - started < 2  # nobody waited for a 15 s lease
+        assert time.monotonic() - started < lease_s / 3  # nobody waited for the lease
         assert (await fetches(sandbox_control))["stable_token"] == 3
 
 
