@@ -141,11 +141,13 @@ async def test_a_token_near_its_end_is_returned_at_once_and_refreshed_in_the_bac
     gated.gate.clear()
     gated.waiting.clear()
 
-    assert await asyncio.wait_for(tokens.get(), 0.5) == first  # no wait on the fetch
-    await asyncio.wait_for(gated.waiting.wait(), 2)  # the refresh did start
+    # The fetch is held until the gate opens: a get that waited on it would never return.
+    assert await asyncio.wait_for(tokens.get(), 10) == first  # no wait on the fetch
+    await asyncio.wait_for(gated.waiting.wait(), 10)  # the refresh did start
     assert await tokens.get() == first
     gated.gate.set()
-    for _ in range(200):
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
         current = await tokens.current()
         if current is not None and current.token != first:
             break
