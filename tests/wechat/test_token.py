@@ -228,8 +228,8 @@ async def test_a_holder_whose_lease_ran_out_cannot_overwrite_the_newer_token(
     stalled = manager(store, gated, mode="classic", lock_ttl_s=0.2)
     prompt = manager(store, fetcher, mode="classic", lock_ttl_s=0.2)
     stalled_get = asyncio.create_task(stalled.get())
-    await asyncio.wait_for(gated.waiting.wait(), 2)  # holds the lock, stuck in its fetch
-    newer = await asyncio.wait_for(prompt.get(), 3)  # takes the lock once the lease ends
+    await asyncio.wait_for(gated.waiting.wait(), 10)  # holds the lock, stuck in its fetch
+    newer = await asyncio.wait_for(prompt.get(), 30)  # takes the lock once the lease ends
     gated.gate.set()
     assert await stalled_get == newer  # its own fetch lost to the higher fence
     stored = await store.load(APP)
@@ -298,7 +298,7 @@ async def test_external_mode_picks_up_a_token_written_while_it_waits(
     await asyncio.sleep(0.15)
     assert not waiting.done()
     await writer.put_external("90_new", 7200)
-    assert await asyncio.wait_for(waiting, 2) == "90_new"
+    assert await asyncio.wait_for(waiting, 10) == "90_new"  # its own wait is 2 s
 
 
 @pytest.mark.parametrize(
