@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,7 +51,8 @@ class ThreadedGateway:
 
     def __enter__(self) -> str:
         self._thread.start()
-        for _ in range(500):
+        deadline = time.monotonic() + 30.0  # seconds at most, even on a busy machine
+        while time.monotonic() < deadline:
             if self._server is not None and self._server.started:
                 return f"http://127.0.0.1:{self.port}"
             self._thread.join(0.01)
