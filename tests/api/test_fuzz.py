@@ -26,6 +26,8 @@ from wxgate.observability import Metrics
 
 from .conftest import API_KEY, make_settings
 
+ANSWER_TIMEOUT_S = 60.0  # per request: generous, an answer comes as soon as it is ready
+
 
 class ThreadedGateway:
     """The API served in a thread of its own, with its own event loop."""
@@ -92,7 +94,8 @@ def test_no_generated_request_gets_a_500(
             suppress_health_check=list(HealthCheck),
         )
         def never_a_server_error(case: schemathesis.Case) -> None:
-            response = case.call(headers=headers)
+            # schemathesis gives up on an answer after 10 s; a busy machine can take that.
+            response = case.call(headers=headers, timeout=ANSWER_TIMEOUT_S)
             case.validate_response(response, checks=[not_a_server_error])
 
         try:
