@@ -42,9 +42,11 @@ from wxgate.backends.base import (
     Settlement,
     Status,
     StorageUnavailable,
+    send_burst,
 )
 from wxgate.backends.redis import LIST_SCAN, RedisBackend
 from wxgate.backends.redis_keys import GROUP, RedisKeys
+from wxgate.tokenbucket import TokenBucket
 from wxgate.wechat.tokenstore import CachedToken
 
 REPO = Path(__file__).resolve().parents[2]
@@ -325,16 +327,22 @@ async def test_the_send_budget_shared_by_three_processes_never_exceeds_the_rate(
     rate, seconds = 40.0, 1.5
     answers = await children(prefix, "budget", "shop", str(rate), str(seconds), count=3)
 
-    grants = sorted((now, granted) for answer in answers for now, granted in answer)
+    asked = sorted((now, granted) for answer in answers for now, granted in answer)
+    grants = [(now, granted) for now, granted in asked if granted]
     times = [now for now, _ in grants]
     totals = list(itertools.accumulate((granted for _, granted in grants), initial=0))
     # A process reads its clock a moment before its script runs: allow 50 ms of rate.
     slack = rate * 0.05
     for i, j in itertools.combinations(range(len(grants)), 2):
         assert totals[j + 1] - totals[i] <= rate * (times[j] - times[i]) + rate + slack
-    span = times[-1] - times[0]
-    assert totals[-1] >= rate * span * 0.8  # and it does grant the rate
-    assert all(answers), "every process was granted some"
+    # And it does grant the rate: nearly what one bucket would have granted to the same
+    # requests at the same times (processes a busy machine let ask only now and then
+    # could be granted less than rate x span, as the bucket holds only its burst).
+    bucket = TokenBucket(rate, send_burst(rate))
+    could = sum(bucket.take(2, now) for now, _ in asked)
+    assert totals[-1] >= 0.8 * could, (totals[-1], could)
+    assert could > 2 * send_burst(rate)  # the requests spanned refills, not only the burst
+    assert all(any(granted for _, granted in answer) for answer in answers), "each granted some"
 
 
 # -- access tokens -----------------------------------------------------------------------
