@@ -18,12 +18,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from wxgate.observability import SECRETS, configure_logging
 from wxgate.sandbox.config import DEFAULT_SECRET
 
 # The sandbox mints "90_" + 150 URL-safe characters, like WeChat's own tokens.
 TOKEN_SHAPE = re.compile(r"90_[A-Za-z0-9_-]{100,}")
+
+# Property tests check what happens, not how fast: hypothesis' default 200 ms deadline
+# per example and its too-slow health check fail them on a machine busy with other work
+# (every @settings inherits these; a test may still set a deadline of its own).
+settings.register_profile("wxgate", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("wxgate")
 
 
 class _KeepEveryLine(logging.Handler):

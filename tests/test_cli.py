@@ -542,7 +542,7 @@ class LiveGateway:
         counts = self.run(self._gateway.backend.counts())
         return {status: n for status, n in counts.items() if n}
 
-    def wait_delivered(self, count: int, timeout_s: float = 15.0) -> None:
+    def wait_delivered(self, count: int, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         while self.statuses().get(Status.DELIVERED, 0) < count:
             assert time.monotonic() < deadline, f"not {count} delivered: {self.statuses()}"

@@ -459,7 +459,7 @@ class Gateway:
         url = f"http://127.0.0.1:{self.port}{path}"
         request = urllib.request.Request(url, headers=headers or {})
         try:
-            with urllib.request.urlopen(request, timeout=3) as r:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=15) as r:  # noqa: S310
                 return int(r.status)
         except urllib.error.HTTPError as exc:
             return exc.code

@@ -4,6 +4,7 @@ free loopback port in the test's event loop, and an aiohttp client speaking to i
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -137,7 +138,8 @@ async def _serve(app: FastAPI, stack: AsyncExitStack) -> str:
         await task
 
     stack.push_async_callback(stop)
-    for _ in range(500):
+    deadline = time.monotonic() + 30.0  # seconds at most, even on a busy machine
+    while time.monotonic() < deadline:
         if server.started:
             return f"http://127.0.0.1:{port}"
         if task.done():

@@ -5,7 +5,7 @@ that all processes start at the same moment), works, and prints one JSON line:
 
 `lease URL PREFIX`: lease (3 at a time) until the queue stays empty; the leased ids.
 `budget URL PREFIX APP RATE SECONDS`: take send budget (2 at a time) for SECONDS;
-  every [now, granted] with granted > 0.
+  every [now, granted], those that granted nothing included.
 `token URL PREFIX API_BASE APPID SECRET`: a token from cold through its own
   TokenManager on the Redis token store; the token's SHA-256.
 
@@ -41,9 +41,7 @@ async def take_budget(backend: RedisBackend, app: str, rate: str, seconds: str) 
     ends = time.monotonic() + float(seconds)
     while time.monotonic() < ends:
         now = time.time()
-        granted = await backend.take_send_budget(app, float(rate), 2, now)
-        if granted:
-            grants.append([now, granted])
+        grants.append([now, await backend.take_send_budget(app, float(rate), 2, now)])
         await asyncio.sleep(0.002)
     return grants
 

@@ -250,11 +250,13 @@ def _read_acks(path: Path) -> list[list[str]]:
 
 
 async def _wait_for_acks(path: Path, at_least: int) -> None:
-    for _ in range(500):
+    # A child's start (interpreter, imports) takes seconds on a busy machine.
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline:
         if len(_read_acks(path)) >= at_least:
             return
         await asyncio.sleep(0.01)
-    raise AssertionError("the child process acknowledged nothing")
+    raise AssertionError(f"the child process acknowledged {len(_read_acks(path))} < {at_least}")
 
 
 def _check_consistency(path: Path, acks: list[list[str]]) -> None:

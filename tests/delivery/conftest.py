@@ -142,8 +142,8 @@ async def on_fake_time(clock: FakeClock, work: Coroutine[Any, Any, T]) -> T:
     return task.result()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
-    """Poll `check` in real time until it holds."""
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0) -> None:
+    """Poll `check` in real time until it holds (generous: it returns as soon as it does)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while not await check():

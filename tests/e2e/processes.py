@@ -72,7 +72,7 @@ class ServeProcess:
     log_path: Path
     process: asyncio.subprocess.Process
 
-    async def ready(self, session: aiohttp.ClientSession, timeout_s: float = 20.0) -> None:
+    async def ready(self, session: aiohttp.ClientSession, timeout_s: float = 30.0) -> None:
         """Wait until /readyz answers 200 (failing at once if the process exits)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -90,7 +90,7 @@ class ServeProcess:
     def signal(self, signum: signal.Signals) -> None:
         self.process.send_signal(signum)
 
-    async def wait(self, timeout_s: float = 15.0) -> int:
+    async def wait(self, timeout_s: float = 30.0) -> int:
         return await asyncio.wait_for(self.process.wait(), timeout_s)
 
     async def stop(self) -> None:

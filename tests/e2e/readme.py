@@ -310,7 +310,7 @@ def curl_request(command: str, variables: Mapping[str, str]) -> CurlRequest:
     return CurlRequest(method or ("POST" if body is not None else "GET"), url, tuple(headers), body)
 
 
-def replay(request: CurlRequest, timeout_s: float = 10.0) -> str:
+def replay(request: CurlRequest, timeout_s: float = 30.0) -> str:
     """Send `request` as curl would; the answer's body as text, whatever its status."""
     assert request.url.startswith("http://127.0.0.1:"), request.url  # loopback only
     sent = urllib.request.Request(  # noqa: S310 -- loopback http, checked above

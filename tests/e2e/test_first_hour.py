@@ -69,7 +69,7 @@ def http(method: str, url: str, key: str | None = None, body: Any = None) -> tup
     assert url.startswith("http://127.0.0.1:")  # loopback http only, hence the noqa
     request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
             raw = answer.read()
             status = answer.status
     except urllib.error.HTTPError as exc:

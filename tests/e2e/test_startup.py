@@ -272,7 +272,7 @@ async def test_serve_stops_what_had_started_when_starting_fails(tmp_path: Path) 
 
 def answer_status(url: str) -> int:
     try:
-        with urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310 -- loopback http
+        with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 -- loopback http
             return int(reply.status)
     except urllib.error.HTTPError as exc:
         return exc.code

@@ -118,7 +118,7 @@ class Prometheus:
         done = 'count_over_time(up{job="wxgate"}[10m])'
         await self.wait_for(done, at_least=(await self.value(done) or 0) + count)
 
-    async def wait_for(self, expr: str, *, at_least: float, timeout_s: float = 20.0) -> float:
+    async def wait_for(self, expr: str, *, at_least: float, timeout_s: float = 60.0) -> float:
         """Poll until `expr` is at least `at_least` (a scrape or two after the fact)."""
         deadline = time.monotonic() + timeout_s
         while True:

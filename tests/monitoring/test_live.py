@@ -88,7 +88,7 @@ async def prometheus(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
         await server.wait_for('up{job="wxgate"}', at_least=1)
         await _send(url, FINE + REFUSED)
         settled = 'sum(wxgate_messages_total{outcome=~"sent|failed"})'
-        await server.wait_for(settled, at_least=len(FINE + REFUSED), timeout_s=30)
+        await server.wait_for(settled, at_least=len(FINE + REFUSED))
         await server.wait_for('sum(wxgate_callbacks_total{result="applied"})', at_least=1)
         await server.scrapes(2)  # a series that appeared last needs two samples to rate
         yield server

@@ -31,6 +31,7 @@ from .conftest import API_KEY, Deployment, Process
 EXAMPLES = int(os.environ.get("WXGATE_FUZZ_EXAMPLES", "50"))
 REPORT = os.environ.get("WXGATE_FUZZ_REPORT")
 TEXT_ANSWERS = {"GET /metrics", "GET /wechat/callback/{app}", "POST /wechat/callback/{app}"}
+ANSWER_TIMEOUT_S = 60.0  # per request: generous, an answer comes as soon as it is ready
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,8 @@ def test_generated_requests_get_no_500_and_always_the_envelope(
             suppress_health_check=list(HealthCheck),
         )
         def answered_in_the_envelope(case: schemathesis.Case) -> None:
-            response = case.call(headers=headers)
+            # schemathesis gives up on an answer after 10 s; a busy machine can take that.
+            response = case.call(headers=headers, timeout=ANSWER_TIMEOUT_S)
             statuses[response.status_code] += 1
             problem = envelope_problem(case.operation.label, response)
             if problem is not None:

@@ -77,7 +77,7 @@ async def fetches(control: Any) -> dict[str, int]:
     return {**stats["token_fetches"], "total": stats["token_fetches_total"]}
 
 
-async def reaches(control: Any, endpoint: str, count: int, timeout_s: float = 5.0) -> None:
+async def reaches(control: Any, endpoint: str, count: int, timeout_s: float = 30.0) -> None:
     """Wait until the sandbox has counted `count` fetches at `endpoint` (not more)."""
     deadline = time.monotonic() + timeout_s
     while (seen := (await fetches(control))[endpoint]) < count:
@@ -141,11 +141,13 @@ async def test_a_token_near_its_end_is_returned_at_once_and_refreshed_in_the_bac
     gated.gate.clear()
     gated.waiting.clear()
 
-    assert await asyncio.wait_for(tokens.get(), 0.5) == first  # no wait on the fetch
-    await asyncio.wait_for(gated.waiting.wait(), 2)  # the refresh did start
+    # The fetch is held until the gate opens: a get that waited on it would never return.
+    assert await asyncio.wait_for(tokens.get(), 10) == first  # no wait on the fetch
+    await asyncio.wait_for(gated.waiting.wait(), 10)  # the refresh did start
     assert await tokens.get() == first
     gated.gate.set()
-    for _ in range(200):
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
         current = await tokens.current()
         if current is not None and current.token != first:
             break
@@ -226,8 +228,8 @@ async def test_a_holder_whose_lease_ran_out_cannot_overwrite_the_newer_token(
     stalled = manager(store, gated, mode="classic", lock_ttl_s=0.2)
     prompt = manager(store, fetcher, mode="classic", lock_ttl_s=0.2)
     stalled_get = asyncio.create_task(stalled.get())
-    await asyncio.wait_for(gated.waiting.wait(), 2)  # holds the lock, stuck in its fetch
-    newer = await asyncio.wait_for(prompt.get(), 3)  # takes the lock once the lease ends
+    await asyncio.wait_for(gated.waiting.wait(), 10)  # holds the lock, stuck in its fetch
+    newer = await asyncio.wait_for(prompt.get(), 30)  # takes the lock once the lease ends
     gated.gate.set()
     assert await stalled_get == newer  # its own fetch lost to the higher fence
     stored = await store.load(APP)
@@ -296,7 +298,7 @@ async def test_external_mode_picks_up_a_token_written_while_it_waits(
     await asyncio.sleep(0.15)
     assert not waiting.done()
     await writer.put_external("90_new", 7200)
-    assert await asyncio.wait_for(waiting, 2) == "90_new"
+    assert await asyncio.wait_for(waiting, 10) == "90_new"  # its own wait is 2 s
 
 
 @pytest.mark.parametrize(
@@ -327,12 +329,13 @@ async def test_a_failed_fetch_leaves_the_lock_free_for_the_next_attempt(
     fetcher: TokenFetcher, sandbox_control: Any, sqlite_path: Path
 ) -> None:
     async with sqlite_token_store(sqlite_path) as store:
-        tokens = manager(store, fetcher, secret="wrong-secret-1234")
+        lease_s = 60.0  # a failed fetch that kept the lock would cost a wait this long
+        tokens = manager(store, fetcher, secret="wrong-secret-1234", lock_ttl_s=lease_s)
         started = time.monotonic()
         for _ in range(3):
             with pytest.raises(ConfigError):
                 await tokens.get()
-        assert time.monotonic() - started < 2  # nobody waited for a 15 s lease
+        assert time.monotonic() - started < lease_s / 3  # nobody waited for the lease
         assert (await fetches(sandbox_control))["stable_token"] == 3
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -183,7 +184,11 @@ async def _lock_waits_for_a_blocker_without_blocking_the_loop(
     ticker = asyncio.create_task(tick())
     try:
         locking = asyncio.create_task(store.try_lock(APP, "owner", ttl_s=15))
-        await asyncio.sleep(0.3)
+        # Ten ticks of the loop while the lock waits (however long a busy machine takes
+        # to run them); a lock that blocked the loop would have given up by then.
+        deadline = time.monotonic() + 30.0
+        while ticks < 10 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         assert not locking.done()
         assert ticks >= 10
         blocker.execute("COMMIT")
