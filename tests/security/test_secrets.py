@@ -135,7 +135,7 @@ BOUNDED_LABELS: dict[str, Any] = {
     "app": {"plain", "safe", UNKNOWN_APP},
     "status": {str(s) for s in Status},
     "category": {c.value for c in Category},
-    "kind": {k.value for k in MessageKind},  # wxgate_messages_by_kind
+    "kind": {k.value for k in MessageKind},  # wxgate_messages_by_kind, template syncs
     "outcome": {
         "accepted",
         "sent",
@@ -149,7 +149,6 @@ BOUNDED_LABELS: dict[str, Any] = {
         "suppressed",
     },
     "endpoint": {"token", "stable_token", "stable_token_force"},
-    "kind": {k.value for k in MessageKind},  # template syncs
     "result": {
         "ok",
         "applied",
