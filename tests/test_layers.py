@@ -38,6 +38,8 @@ def _imports(path: Path) -> set[str]:
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
+            if node.module == "wxgate":  # `from wxgate import cli` imports wxgate.cli
+                found |= {f"wxgate.{alias.name}" for alias in node.names}
     return {name for name in found if name.startswith("wxgate.")}
 
 

@@ -15,7 +15,6 @@ import csv
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -33,7 +32,9 @@ from wxgate.backends.base import Backend, DeadLetterFilter, ListFilter, MessageR
 from wxgate.commands import audit as audit_commands
 from wxgate.commands import grants
 from wxgate.commands import keys as keys_commands
+from wxgate.commands.storage import app_name as _app_name
 from wxgate.commands.storage import cli_actor
+from wxgate.commands.storage import when as _when
 from wxgate.commands.suppressions import suppressions_app
 from wxgate.commands.templates import templates_app
 from wxgate.commands.webhooks import webhooks_app
@@ -165,19 +166,6 @@ async def _with_backend(settings: Settings, use: Callable[[Backend], Awaitable[_
 async def _audit(backend: Backend, action: str, target: str, detail: str, now: float) -> None:
     """An operator action taken here, in the audit log (docs/scheduling.md)."""
     await backend.audit_log().record(AuditEntry(now, cli_actor(), action, target, detail))
-
-
-def _when(epoch: float | None) -> str:
-    if not epoch:
-        return ""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _app_name(settings: Settings, name: str | None) -> str:
-    try:
-        return settings.app(name)[0]
-    except KeyError as exc:
-        _fail(str(exc.args[0]) if name is None else f"no app {name!r}", 2)
 
 
 # -- processes --------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from wxgate.commands.storage import app_name as configured_app
+from wxgate.commands.storage import console, settings_of, when, with_backend
+
 app = typer.Typer(help="The grant ledger of subscribe messages.", no_args_is_help=True)
 
 
@@ -23,12 +26,10 @@ def grants_list(
 ) -> None:
     """The templates one user granted an app: one-time sends left, long-term or not.
     Only grants whose popup events reached this gateway are known."""
-    # cli.py registers this group, so its plumbing is imported when the command runs.
-    from wxgate.cli import _app_name, _run, _settings, _when, _with_backend, console
 
-    settings = _settings(config)
-    name = _app_name(settings, app_name)
-    grants = _run(_with_backend(settings, lambda b: b.grant_store().list(name, touser)))
+    settings = settings_of(config)
+    name = configured_app(settings, app_name)
+    grants = with_backend(settings, lambda b: b.grant_store().list(name, touser))
     table = Table(title=f"grants of {touser} in {name}")
     for column in ("template_id", "one-time sends", "long-term", "updated"):
         table.add_column(column)
@@ -37,7 +38,7 @@ def grants_list(
             Text(grant.template_id),
             str(grant.one_time),
             "yes" if grant.long_term else "no",
-            _when(grant.updated_at),
+            when(grant.updated_at),
         )
     console.print(table)
     if not grants:

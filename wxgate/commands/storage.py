@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
@@ -61,3 +62,21 @@ def cli_actor() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli"
+
+
+console = Console(soft_wrap=True)
+
+
+def app_name(settings: Settings, name: str | None) -> str:
+    """The configured app a command names (or the only one), or exit 2 saying why."""
+    try:
+        return settings.app(name)[0]
+    except KeyError as exc:
+        fail(str(exc.args[0]) if name is None else f"no app {name!r}", 2)
+
+
+def when(epoch: float | None) -> str:
+    """A stored time as the tables show it (UTC); empty for none."""
+    if not epoch:
+        return ""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -16,6 +16,8 @@ from rich.text import Text
 
 from wxgate.backends.base import Backend
 from wxgate.backends.suppressions import Suppression, SuppressionPage, SuppressionReason
+from wxgate.commands.storage import app_name as configured_app
+from wxgate.commands.storage import console, fail, settings_of, when, with_backend
 
 suppressions_app = typer.Typer(
     help="The suppression list: list, add (import), lift.", no_args_is_help=True
@@ -39,10 +41,9 @@ def suppressions_list(
     config: ConfigOption = None,
 ) -> None:
     """Suppressed recipients of an app (the first `limit`), or whether one is."""
-    from wxgate import cli
 
-    settings = cli._settings(config)
-    name = cli._app_name(settings, app_name)
+    settings = settings_of(config)
+    name = configured_app(settings, app_name)
 
     async def load(backend: Backend) -> SuppressionPage:
         store = backend.suppression_store()
@@ -51,15 +52,15 @@ def suppressions_list(
             return SuppressionPage([found[touser]] if touser in found else [], None)
         return await store.page(name, limit)
 
-    page = cli._run(cli._with_backend(settings, load))
+    page = with_backend(settings, load)
     more = " (more: use the API's cursor)" if page.next_cursor else ""
     table = Table(title=f"{name}: {len(page.items)} suppressed{more}")
     for column in ("openid", "reason", "errcode", "since"):
         table.add_column(column)
     for entry in page.items:
         errcode = "" if entry.errcode is None else str(entry.errcode)
-        table.add_row(Text(entry.openid), entry.reason.value, errcode, cli._when(entry.since))
-    cli.console.print(table)
+        table.add_row(Text(entry.openid), entry.reason.value, errcode, when(entry.since))
+    console.print(table)
 
 
 @suppressions_app.command("add")
@@ -72,16 +73,15 @@ def suppressions_add(
     config: ConfigOption = None,
 ) -> None:
     """Suppress openids (reason `operator`); an invalid_openid entry stays as it is."""
-    from wxgate import cli
     from wxgate.clock import SystemClock
 
-    settings = cli._settings(config)
-    name = cli._app_name(settings, app_name)
+    settings = settings_of(config)
+    name = configured_app(settings, app_name)
     wanted = list(openids or [])
     if file is not None:
         wanted += [line.strip() for line in file.read_text().splitlines() if line.strip()]
     if not wanted:
-        cli._fail("no openids given (arguments, or --file)", 2)
+        fail("no openids given (arguments, or --file)", 2)
     now = SystemClock().now()
     entries = [Suppression(openid, SuppressionReason.OPERATOR, now) for openid in wanted]
 
@@ -92,8 +92,8 @@ def suppressions_add(
             added += await store.add(name, entries[start : start + IMPORT_CHUNK])
         return added
 
-    added = cli._run(cli._with_backend(settings, add))
-    cli.console.print(escape(f"{name}: {added} newly suppressed of {len(set(wanted))}"))
+    added = with_backend(settings, add)
+    console.print(escape(f"{name}: {added} newly suppressed of {len(set(wanted))}"))
 
 
 @suppressions_app.command("lift")
@@ -103,13 +103,10 @@ def suppressions_lift(
     config: ConfigOption = None,
 ) -> None:
     """Take one recipient off the list, whatever its reason."""
-    from wxgate import cli
 
-    settings = cli._settings(config)
-    name = cli._app_name(settings, app_name)
-    lifted = cli._run(
-        cli._with_backend(settings, lambda b: b.suppression_store().lift(name, openid))
-    )
+    settings = settings_of(config)
+    name = configured_app(settings, app_name)
+    lifted = with_backend(settings, lambda b: b.suppression_store().lift(name, openid))
     if not lifted:
-        cli._fail(f"{name}: {openid} is not suppressed", 1)
-    cli.console.print(escape(f"{name}: {openid} lifted"))
+        fail(f"{name}: {openid} is not suppressed", 1)
+    console.print(escape(f"{name}: {openid} lifted"))

@@ -17,6 +17,8 @@ from rich.text import Text
 
 from wxgate.backends.base import Backend
 from wxgate.backends.templates import RegisteredTemplate, TemplateSyncState
+from wxgate.commands.storage import app_name as configured_app
+from wxgate.commands.storage import console, fail, settings_of, when, with_backend
 
 templates_app = typer.Typer(help="The template registry: sync, list, show.", no_args_is_help=True)
 
@@ -30,14 +32,13 @@ ConfigOption = Annotated[
 @templates_app.command("sync")
 def templates_sync(app_name: AppArg = None, config: ConfigOption = None) -> None:
     """Fetch the apps' templates from WeChat into the registry now."""
-    from wxgate import cli
     from wxgate.clock import SystemClock
     from wxgate.delivery.template_sync import TemplateSync
     from wxgate.gateway import token_manager
     from wxgate.wechat.client import AccountClient, WeChatHttp
 
-    settings = cli._settings(config, need_apps=True)
-    names = [cli._app_name(settings, app_name)] if app_name else sorted(settings.apps)
+    settings = settings_of(config)
+    names = [configured_app(settings, app_name)] if app_name else sorted(settings.apps)
 
     async def sync(backend: Backend) -> list[str]:
         lines = []
@@ -59,27 +60,25 @@ def templates_sync(app_name: AppArg = None, config: ConfigOption = None) -> None
                     await tokens.close()
         return lines
 
-    for line in cli._run(cli._with_backend(settings, sync)):
-        cli.console.print(escape(line))
+    for line in with_backend(settings, sync):
+        console.print(escape(line))
 
 
 def _sync_line(state: TemplateSyncState | None) -> str:
-    from wxgate import cli
 
     if state is None:
         return "never synced"
     if state.last_ok:
-        return f"synced {cli._when(state.ok_at)}"
-    return f"last sync failed {cli._when(state.attempt_at)}: {state.error}"
+        return f"synced {when(state.ok_at)}"
+    return f"last sync failed {when(state.attempt_at)}: {state.error}"
 
 
 @templates_app.command("list")
 def templates_list(app_name: AppArg = None, config: ConfigOption = None) -> None:
     """Each app's registered templates and their keys, with how the last sync went."""
-    from wxgate import cli
 
-    settings = cli._settings(config)
-    names = [cli._app_name(settings, app_name)] if app_name else sorted(settings.apps)
+    settings = settings_of(config)
+    names = [configured_app(settings, app_name)] if app_name else sorted(settings.apps)
 
     async def load(
         backend: Backend,
@@ -87,7 +86,7 @@ def templates_list(app_name: AppArg = None, config: ConfigOption = None) -> None
         store = backend.template_store()
         return [(n, await store.templates(n), await store.sync_states(n)) for n in names]
 
-    for name, templates, states in cli._run(cli._with_backend(settings, load)):
+    for name, templates, states in with_backend(settings, load):
         syncs = "; ".join(f"{kind.value}: {_sync_line(state)}" for kind, state in states.items())
         table = Table(title=f"{name}: {len(templates)} template(s) ({syncs or 'never synced'})")
         for column in ("template_id", "kind", "title", "keys"):
@@ -97,7 +96,7 @@ def templates_list(app_name: AppArg = None, config: ConfigOption = None) -> None
             table.add_row(
                 Text(template.template_id), template.kind.value, Text(template.title), Text(keys)
             )
-        cli.console.print(table)
+        console.print(table)
 
 
 @templates_app.command("show")
@@ -107,18 +106,15 @@ def templates_show(
     config: ConfigOption = None,
 ) -> None:
     """One registered template as JSON: its content and each key's type."""
-    from wxgate import cli
     from wxgate.api.routes.templates import template_json
 
-    settings = cli._settings(config)
-    name = cli._app_name(settings, app_name)
+    settings = settings_of(config)
+    name = configured_app(settings, app_name)
 
     async def load(backend: Backend) -> list[RegisteredTemplate]:
         return await backend.template_store().templates(name)
 
-    found = [t for t in cli._run(cli._with_backend(settings, load)) if t.template_id == template_id]
+    found = [t for t in with_backend(settings, load) if t.template_id == template_id]
     if not found:
-        cli._fail(
-            f"{name}: no template {template_id!r} in the registry (wxgate templates sync?)", 1
-        )
-    cli.console.print_json(orjson.dumps(template_json(found[0])).decode())
+        fail(f"{name}: no template {template_id!r} in the registry (wxgate templates sync?)", 1)
+    console.print_json(orjson.dumps(template_json(found[0])).decode())
