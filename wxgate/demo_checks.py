@@ -70,7 +70,7 @@ async def _post(
     template_id: str,
     data: dict[str, dict[str, str]],
 ) -> tuple[int, Any]:
-    body = {"touser": touser, "template_id": template_id, "data": data}
+    body = {"app": APP, "touser": touser, "template_id": template_id, "data": data}
     async with session.post(f"{base}/v1/messages", json=body, headers=headers) as resp:
         return resp.status, await resp.json()
 
@@ -78,9 +78,10 @@ async def _post(
 async def _wait_suppressed(
     session: aiohttp.ClientSession, base: str, headers: dict[str, str]
 ) -> bool:
-    """The worker records a 43004 on a task of its own: wait for it (a few seconds)."""
+    """The worker records a 43004 on a task of its own: wait for it (a few seconds; up
+    to 30 on a busy machine)."""
     url = f"{base}/v1/suppressions?app={APP}&touser={NOT_FOLLOWING}"
-    for _ in range(50):
+    for _ in range(300):
         async with session.get(url, headers=headers) as resp:
             if (await resp.json())["data"]["items"]:
                 return True
