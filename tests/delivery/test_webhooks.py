@@ -4,6 +4,7 @@ pure policy (backoff, the retry window, answer labels)."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
@@ -34,6 +35,7 @@ async def receiver() -> AsyncIterator[tuple[str, list[str]]]:
     async def take(request: web.Request) -> web.Response:
         raw = await request.read()
         verifier.verify(raw, dict(request.headers))
+        await asyncio.sleep(random.uniform(0, 0.03))  # posts end at any moment of a write
         seen.append(request.headers["webhook-id"])
         return web.Response(status=204)
 
