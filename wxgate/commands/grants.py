@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import uvloop
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from wxgate.backends.grants import Grant
+from wxgate.clock import SystemClock
+from wxgate.config import Settings, load_settings
 
 app = typer.Typer(help="The grant ledger of subscribe messages.", no_args_is_help=True)
 
@@ -23,12 +30,14 @@ def grants_list(
 ) -> None:
     """The templates one user granted an app: one-time sends left, long-term or not.
     Only grants whose popup events reached this gateway are known."""
-    # cli.py registers this group, so its plumbing is imported when the command runs.
-    from wxgate.cli import _app_name, _run, _settings, _when, _with_backend, console
-
-    settings = _settings(config)
-    name = _app_name(settings, app_name)
-    grants = _run(_with_backend(settings, lambda b: b.grant_store().list(name, touser)))
+    try:
+        settings = load_settings(config)
+        name = settings.app(app_name)[0]
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        Console(stderr=True).print(Text(f"config: {exc}", style="red"))
+        raise typer.Exit(2) from exc
+    grants = uvloop.run(_grants(settings, name, touser))
+    console = Console()
     table = Table(title=f"grants of {touser} in {name}")
     for column in ("template_id", "one-time sends", "long-term", "updated"):
         table.add_column(column)
@@ -42,3 +51,18 @@ def grants_list(
     console.print(table)
     if not grants:
         console.print(Text("no grant known (the ledger only knows popups that reached it)"))
+
+
+async def _grants(settings: Settings, app: str, touser: str) -> list[Grant]:
+    from wxgate.gateway import make_backend  # the gateway module is heavy; only when run
+
+    backend = make_backend(settings, SystemClock())
+    await backend.start()
+    try:
+        return await backend.grant_store().list(app, touser)
+    finally:
+        await backend.close()
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S") if epoch else ""
