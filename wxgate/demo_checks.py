@@ -70,7 +70,7 @@ async def _post(
     template_id: str,
     data: dict[str, dict[str, str]],
 ) -> tuple[int, Any]:
-    body = {"touser": touser, "template_id": template_id, "data": data}
+    body = {"app": APP, "touser": touser, "template_id": template_id, "data": data}
     async with session.post(f"{base}/v1/messages", json=body, headers=headers) as resp:
         return resp.status, await resp.json()
 
