@@ -64,6 +64,9 @@ async def test_every_sample_ends_as_classified_within_30_s() -> None:
     assert "sandbox saw 2 token fetch(es)" in output.getvalue()
     assert "grants of oKate_demo in default (sub:order_shipped): 1 one-time" in output.getvalue()
     assert "grants of oLiam_demo in mini (mini:order_shipped): 0 one-time" in output.getvalue()
+    # The registry part: a key the template lacks refused by name, 43004 then suppressed.
+    assert "refused 400 at body.data.thing9" in output.getvalue()
+    assert "unfollowed_heidi (43004 above) -> HTTP 202, suppressed" in output.getvalue()
 
 
 def test_demo_notices_a_sample_that_ends_otherwise() -> None:

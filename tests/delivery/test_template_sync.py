@@ -72,3 +72,36 @@ async def test_a_40037_asks_for_one_early_sync(make_rig: MakeRig) -> None:
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_a_process_skips_a_periodic_sync_another_one_just_made(make_rig: MakeRig) -> None:
+    rig = await make_rig(app={"template_sync_s": 100})
+    counted: list[object] = []
+    mine = TemplateSync(
+        rig.backend.template_store(),
+        {APP: rig.runtime.client},
+        {APP: rig.app},
+        rig.clock,
+        on_synced=counted.append,
+    )
+    runner = asyncio.create_task(mine.run())
+    try:
+        for _ in range(100):  # the start-up sync: template and subscribe kinds
+            if len(counted) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert len(counted) == 2
+        rig.clock.advance(50.0)
+        await _sync(rig).sync_app(APP)  # another process, half an interval later
+        rig.clock.advance(50.0)  # this one's interval is up
+        await asyncio.sleep(0.3)
+        assert len(counted) == 2  # skipped: the other's sync is 50 s old
+        rig.clock.advance(100.0)
+        for _ in range(100):
+            if len(counted) == 4:
+                break
+            await asyncio.sleep(0.02)
+        assert len(counted) == 4
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
