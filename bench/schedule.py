@@ -31,12 +31,13 @@ from bench.procs import (
     start_gateways,
 )
 from bench.results import Spec, Target
-from wxgate.backends.base import Backend, NewMessage, Status
+from wxgate.backends.base import Backend, NewMessage, Status, StorageUnavailable
 
 MB = 1024 * 1024
 RATE_PER_S = 1_000.0
 LEAD_S = 5.0  # between the last message stored and the second they are due
-CHUNK = 10_000  # messages per enqueue call
+CHUNK = 2_000  # messages per enqueue call
+STORE_ATTEMPTS = 5
 SAMPLE_EVERY = 100  # message records whose MEMORY USAGE is read: one in this many
 # Sends in flight: enough that the limit, not the sandbox's latency on a busy machine,
 # sets the pace (64, the default, over ~250 ms answers on a loaded 2-core box capped
@@ -79,11 +80,20 @@ SPECS = (
 
 async def _store_scheduled(backend: Backend, count: int, send_at: float, offset: int = 0) -> None:
     for first in range(offset, offset + count, CHUNK):
-        messages = [
-            NewMessage("default", wechat_message(n), send_at=send_at)
-            for n in range(first, min(offset + count, first + CHUNK))
-        ]
-        await backend.enqueue(messages, time.time())
+        for attempt in range(STORE_ATTEMPTS):
+            messages = [
+                NewMessage("default", wechat_message(n), send_at=send_at)
+                for n in range(first, min(offset + count, first + CHUNK))
+            ]
+            try:
+                await backend.enqueue(messages, time.time())
+                break
+            except StorageUnavailable:
+                # A busy shared machine timed a write out (seen at load 20 on Redis);
+                # the chunk is stored again, so a count may exceed what was asked.
+                if attempt == STORE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(1.0)
 
 
 async def _store_due_together(backend: Backend, count: int) -> float:
@@ -185,7 +195,7 @@ async def _memory(bench: Bench, engine: str, count: int) -> dict[str, float]:
             scheduled = (await probe.backend.counts())[Status.SCHEDULED]
         finally:
             await gateway.stop()
-    if scheduled != count:
+    if scheduled < count:
         raise RuntimeError(f"schedule: {scheduled} of {count} scheduled")
     figures[f"schedule.rss.{engine}"] = memory["VmRSS"] / MB
     details: dict[str, float] = {
@@ -193,7 +203,7 @@ async def _memory(bench: Bench, engine: str, count: int) -> dict[str, float]:
         "peak_rss_mb": memory["VmHWM"] / MB,
     }
     if engine == "redis":
-        figures["schedule.redis_memory"] = redis_bytes / count
+        figures["schedule.redis_memory"] = redis_bytes / scheduled
         details |= {"redis_keys": keys, "redis_mb": redis_bytes / MB}
     bench.note(f"schedule.memory.{engine}", scheduled=count, stored_s=stored_s, **details)
     return figures

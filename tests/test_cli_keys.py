@@ -57,3 +57,15 @@ def test_replays_and_resumes_on_the_command_line_are_audited(tmp_path: Path) -> 
     assert "resume" in audit.stdout and "was not paused" in audit.stdout
     assert "replay" in audit.stdout and "0 replayed" in audit.stdout
     assert "cli:" in audit.stdout
+
+
+def test_suppression_changes_on_the_command_line_are_audited(tmp_path: Path) -> None:
+    config = str(write_config(tmp_path / "wxgate.toml", tmp_path / "wxgate.db"))
+    assert invoke("suppressions", "add", "oQuiet", "--config", config).exit_code == 0
+    assert invoke("suppressions", "lift", "oQuiet", "--config", config).exit_code == 0
+
+    audit = invoke("audit", "--config", config)
+
+    assert audit.exit_code == 0, audit.output
+    assert "suppression.lift" in audit.stdout and "shop oQuiet" in audit.stdout
+    assert "suppression.add" in audit.stdout and "1 added, reason operator" in audit.stdout

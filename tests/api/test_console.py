@@ -249,6 +249,8 @@ async def test_resume_lifts_the_pause_shown_on_the_overview(gateway: Gateway) ->
     )
     assert status == 303
     assert await gateway.backend.pauses(gateway.clock.now()) == {}
+    [entry] = await gateway.backend.audit_log().entries(5)
+    assert (entry.actor, entry.action, entry.target) == ("console:config-1", "resume", "default")
     _, html, _ = await _call(gateway, "GET", resp.headers["Location"], _session(cookies))
     assert "App default resumed." in html
     assert "paused: CONFIG" not in html
@@ -324,6 +326,9 @@ async def test_replay_all_matching_dead_letters(gateway: Gateway) -> None:
     assert record is not None and record.status is Status.QUEUED
     _, html, _ = await _call(gateway, "GET", resp.headers["Location"], _session(cookies))
     assert "1 message(s) queued again." in html
+    [entry] = await gateway.backend.audit_log().entries(5, action="replay")
+    assert entry.actor == "console:config-1"
+    assert (entry.target, entry.detail) == ("dead letters app=default errcode=40001", "1 replayed")
 
 
 async def test_no_page_shows_a_secret_or_a_full_token(gateway: Gateway) -> None:

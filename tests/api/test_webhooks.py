@@ -148,6 +148,12 @@ async def test_the_webhook_routes_show_the_backlog_list_dead_events_and_replay_t
         "/v1/webhooks/replay", {"app": "default", "seqs": [item["seq"]]}
     )
     assert (status, answer["data"]) == (200, {"replayed": 1})
+    [audited] = await gateway.backend.audit_log().entries(1, action="webhook.replay")
+    assert (audited.actor, audited.target, audited.detail) == (
+        "config-1",
+        "webhooks of default",
+        "1 replayed",
+    )
     [again] = await outbox.claim(["default"], 10, 30, gateway.clock.now())
     assert (again.webhook_id, again.event.status) == (claim.webhook_id, Status.FAILED)
 

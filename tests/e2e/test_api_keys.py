@@ -144,3 +144,23 @@ async def test_two_keys_of_one_name_overlap_during_a_rotation(stack: Stack) -> N
 
     await eventually(old_refused, timeout_s=1.0, what="the old key refused")
     assert (await stack.call("GET", "/v1/apps", key=new))[0] == 200
+
+
+async def test_suppression_changes_are_audited_and_held_to_the_key_apps(stack: Stack) -> None:
+    key, _ = await new_key(stack, (APP,), ("read", "operate"))
+    other, _ = await new_key(stack, ("bank",), ("read", "operate"))
+    added = {"app": APP, "openids": ["oQuiet_e2e", "oQuiet2_e2e"]}
+
+    status, answer = await stack.call("POST", "/v1/suppressions", json=added, key=key)
+    assert status == 200, answer
+    status, answer = await stack.call("DELETE", f"/v1/suppressions/{APP}/oQuiet_e2e", key=key)
+    assert status == 200, answer
+    status, answer = await stack.call("POST", "/v1/suppressions", json=added, key=other)
+    assert status == 403 and answer["data"]["app"] == APP
+
+    _, answer = await stack.call("GET", "/v1/audit")
+    seen = [(e["actor"], e["action"], e["target"]) for e in answer["data"]["items"]]
+    assert seen[:2] == [
+        ("billing", "suppression.lift", f"{APP} oQuiet_e2e"),
+        ("billing", "suppression.add", APP),
+    ]

@@ -6,6 +6,7 @@ imports openids (arguments, or a file with one per line) with the reason `operat
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -14,10 +15,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from wxgate.backends.audit import AuditEntry
 from wxgate.backends.base import Backend
 from wxgate.backends.suppressions import Suppression, SuppressionPage, SuppressionReason
 from wxgate.commands.storage import app_name as configured_app
-from wxgate.commands.storage import console, fail, settings_of, when, with_backend
+from wxgate.commands.storage import cli_actor, console, fail, settings_of, when, with_backend
 
 suppressions_app = typer.Typer(
     help="The suppression list: list, add (import), lift.", no_args_is_help=True
@@ -90,6 +92,10 @@ def suppressions_add(
         added = 0
         for start in range(0, len(entries), IMPORT_CHUNK):
             added += await store.add(name, entries[start : start + IMPORT_CHUNK])
+        detail = f"{added} added, reason {SuppressionReason.OPERATOR.value}"
+        await backend.audit_log().record(
+            AuditEntry(now, cli_actor(), "suppression.add", name, detail)
+        )
         return added
 
     added = with_backend(settings, add)
@@ -106,7 +112,15 @@ def suppressions_lift(
 
     settings = settings_of(config)
     name = configured_app(settings, app_name)
-    lifted = with_backend(settings, lambda b: b.suppression_store().lift(name, openid))
+
+    async def lift(backend: Backend) -> bool:
+        if not await backend.suppression_store().lift(name, openid):
+            return False
+        entry = AuditEntry(time.time(), cli_actor(), "suppression.lift", f"{name} {openid}")
+        await backend.audit_log().record(entry)
+        return True
+
+    lifted = with_backend(settings, lift)
     if not lifted:
         fail(f"{name}: {openid} is not suppressed", 1)
     console.print(escape(f"{name}: {openid} lifted"))

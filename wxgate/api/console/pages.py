@@ -22,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from wxgate import operations
-from wxgate.api.auth import ApiKeys
+from wxgate.api.audit import audited, dead_letter_target
+from wxgate.api.auth import EVERYTHING, PRINCIPAL, ApiKeys, Principal
 from wxgate.api.console.activity import MINUTES, SERIES, ActivityCache
 from wxgate.api.console.session import (
     OPEN_TAG,
@@ -119,6 +120,15 @@ class Console:
         if self.keys.open:
             return [OPEN_TAG]
         return [self.codec.key_tag(key_hash) for key_hash in self.key_hashes]
+
+    def actor(self, session: Session) -> Principal:
+        """Who the audit log names for this session's actions: the config key it signed
+        in with, seen through the console."""
+        tags = self.valid_tags()
+        name = "console"
+        if session.key_tag in tags and not self.keys.open:
+            name = f"console:config-{tags.index(session.key_tag) + 1}"
+        return Principal(name, None, EVERYTHING)
 
     def session(self, request: Request, now: float) -> Session | None:
         cookie = request.cookies.get(SESSION_COOKIE)
@@ -271,10 +281,13 @@ def build_router(console: Console) -> APIRouter:
                     raise Refused("the form's CSRF token does not match the session")
             except Refused as exc:
                 return console.render(request, "refused.html", 403, reason=str(exc))
+            token = PRINCIPAL.set(console.actor(session))  # names it in the audit log
             try:
                 response: Response = await handler(request, state, form)
             except ApiError as exc:
                 return console.render(request, "refused.html", exc.status, reason=exc.msg)
+            finally:
+                PRINCIPAL.reset(token)
             return response
 
         wrapper.__name__ = handler.__name__
@@ -369,6 +382,7 @@ def build_router(console: Console) -> APIRouter:
         if app not in state.settings.apps:
             return console.render(request, "refused.html", 404, reason=f"no app {app!r}")
         resumed = await state.backend.resume_app(app, state.clock.now())
+        await audited(state, "resume", app, "resumed" if resumed else "was not paused")
         return _redirect(request, "", notice="resumed" if resumed else "not-paused", app=app)
 
     @router.get("/messages")
@@ -425,6 +439,7 @@ def build_router(console: Console) -> APIRouter:
     async def replay_one(request: Request, state: ApiState, form: dict[str, str]) -> Response:
         message_id = request.path_params["message_id"]
         done = await operations.replay_messages(state.backend, [message_id], state.clock.now())
+        await audited(state, "replay", message_id, f"{done.replayed} replayed")
         if form.get("back") == "dead-letters":
             return _redirect(request, "/dead-letters", notice="replayed", n=done.replayed)
         return _redirect(request, f"/messages/{message_id}", notice="replayed", n=done.replayed)
@@ -468,6 +483,7 @@ def build_router(console: Console) -> APIRouter:
     async def replay_matching(request: Request, state: ApiState, form: dict[str, str]) -> Response:
         flt = _dead_filter(form, state)
         done = await operations.replay_dead_letters(state.backend, flt, state.clock.now())
+        await audited(state, "replay", dead_letter_target(flt), f"{done.replayed} replayed")
         return _redirect(request, "/dead-letters", notice="replayed", n=done.replayed)
 
     @router.get("/batches")

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from wxgate import operations
-from wxgate.api.audit import audited
+from wxgate.api.audit import audited, dead_letter_target
 from wxgate.api.auth import app_for_listing
 from wxgate.api.errors import InvalidRequest
 from wxgate.api.routing import JsonRoute
@@ -31,10 +31,3 @@ async def replay_dead_letters(request: Request, body: DeadLetterReplayIn) -> Res
     result = await operations.replay_dead_letters(state.backend, flt, now)
     await audited(state, "replay", dead_letter_target(flt), f"{result.replayed} replayed")
     return ok({"replayed": result.replayed, "resumed": result.resumed})
-
-
-def dead_letter_target(flt: DeadLetterFilter) -> str:
-    """The filter as the audit log names it, e.g. "dead letters app=shop errcode=40037"."""
-    given = {"app": flt.app, "errcode": flt.errcode, "since": flt.since, "until": flt.until}
-    parts = [f"{name}={value}" for name, value in given.items() if value is not None]
-    return " ".join(["dead letters", *parts])

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
+from wxgate.api.audit import audited
+from wxgate.api.auth import require_app
 from wxgate.api.errors import InvalidRequest, NotFound
 from wxgate.api.intake import resolve_app
 from wxgate.api.routing import JsonRoute
@@ -51,9 +53,11 @@ def suppression_json(entry: Suppression) -> dict[str, Any]:
 
 def _app(state: ApiState, app: str | None, loc: list[str | int]) -> str:
     try:
-        return resolve_app(state.settings, app)
+        name = resolve_app(state.settings, app)
     except InvalidRequest as exc:
         raise InvalidRequest([{**error, "loc": loc} for error in exc.errors]) from None
+    require_app(name)  # the key's apps (auth.py)
+    return name
 
 
 @router.get("", summary="An app's suppressed recipients, or whether one is")
@@ -97,6 +101,7 @@ async def import_suppressions(request: Request, body: SuppressionsIn) -> Respons
     now = state.clock.now()
     entries = [Suppression(openid, body.reason, now) for openid in body.openids]
     added = await state.backend.suppression_store().add(name, entries)
+    await audited(state, "suppression.add", name, f"{added} added, reason {body.reason.value}")
     return ok({"app": name, "added": added, "total": len(set(body.openids))})
 
 
@@ -105,6 +110,8 @@ async def lift_suppression(request: Request, app: str, openid: str) -> Response:
     state = api_state(request)
     if app not in state.settings.apps:
         raise NotFound(f"no app {app!r}")
+    require_app(app)
     if not await state.backend.suppression_store().lift(app, openid):
         raise NotFound(f"{openid!r} is not suppressed for app {app!r}")
+    await audited(state, "suppression.lift", f"{app} {openid}")
     return ok({"app": app, "openid": openid, "lifted": True})

@@ -11,6 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from wxgate import webhook_operations
+from wxgate.api.audit import audited
+from wxgate.api.auth import app_for_listing
 from wxgate.api.errors import InvalidRequest
 from wxgate.api.routing import JsonRoute
 from wxgate.api.schemas import ok
@@ -37,6 +39,7 @@ class WebhookReplayIn(BaseModel):
 
 def _known_app(request: Request, app: str | None, loc: list[str | int]) -> list[str]:
     settings = api_state(request).settings
+    app = app_for_listing(app)  # a key limited to some apps sees only them (auth.py)
     if app is None:
         return sorted(settings.apps)
     if app not in settings.apps:
@@ -105,4 +108,5 @@ async def replay_webhooks(request: Request, body: WebhookReplayIn) -> Response:
     replayed = await webhook_operations.replay_webhooks(
         state.backend, apps, body.seqs, state.clock.now()
     )
+    await audited(state, "webhook.replay", f"webhooks of {','.join(apps)}", f"{replayed} replayed")
     return ok({"replayed": replayed})
