@@ -7,11 +7,11 @@ flight (with HEADROOM for its jitter), at least AUTO_MIN and at most
 `delivery.max_concurrency`: the default configuration reaches the apps' rate whether
 WeChat answers in 1 ms or in 200 ms, without holding a slot per permit it cannot use.
 
-The time in flight is a send's, from the moment it starts to WeChat's answer (the
-send budget's storage call included: under load it is part of what a slot needs, as
-measured with a 1 ms WeChat on Redis), less any time it waited for the app's rate
-limit, and smoothed; waiting for the rate limit never widens the window, nor does a
-send that got no answer (a timeout would say nothing about the round trip).
+The time in flight is a send's, from the moment it took its slot to WeChat's answer
+(the event loop's delay in starting it and the send budget's storage call included:
+under load they are part of what a slot needs), less any time it waited for the app's
+rate limit, and smoothed; waiting for the rate limit never widens the window, nor does
+a send that got no answer (a timeout would say nothing about the round trip).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Literal
 INITIAL_ROUND_TRIP_S = 0.05  # the guess until answers are measured
 SMOOTHING = 0.05  # weight of each new round trip in the running estimate
 HEADROOM = 1.5
-AUTO_MIN = 4
+AUTO_MIN = 8
 
 
 class Window:
