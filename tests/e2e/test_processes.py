@@ -131,7 +131,7 @@ async def test_killed_worker_loses_nothing_and_sends_nothing_twice(
             counts = await batch_counts(session, api, batch_id)
             return counts.get("delivered", 0) == 500
 
-        await eventually(all_delivered, 30.0, "500 delivered")
+        await eventually(all_delivered, 120.0, "500 delivered")
         inbox = await control.messages(limit=1000)
         stats = await control.stats()
 
