@@ -47,7 +47,7 @@ CONFIG_PATH = "/etc/wxgate/wxgate.toml"
 SECRET_SETTINGS = ("secret", "callback_token", "encoding_aes_key")
 WXGATE = Path(sys.executable).with_name("wxgate")
 REDIS_URL = "redis://127.0.0.1:6379/0"
-START_DEADLINE_S = 30.0
+START_DEADLINE_S = 60.0
 
 
 # -- reading the files ------------------------------------------------------------------------

@@ -109,7 +109,7 @@ async def children(prefix: str, mode: str, *args: str, count: int) -> list[Any]:
     try:
         for proc in procs:
             assert proc.stdout is not None
-            assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"ready\n"
+            assert await asyncio.wait_for(proc.stdout.readline(), 60) == b"ready\n"
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write(b"go\n")

@@ -62,7 +62,7 @@ class Plan:
 def short_plan(engine: Engine, **changes: Any) -> Plan:
     """The version `make test` runs: 1,000 messages, 2 kills, one storm (and one Redis
     restart on the Redis engine)."""
-    plan = Plan(engine=engine, redis_restarts=1 if engine == "redis" else 0, settle_timeout_s=90.0)
+    plan = Plan(engine=engine, redis_restarts=1 if engine == "redis" else 0)
     return replace(plan, stack=replace(plan.stack, engine=engine), **changes)
 
 

@@ -17,7 +17,7 @@ from tests.chaos.campaign import run_campaign, short_plan
 from tests.chaos.checks import Figures
 from tests.chaos.run import redis_missing
 
-pytestmark = pytest.mark.timeout(300)  # the run is shared; it takes minutes when the cores are busy
+pytestmark = pytest.mark.timeout(600)  # the run is shared; it takes minutes when the cores are busy
 
 
 @pytest.fixture(scope="module", params=["sqlite", "redis"])

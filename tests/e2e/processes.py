@@ -72,7 +72,7 @@ class ServeProcess:
     log_path: Path
     process: asyncio.subprocess.Process
 
-    async def ready(self, session: aiohttp.ClientSession, timeout_s: float = 30.0) -> None:
+    async def ready(self, session: aiohttp.ClientSession, timeout_s: float = 60.0) -> None:
         """Wait until /readyz answers 200 (failing at once if the process exits)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

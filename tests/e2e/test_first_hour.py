@@ -37,8 +37,8 @@ WXGATE = str(Path(sys.executable).with_name("wxgate"))
 API_KEY_SHAPE = re.compile(r"wxg_[A-Za-z0-9_-]{40,}")
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TEMPLATE = "tmpl_order_shipped"
-START_DEADLINE_S = 30.0
-DELIVERY_DEADLINE_S = 30.0
+START_DEADLINE_S = 60.0
+DELIVERY_DEADLINE_S = 60.0
 
 
 def cli(

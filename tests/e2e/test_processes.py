@@ -93,7 +93,7 @@ async def sigkill_once_inbox_holds(
     async def reached() -> bool:
         return int((await control.inbox(limit=1))["total"]) >= count
 
-    await eventually(reached, 20.0, f"{count} messages in the sandbox inbox")
+    await eventually(reached, 60.0, f"{count} messages in the sandbox inbox")
     worker.signal(signal.SIGKILL)
     assert await worker.wait() == -signal.SIGKILL
     return int((await control.inbox(limit=1))["total"])
@@ -131,7 +131,7 @@ async def test_killed_worker_loses_nothing_and_sends_nothing_twice(
             counts = await batch_counts(session, api, batch_id)
             return counts.get("delivered", 0) == 500
 
-        await eventually(all_delivered, 30.0, "500 delivered")
+        await eventually(all_delivered, 120.0, "500 delivered")
         inbox = await control.messages(limit=1000)
         stats = await control.stats()
 
@@ -173,7 +173,7 @@ async def test_sigterm_hands_back_every_lease(
             async with session.get(url, headers=AUTH) as resp:
                 return len((await resp.json())["data"]["items"]) > 0
 
-        await eventually(sending, 10.0, "messages in sending")
+        await eventually(sending, 30.0, "messages in sending")
         started = time.monotonic()
         gateway.signal(signal.SIGTERM)
         returncode = await gateway.wait()

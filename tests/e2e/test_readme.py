@@ -44,7 +44,7 @@ from tests.e2e.readme import (
 WXGATE = str(Path(sys.executable).with_name("wxgate"))
 CURL = shutil.which("curl")
 README_GATEWAY = "127.0.0.1:8000"
-START_DEADLINE_S = 30.0
+START_DEADLINE_S = 60.0
 READ_DEADLINE_S = 30.0  # a read is asked again until it shows the README's answer
 # Commands that only read, asked again until their answer is the README's (a message
 # is delivered a moment after it is sent).

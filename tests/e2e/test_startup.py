@@ -37,7 +37,7 @@ from wxgate.sandbox.config import DEFAULT_APPID
 from wxgate.startup import StartupError
 
 WXGATE = str(Path(sys.executable).with_name("wxgate"))
-RUN_DEADLINE_S = 30.0  # a `serve` still running after this has not refused the config
+RUN_DEADLINE_S = 90.0  # a `serve` still running after this has not refused the config
 BAD_AES_KEY = "!bcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"  # 43 characters, not base64
 AS_ROOT = os.geteuid() == 0
 

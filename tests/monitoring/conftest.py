@@ -36,7 +36,7 @@ ALERTMANAGER_CONFIG = DEPLOY / "alertmanager" / "alertmanager.yml"
 # What Grafana puts in place of the dashboard's variables, for a query sent straight
 # to Prometheus: every app, and a rate window spanning many 1 s scrapes.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$app": ".*"}
-START_DEADLINE_S = 30.0
+START_DEADLINE_S = 60.0
 
 
 def dashboard() -> dict[str, Any]:

@@ -51,7 +51,7 @@ KNOWN_SECRETS = (
     API_KEY, OTHER_KEY, REVOKED_KEY, PLAIN_SECRET, SAFE_SECRET, PLAIN_TOKEN, SAFE_TOKEN, AES_KEY
 )  # fmt: skip
 TEMPLATE = "TPL_security_notice"
-START_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 60.0
 
 for _secret in KNOWN_SECRETS:
     register_secret(_secret)

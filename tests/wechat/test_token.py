@@ -113,12 +113,12 @@ async def test_four_processes_sharing_a_sqlite_store_fetch_once(
     try:
         for proc in procs:
             assert proc.stdout is not None
-            assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"ready\n"
+            assert await asyncio.wait_for(proc.stdout.readline(), 60) == b"ready\n"
         for proc in procs:  # every process is waiting; start them together
             assert proc.stdin is not None
             proc.stdin.write(b"go\n")
             await proc.stdin.drain()
-        outputs = [await asyncio.wait_for(proc.communicate(), 30) for proc in procs]
+        outputs = [await asyncio.wait_for(proc.communicate(), 60) for proc in procs]
     finally:
         for proc in procs:
             if proc.returncode is None:
