@@ -34,7 +34,7 @@ FETCH_TIMEOUT_S = 30.0
 _log = get_logger(__name__)
 
 # What each kind of account lists, per kind of message.
-_KINDS = {
+SYNCED_KINDS = {  # what a sync fetches for each kind of account
     AccountKind.OFFICIAL_ACCOUNT: (MessageKind.TEMPLATE, MessageKind.SUBSCRIBE),
     AccountKind.MINIPROGRAM: (MessageKind.MINIPROGRAM,),
 }
@@ -96,7 +96,7 @@ class TemplateSync:
     async def sync_app(self, app: str) -> list[KindSynced]:
         """Fetch and store every kind of `app`'s templates now."""
         settings = self._apps[app]
-        results = [await self._sync_kind(app, kind) for kind in _KINDS[settings.kind]]
+        results = [await self._sync_kind(app, kind) for kind in SYNCED_KINDS[settings.kind]]
         for result in results:
             if self._on_synced is not None:
                 self._on_synced(result)
@@ -155,7 +155,7 @@ class TemplateSync:
             states = await self._store.sync_states(app)
         except StorageUnavailable:
             return False
-        kinds = _KINDS[self._apps[app].kind]
+        kinds = SYNCED_KINDS[self._apps[app].kind]
         interval = self._apps[app].template_sync_s
         return all(
             kind in states and now - states[kind].attempt_at < interval * 0.9 for kind in kinds
