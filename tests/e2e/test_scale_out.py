@@ -28,7 +28,7 @@ from tests.chaos.campaign import run_campaign, scale_out_plan
 from tests.chaos.checks import RATE_TOLERANCE, Figures
 from tests.chaos.run import redis_missing
 
-pytestmark = pytest.mark.timeout(480)  # two runs when the machine is busy
+pytestmark = pytest.mark.timeout(720)  # two runs when busy: 357 s seen with a hog per core
 
 PRESSED = 0.8  # the busiest second reached this share of the limit: the limit held them back
 RETRY_SHARE = 0.7  # the repeated run's limit, as a share of the rate the first one reached

@@ -210,7 +210,10 @@ def blocking(deployment: Deployment) -> Iterator[tuple[asyncio.AbstractEventLoop
     loop = asyncio.new_event_loop()
 
     async def session() -> aiohttp.ClientSession:
-        return aiohttp.ClientSession()
+        # A connection per request: a pooled one the server has just closed (keep-alive
+        # ending while a busy machine runs hypothesis between examples) would fail the
+        # write before any answer, and hypothesis would call the example flaky.
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
 
     http = loop.run_until_complete(session())
     try:

@@ -307,13 +307,16 @@ async def test_management_follows_the_token_rule_too(
 def debug_logs(capfd: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
+    saved_structlog = structlog.get_config()
     configure_logging("DEBUG", "json")
     try:
         yield capfd
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)
-        structlog.reset_defaults()
+        # What the suite had (not structlog's defaults, which print past the standard
+        # library and so past every later test's log handlers).
+        structlog.configure(**saved_structlog)
 
 
 async def test_no_error_text_or_log_line_holds_the_secret_or_a_token(
