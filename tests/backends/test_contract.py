@@ -1015,6 +1015,39 @@ async def test_resuming_a_timed_pause_makes_what_it_held_back_due_now(backend: B
     assert await backend.pauses(T0 + 10) == {}
 
 
+async def test_a_release_for_a_pause_written_after_the_resume_is_due_at_once(
+    backend: Backend,
+) -> None:
+    # A worker released these because the app was paused until the quota reset; the
+    # operator resumed before its settlement was written, so no resume will make them due.
+    late, other = message("shop"), message("bank")
+    await backend.enqueue([late, other], T0)
+    leases = {lease.id: lease for lease in await backend.lease_batch("w1", 10, 30, T0)}
+    reset = T0 + 50_000
+    await backend.pause_app(Pause("shop", PauseReason.QUOTA, since=T0, until=reset))
+    await backend.pause_app(Pause("bank", PauseReason.QUOTA, since=T0, until=reset))
+    assert await backend.resume_app("shop", T0 + 5)
+    await backend.settle(
+        [
+            Settlement(leases[late.id], Outcome.RELEASE, next_attempt_at=reset, while_paused=True),
+            Settlement(leases[other.id], Outcome.RELEASE, next_attempt_at=reset, while_paused=True),
+        ],
+        T0 + 10,
+    )
+
+    due = await backend.lease_batch("w1", 10, 30, T0 + 10)
+    assert [lease.id for lease in due] == [late.id]  # bank is still paused: it waits
+    record = await backend.get(other.id)
+    assert record is not None and record.next_attempt_at == reset
+
+
+async def test_a_plain_release_keeps_its_time_without_a_pause(backend: Backend) -> None:
+    message_id = await enqueue_one(backend)
+    lease = await lease_only(backend, message_id, T0)
+    await settle_one(backend, lease, Outcome.RELEASE, T0 + 1, next_attempt_at=T0 + 500)
+    assert await backend.lease_batch("w1", 10, 30, T0 + 2) == []
+
+
 async def test_pausing_again_replaces_the_pause(backend: Backend) -> None:
     await backend.pause_app(Pause("shop", PauseReason.QUOTA, since=T0, until=T0 + 100))
     await backend.pause_app(Pause("shop", PauseReason.CONFIG, since=T0 + 5))

@@ -419,6 +419,10 @@ class Settlement:
     errmsg: str | None = None
     category: Category | None = None
     note: str = ""
+    # A release because the app is paused: due at once instead, if by the time storage
+    # writes it the app has no pause in force (an operator resumed it meanwhile, after
+    # the resume had made the held messages due, so this one would wait for nothing).
+    while_paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +443,7 @@ class SettleChange:
     errmsg: str | None
     category: Category | None
     event: Event
+    while_paused: bool = False  # due now if the app has no pause in force (Settlement's)
 
 
 def settle_change(s: Settlement, now: float) -> SettleChange:
@@ -462,6 +467,7 @@ def settle_change(s: Settlement, now: float) -> SettleChange:
         errmsg=s.errmsg,
         category=s.category,
         event=Event(now, outcome.event_kind, s.note, s.errcode),
+        while_paused=s.while_paused and outcome is Outcome.RELEASE,
     )
 
 

@@ -572,6 +572,7 @@ class RedisBackend:
             else message_key,
             k.hooks(record.app),
             k.recent_sends(record.app, record.touser),
+            k.pause(record.app),
             *self._book(record.app, record.batch_id, message_key),
         ]
 
@@ -592,6 +593,7 @@ class RedisBackend:
             change.event.to_json().decode(),
             self._retention_s,
             RECENT_SENDS_S,
+            "1" if change.while_paused else "",
         ]
 
     @_storage_call

@@ -352,10 +352,11 @@ return redis.call('HMGET', msg, {_LEASED})
 # Settle one lease, if its token still holds it.
 # KEYS: message, ready(app), retry(app), leases, dead, settled, dedupe key (the
 #   message key when none), msgid (the message key when none), pending report
-#   (likewise), hooks(app), recent_sends(app, touser), then the book (12..).
+#   (likewise), hooks(app), recent_sends(app, touser), pause(app), then the book (13..).
 # ARGV: id, token, now, target status, counted (0/1), next_attempt_at ('' none),
 #   msgid ('' none), answered ('1'/''), errcode, errmsg, category, event line,
-#   retention seconds, recent_sends window seconds.
+#   retention seconds, recent_sends window seconds, while_paused ('1'/''): a release
+#   because the app is paused is due now when no pause is in force any more.
 # Returns 1 when written, 0 when the lease was lost (nothing written).
 SETTLE: Final = (
     _PRELUDE
@@ -363,11 +364,16 @@ SETTLE: Final = (
 local msg, stream, retry, leases, dead, settled = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
   KEYS[6]
 local id, token, now, target, counted, next_at, msgid, answered, errcode, errmsg, category, line,
-  retention, recent = unpack(ARGV)
+  retention, recent, while_paused = unpack(ARGV)
 local f = redis.call('HMGET', msg, 'status', 'lease_token', 'lease_entry', 'ref', 'batch_id',
   'idempotency_key', 'msgid', 'events', 'n_events', 'attempts')
 if f[1] ~= 'sending' or f[2] ~= token then return 0 end
 local ref, key, stored_msgid = f[4], f[6], f[7]
+if while_paused == '1' then
+  local pause = redis.call('GET', KEYS[12])
+  local ends = pause and cjson.decode(pause)['until']
+  if not pause or (type(ends) == 'number' and ends <= tonumber(now)) then next_at = now end
+end
 local set = {'status', target, 'updated_at', now, 'attempts', tonumber(f[10]) + counted}
 local clear = {'lease_owner', 'lease_token', 'lease_deadline', 'lease_entry'}
 local function put(field, value)
@@ -416,7 +422,7 @@ redis.call('HDEL', msg, unpack(clear))
 redis.call('HSET', msg, unpack(set))
 ack(stream, f[3])
 redis.call('ZREM', leases, ref)
-move(book(12, f[5]), id, 'sending', final)
+move(book(13, f[5]), id, 'sending', final)
 if target == 'sent' or target == 'unknown' then
   redis.call('ZADD', KEYS[11], now, id)
   redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', '(' .. (tonumber(now) - tonumber(recent)))

@@ -153,7 +153,9 @@ _LEASE = (
 )
 _SETTLE = (
     "UPDATE messages SET status = :status, attempts = attempts + :counted,"
-    " next_attempt_at = coalesce(:next_attempt_at, next_attempt_at),"
+    " next_attempt_at = CASE WHEN :while_paused AND NOT EXISTS (SELECT 1 FROM pauses"
+    " WHERE pauses.app = messages.app AND (pauses.until IS NULL OR pauses.until > :now))"
+    " THEN :now ELSE coalesce(:next_attempt_at, next_attempt_at) END,"
     " msgid = coalesce(:msgid, msgid), sent_at = coalesce(:sent_at, sent_at),"
     " last_errcode = CASE WHEN :answered THEN :errcode ELSE last_errcode END,"
     " last_errmsg = CASE WHEN :answered THEN :errmsg ELSE last_errmsg END,"
@@ -717,6 +719,7 @@ def _settle_row(change: SettleChange, now: float) -> dict[str, Any]:
         "errmsg": change.errmsg,
         "category": change.category,
         "event": change.event.to_json().decode(),
+        "while_paused": change.while_paused,
         "now": now,
     }
 

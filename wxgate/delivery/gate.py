@@ -13,6 +13,7 @@ import asyncio
 import functools
 from collections import Counter
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from wxgate.backends.base import Backend, Lease, Pause, PauseReason
 from wxgate.clock import Clock
@@ -35,10 +36,20 @@ class Withheld(Exception):
     """No request may go out for this message now (raised by the pace hook, so before
     WeChat saw it): it goes back to the queue uncounted, due at `next_attempt_at`."""
 
-    def __init__(self, next_attempt_at: float, why: str) -> None:
+    def __init__(self, next_attempt_at: float, why: str, while_paused: bool = False) -> None:
         super().__init__(why)
         self.next_attempt_at = next_attempt_at
         self.why = why
+        self.while_paused = while_paused
+
+
+class Hold(NamedTuple):
+    """Why an app may not send now, and until when; `while_paused`: a pause holds it
+    (storage makes the release due at once if the pause is gone when it is written)."""
+
+    next_attempt_at: float
+    why: str
+    while_paused: bool = False
 
 
 def in_force(pause: Pause, now: float) -> bool:
@@ -109,17 +120,16 @@ class Gate:
 
     # -- whether one message may go out ------------------------------------------------
 
-    def held_back(
-        self, app: str, *, take_probe: bool, holds_probe: bool = False
-    ) -> tuple[float, str] | None:
-        """(next_attempt_at, why) when the app may not send now, else None. With
+    def held_back(self, app: str, *, take_probe: bool, holds_probe: bool = False) -> Hold | None:
+        """A Hold when the app may not send now, else None. With
         `take_probe`, a half-open breaker's one probe is taken by this call; with
         `holds_probe`, the caller is that probe, sending again (a resend after a token
         error is part of its probe, not a second one)."""
         now = self._clock.now()
         pause = self._pauses.get(app)
         if pause is not None and in_force(pause, now):
-            return (pause.until if pause.until is not None else now), f"app paused ({pause.reason})"
+            until = pause.until if pause.until is not None else now
+            return Hold(until, f"app paused ({pause.reason})", while_paused=True)
         breaker = self._breakers[app]
         if take_probe:
             open_to_us = breaker.allow()
@@ -127,7 +137,7 @@ class Gate:
             open_to_us = breaker.state is not BreakerState.OPEN
         else:
             open_to_us = breaker.accepting()
-        return None if open_to_us else (now, "circuit breaker open")
+        return None if open_to_us else Hold(now, "circuit breaker open")
 
     def rate_waits(self, app: str) -> int:
         """How many times a send of `app` has waited for its rate limit so far."""

@@ -384,7 +384,8 @@ class Worker:
         try:
             result, latency_s = await self._send(runtime.client, record, self._gate.pace(lease))
         except Withheld as withheld:
-            return Concluded(_release(lease, withheld.next_attempt_at, withheld.why))
+            why, paused = withheld.why, withheld.while_paused
+            return Concluded(_release(lease, withheld.next_attempt_at, why, paused))
         settlement = await self._conclude(lease, result, log, sent=latency_s is not None)
         settlement = await self._subscribe.after_send(record, settlement, log)
         if latency_s is None:
@@ -466,8 +467,12 @@ def _prefetch(slots: int) -> int:
     return max(1, slots // 2)
 
 
-def _release(lease: Lease, next_attempt_at: float, why: str) -> Settlement:
-    return Settlement(lease, Outcome.RELEASE, next_attempt_at=next_attempt_at, note=why)
+def _release(
+    lease: Lease, next_attempt_at: float, why: str, while_paused: bool = False
+) -> Settlement:
+    return Settlement(
+        lease, Outcome.RELEASE, next_attempt_at=next_attempt_at, note=why, while_paused=while_paused
+    )
 
 
 def _settlement(lease: Lease, decision: Decision, error: WeChatError | None) -> Settlement:
@@ -484,6 +489,8 @@ def _settlement(lease: Lease, decision: Decision, error: WeChatError | None) -> 
         errmsg=error.errmsg if error is not None else None,
         category=error.category if error is not None else None,
         note=decision.note,
+        # Released until the quota resets, with the app paused as long (see Settlement).
+        while_paused=decision.action is Action.QUOTA_PAUSE,
     )
 
 
