@@ -151,8 +151,8 @@ async def test_a_full_disk_recovers_without_a_restart_and_loses_nothing(
             await control.wait_for_callbacks()
             ended = Counter((await statuses(session, gateway, ids)).values())
             stats = await control.stats()
-            status, data = await readyz(session, gateway)
-            assert status == 200 and data["checks"]["storage_writable"] is True
+            # Ready again once writes have gone through for a second (WRITABLE_AGAIN_S).
+            await eventually(lambda: _ready(session, gateway), 20.0, "/readyz ready again")
             again, data = await post(session, gateway, MESSAGES + 1)
             assert again == 202, data
             inbox = await control.messages(limit=10_000)
@@ -170,6 +170,11 @@ async def test_a_full_disk_recovers_without_a_restart_and_loses_nothing(
 
 async def _inbox_at_least(control: SandboxControl, count: int) -> bool:
     return int((await control.inbox(limit=1))["total"]) >= count
+
+
+async def _ready(session: aiohttp.ClientSession, gateway: ServeProcess) -> bool:
+    status, data = await readyz(session, gateway)
+    return status == 200 and data["checks"].get("storage_writable") is True
 
 
 async def _not_writable(session: aiohttp.ClientSession, gateway: ServeProcess) -> bool:
