@@ -21,8 +21,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check wxgate tests bench deploy
 	$(BIN)/ruff format --check wxgate tests bench deploy
 
+# The soak tests (marked `soak`: long sends and whole fault scenarios) run in `make chaos`.
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not soak"
 
 # make demo DEMO_ARGS=--keep: stay up for the web console until Ctrl-C.
 demo: $(STAMP)
@@ -37,6 +38,7 @@ bench: $(VENV)/.bench-installed
 
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos.run --full
+	$(BIN)/pytest -q -m soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

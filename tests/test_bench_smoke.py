@@ -48,6 +48,7 @@ def _quick_bench(tmp_path: Path, *args: str) -> tuple[str, dict]:
 
 
 @pytest.mark.timeout(RUN_TIMEOUT_S)
+@pytest.mark.soak  # make chaos runs it
 def test_quick_scale_case_reports_one_and_two_workers_on_redis(tmp_path: Path) -> None:
     stdout, report = _quick_bench(tmp_path, "--cases", "scale")
     if "Redis rows skipped" in stdout:
@@ -79,6 +80,7 @@ def test_quick_scale_case_is_skipped_with_its_reason_when_redis_does_not_answer(
 
 
 @pytest.mark.timeout(150)
+@pytest.mark.soak  # make chaos runs it
 def test_quick_latency_cases_report_wxgate_beside_raw_and_the_auto_window(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "bench", "--quick", "--cases", "latency,auto",
                "--engines", "sqlite", "--latency-ms", "20", "--out", str(tmp_path)]  # fmt: skip

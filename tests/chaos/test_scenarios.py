@@ -15,7 +15,7 @@ from tests.chaos.scenarios import (
     probe_after_token_expiry,
 )
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.soak]  # make chaos runs these
 
 
 def test_a_probe_meeting_rotated_tokens_resumes_sends_within_the_cooldown(

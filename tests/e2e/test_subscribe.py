@@ -413,6 +413,7 @@ RATE = 1000.0
 BATCH = 10_000
 
 
+@pytest.mark.soak  # a minute of sends: make chaos runs it
 async def test_ten_thousand_subscribe_notifications_at_the_rate_limit_with_one_token_fetch(
     make_subscribe_stack: Any,
 ):
