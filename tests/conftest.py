@@ -146,3 +146,19 @@ async def sandbox_control(sandbox: object) -> AsyncIterator[object]:
         yield control
     finally:
         await control.close()
+
+
+@pytest.fixture
+def volume(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a small volume of its own (tests/small_volume.py), for the disk-full
+    tests; skipped, saying why, where no tmpfs can be mounted."""
+    from tests.small_volume import mount_small_volume, unmount
+
+    where = tmp_path / "volume"
+    why = mount_small_volume(where)
+    if why is not None:
+        pytest.skip(f"no small volume for the disk-full test: {why}")
+    try:
+        yield where
+    finally:
+        unmount(where)

@@ -14,16 +14,15 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from tests.chaos.processes import Service
+from tests.chaos.processes import Service, redis_answers
 from tests.conftest import free_port
-from tests.small_volume import Filler, mount_small_volume, unmount
+from tests.small_volume import Filler
 from wxgate.backends.base import Backend, NewMessage, StorageUnavailable
 from wxgate.backends.sqlite import SqliteBackend
 from wxgate.backends.sqlite_db import WRITABLE_AGAIN_S
@@ -44,18 +43,6 @@ async def test_a_closed_store_is_not_writable(backend: Backend) -> None:
 
 
 # -- SQLite on a full disk ----------------------------------------------------------------
-
-
-@pytest.fixture
-def volume(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "volume"
-    why = mount_small_volume(where)
-    if why is not None:
-        pytest.skip(f"no small volume for the disk-full test: {why}")
-    try:
-        yield where
-    finally:
-        unmount(where)
 
 
 async def test_sqlite_on_a_full_disk_is_not_writable_until_space_is_back(volume: Path) -> None:
@@ -98,19 +85,9 @@ async def own_redis(tmp_path: Path) -> AsyncIterator[int]:
     argv = ("redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "")
     server = Service("redis", argv, tmp_path / "redis.log")
     await server.start()
-    await server.until(lambda: _answers(port), 20, "PING answer")
+    await server.until(lambda: redis_answers(port), 20, "PING answer")
     yield port
     await server.stop()
-
-
-async def _answers(port: int) -> bool:
-    client = aioredis.Redis(port=port, socket_connect_timeout=0.2)
-    try:
-        return bool(await client.ping())
-    except RedisError:
-        return False
-    finally:
-        await client.aclose()
 
 
 async def test_redis_that_refuses_writes_is_not_writable_until_it_takes_them(

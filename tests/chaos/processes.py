@@ -127,3 +127,17 @@ class Service:
                     f"{self.name}: no {what} in {timeout_s:.0f} s:\n{self.log_tail()}"
                 )
             await asyncio.sleep(0.05)
+
+
+async def redis_answers(port: int) -> bool:
+    """Whether a redis-server on 127.0.0.1:`port` answers PING (for `Service.until`)."""
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+
+    client = aioredis.Redis(port=port, socket_connect_timeout=0.2)
+    try:
+        return bool(await client.ping())
+    except RedisError:
+        return False
+    finally:
+        await client.aclose()

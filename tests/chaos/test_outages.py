@@ -25,11 +25,9 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from tests.api.conftest import API_KEY, APPID, CALLBACK_TOKEN, make_settings, message_body
-from tests.chaos.processes import Service
+from tests.chaos.processes import Service, redis_answers
 from tests.conftest import free_port
 from wxgate.api.app import create_app
 from wxgate.api.routes.callback import push_key
@@ -240,19 +238,9 @@ async def redis_server(tmp_path: Path) -> AsyncIterator[tuple[Service, int]]:
     )  # fmt: skip
     server = Service("redis", argv, tmp_path / "redis.log")
     await server.start()
-    await server.until(lambda: _answers(port), 20, "PING answer")
+    await server.until(lambda: redis_answers(port), 20, "PING answer")
     yield server, port
     await server.stop()
-
-
-async def _answers(port: int) -> bool:
-    client = aioredis.Redis(port=port, socket_connect_timeout=0.2)
-    try:
-        return bool(await client.ping())
-    except RedisError:
-        return False
-    finally:
-        await client.aclose()
 
 
 async def test_a_worker_started_while_redis_is_down_delivers_once_it_is_back(
@@ -276,7 +264,7 @@ async def test_a_worker_started_while_redis_is_down_delivers_once_it_is_back(
         await asyncio.sleep(1.0)
         assert worker.running and not running.done()  # waiting, not stopped
         await server.start()
-        await server.until(lambda: _answers(port), 20, "PING answer")
+        await server.until(lambda: redis_answers(port), 20, "PING answer")
         deadline = time.monotonic() + 30.0  # reconnect, lease, fetch, send: slower when busy
         while time.monotonic() < deadline:
             record = await backend.get(queued.id)

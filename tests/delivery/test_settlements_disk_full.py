@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.small_volume import Filler, mount_small_volume, unmount
+from tests.small_volume import Filler
 from wxgate.backends.base import NewMessage, Outcome, Settlement, Status, StorageUnavailable
 from wxgate.backends.sqlite import SqliteBackend
 from wxgate.clock import SystemClock
@@ -22,18 +21,6 @@ from wxgate.delivery.messagelog import MessageLog
 from wxgate.delivery.settlements import Concluded, SettlementWriter
 
 SENT = 8
-
-
-@pytest.fixture
-def volume(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "volume"
-    why = mount_small_volume(where)
-    if why is not None:
-        pytest.skip(f"no small volume for the disk-full test: {why}")
-    try:
-        yield where
-    finally:
-        unmount(where)
 
 
 def message(tag: str) -> NewMessage:

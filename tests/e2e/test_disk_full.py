@@ -14,7 +14,7 @@ nothing more was delivered until a restart, and `/readyz` answered ready through
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import free_port
 from tests.e2e.conftest import API_KEY, APP, TEMPLATE, eventually, order_data
 from tests.e2e.processes import ServeProcess, start_serve, write_config
-from tests.small_volume import Filler, mount_small_volume, unmount
+from tests.small_volume import Filler
 from wxgate.sandbox.control import SandboxControl
 from wxgate.sandbox.server import SandboxServer
 
@@ -35,19 +35,6 @@ SENT = {"sent", "delivered"}  # WeChat took the message, and the record says so
 MAX_WHILE_FULL = 20_000  # far more than the volume can hold
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def volume(tmp_path: Path) -> Iterator[Path]:
-    """A directory on a VOLUME_MB-megabyte volume of its own."""
-    where = tmp_path / "volume"
-    why = mount_small_volume(where)
-    if why is not None:
-        pytest.skip(f"no small volume for the disk-full test: {why}")
-    try:
-        yield where
-    finally:
-        unmount(where)
 
 
 async def readyz(session: aiohttp.ClientSession, gateway: ServeProcess) -> tuple[int, Any]:
