@@ -8,6 +8,7 @@ import random
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from wxgate.backends.base import (
     StorageUnavailable,
 )
 from wxgate.backends.sqlite import PURGE_CHUNK, SqliteBackend
+from wxgate.backends.sqlite_db import SqliteDatabase
 from wxgate.backends.sqlite_schema import SCHEMA_VERSION, SchemaVersionError
 from wxgate.wechat.tokenstore import CachedToken
 
@@ -220,6 +222,37 @@ async def test_calls_after_close_are_refused(sqlite_path: Path) -> None:
     assert not await engine.ping()
     with pytest.raises(StorageUnavailable):
         await engine.enqueue([message()], T0)
+
+
+async def test_an_inline_read_that_finds_the_file_busy_runs_again_on_the_pool(
+    sqlite_path: Path,
+) -> None:
+    """read_inline's own connection never waits for a lock (busy timeout 0): a read
+    that fails there (here: "database is locked" on its first run) runs on the pool."""
+    db = SqliteDatabase(sqlite_path)
+    await db.start()
+    threads: list[str] = []
+
+    def count(conn: sqlite3.Connection) -> int:
+        threads.append(threading.current_thread().name)
+        if len(threads) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return int(conn.execute("SELECT count(*) FROM suppressions").fetchone()[0])
+
+    try:
+        assert await db.read_inline(count) == 0
+        assert threads[0] == threading.current_thread().name  # tried inline first
+        assert threads[1].startswith("wxgate-sqlite-read")  # then on the pool
+    finally:
+        await db.close()
+
+
+async def test_an_inline_read_after_close_is_refused(sqlite_path: Path) -> None:
+    db = SqliteDatabase(sqlite_path)
+    await db.start()
+    await db.close()
+    with pytest.raises(StorageUnavailable):
+        await db.read_inline(lambda conn: conn.execute("SELECT 1").fetchone())
 
 
 async def test_purge_deletes_in_chunks_of_bounded_size(backend: SqliteBackend) -> None:

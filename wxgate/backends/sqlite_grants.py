@@ -63,7 +63,7 @@ class SqliteGrantStore:
 
     async def get(self, app: str, touser: str, template_id: str) -> Grant | None:
         key = (app, touser, template_id)
-        row = await self._db.read(lambda conn: conn.execute(_GET, key).fetchone())
+        row = await self._db.read_inline(lambda conn: conn.execute(_GET, key).fetchone())
         return None if row is None else _grant(row)
 
     async def list(self, app: str, touser: str) -> list[Grant]:

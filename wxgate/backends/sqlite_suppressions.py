@@ -77,7 +77,7 @@ class SqliteSuppressionStore:
                     found[openid] = Suppression.decode(openid, value)
             return found
 
-        return await self._db.read(run) if wanted else {}
+        return await self._db.read_inline(run) if wanted else {}
 
     async def page(self, app: str, limit: int, cursor: str | None = None) -> SuppressionPage:
         after = cursor or ""
