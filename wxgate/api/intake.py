@@ -48,6 +48,7 @@ from wxgate.api.schemas import (
 from wxgate.api.state import ApiState
 from wxgate.backends.base import Enqueued, IdempotencyConflict, NewBatch, NewMessage
 from wxgate.config import Settings
+from wxgate.observability import child
 from wxgate.wechat.template import Problem, TemplateValidationError
 
 # Fields of a request that are the gateway's, not part of WeChat's send body.
@@ -343,13 +344,14 @@ async def accept(state: ApiState, intake: Intake, trace_id: str | None) -> Respo
         raise refused(conflict) from None
     results = deduplicated.results
     created = sum(1 for result in results if result.created)
+    metrics = state.metrics
     if created:
-        state.metrics.messages.labels(app=app, outcome="accepted").inc(created)
-        _count_verdicts(state, app, messages, results)
-        by_kind = state.metrics.messages_by_kind
-        by_kind.labels(app=app, kind=rules.kind.value, outcome="accepted").inc(created)
+        child(metrics.messages, app, "accepted").inc(created)
+        if any(message.verdict is not None for message in messages):
+            _count_verdicts(state, app, messages, results)
+        child(metrics.messages_by_kind, app, rules.kind.value, "accepted").inc(created)
     elapsed = state.clock.monotonic() - started
-    state.metrics.intake_seconds.labels(route=intake.route).observe(elapsed)
+    child(metrics.intake_seconds, intake.route).observe(elapsed)
     return ok(deduplicated.mark(intake.answer(prepared, results)), 202 if created else 200)
 
 
@@ -363,4 +365,4 @@ def _count_verdicts(
         if result.created and message.verdict is not None
     )
     for status, count in settled.items():
-        state.metrics.messages.labels(app=app, outcome=status).inc(count)
+        child(state.metrics.messages, app, status).inc(count)
