@@ -124,6 +124,10 @@ class DeliverySettings(_Section):
     # × WeChat's measured round trip, at most max_concurrency; wxgate/delivery/window.py).
     concurrency: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     max_concurrency: int = Field(512, ge=1)
+    # In a process that also serves the API (--role all): how late the event loop may
+    # run before the worker keeps fewer sends in flight, so intake answers first
+    # (wxgate/delivery/loop_lag.py). 0 turns it off.
+    yield_to_intake_ms: float = Field(4.0, ge=0)
     idle_poll_s: float = Field(0.05, gt=0)
     breaker_failures: int = Field(20, ge=1)
     breaker_cooldown_s: float = Field(30.0, gt=0)

@@ -25,6 +25,7 @@ from wxgate.backends.base import Backend, StorageUnavailable
 from wxgate.clock import Clock, SystemClock
 from wxgate.config import NO_LISTENER, AppSettings, Role, ServerSettings, Settings
 from wxgate.delivery.events import MetricsListener, WorkerListener
+from wxgate.delivery.loop_lag import IntakeActivity
 from wxgate.delivery.send_checks import send_checks
 from wxgate.delivery.suppression import SuppressionRecorder
 from wxgate.delivery.template_sync import KindSynced, TemplateSync
@@ -124,6 +125,7 @@ class Gateway:
     _sync_task: asyncio.Task[None] | None = None
     webhooks: WebhookDispatcher | None = None
     _webhooks_task: asyncio.Task[None] | None = None
+    intake: IntakeActivity = field(default_factory=IntakeActivity)  # marked by the API
 
     async def start(self) -> None:
         register_settings_secrets(self.settings)
@@ -148,6 +150,7 @@ class Gateway:
             clock=self.clock,
             readiness=self._readiness,
             serve_api=self.role in ("all", "api"),
+            intake=self.intake,
         )
         log.info(
             "gateway started",
@@ -180,6 +183,13 @@ class Gateway:
     def _count_foreign_refresh(self, app: str) -> None:
         self.metrics.token_foreign_refresh.labels(app).inc()
 
+    def _yield_to_intake(self) -> tuple[float, IntakeActivity] | None:
+        """The worker yields to intake only where there is intake: `--role all`."""
+        target_ms = self.settings.delivery.yield_to_intake_ms
+        if self.role != "all" or target_ms <= 0:
+            return None
+        return target_ms / 1000, self.intake
+
     def _start_worker(self) -> None:
         assert self.backend is not None
         runtimes = {
@@ -193,6 +203,7 @@ class Gateway:
             clock=self.clock,
             listeners=self._listeners(),
             checks=send_checks(self.settings, self.backend, self.clock),
+            yield_to_intake=self._yield_to_intake(),
         )
         self._worker_task = asyncio.create_task(self.worker.run(), name="wxgate-worker")
         self._worker_task.add_done_callback(_report_worker_end)

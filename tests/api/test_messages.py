@@ -32,6 +32,15 @@ async def test_accepted_message_counts_in_the_accepted_metric(gateway: Gateway) 
     assert accepted == 1.0
 
 
+async def test_an_accepted_message_marks_intake_busy_for_a_worker_beside_it(
+    gateway: Gateway,
+) -> None:
+    intake = gateway.app.state.wxgate.intake  # what a --role all worker yields to
+    assert not intake.recent()
+    await gateway.post("/v1/messages", message_body())
+    assert intake.recent()
+
+
 async def test_same_idempotency_key_in_body_answers_first_id_with_200(gateway: Gateway) -> None:
     first_status, first, _ = await gateway.post(
         "/v1/messages", message_body(idempotency_key="order-1")

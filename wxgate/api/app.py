@@ -44,6 +44,7 @@ from wxgate.api.state import ApiState, Readiness
 from wxgate.backends.base import Backend, StorageUnavailable
 from wxgate.clock import Clock, SystemClock
 from wxgate.config import Settings
+from wxgate.delivery.loop_lag import IntakeActivity
 from wxgate.observability import Metrics, get_logger, register_secret
 from wxgate.wechat.callback import CallbackCodec
 
@@ -129,11 +130,14 @@ def create_app(
     clock: Clock = _SYSTEM_CLOCK,
     readiness: Readiness | None = None,
     serve_api: bool = True,
+    intake: IntakeActivity | None = None,
 ) -> FastAPI:
     """The API over `backend`; `readiness` adds checks (e.g. {"workers": True}) to /readyz.
 
-    With `serve_api=False` (a worker-only process) only /healthz, /readyz and /metrics
-    are served, for the orchestrator's probes and Prometheus."""
+    `intake` is marked by every intake request (a worker in the same process yields
+    to it, delivery/loop_lag.py). With `serve_api=False` (a worker-only process) only
+    /healthz, /readyz and /metrics are served, for the orchestrator's probes and
+    Prometheus."""
     server = settings.server
     app = FastAPI(
         title="wxgate",
@@ -168,6 +172,7 @@ def create_app(
         readiness=readiness,
         intake_checks=intake_checks(settings, backend, clock),
         dedupe=Dedupe.for_apps(settings, backend, clock, metrics),
+        intake=intake if intake is not None else IntakeActivity(),
     )
     _include_routes(app, serve_api)
     install_docs(app)

@@ -329,6 +329,7 @@ async def accept(state: ApiState, intake: Intake, trace_id: str | None) -> Respo
     """Store what a request asks for, durably, before answering: 202 when anything new
     was stored, 200 when every message repeated a known idempotency key."""
     started = state.clock.monotonic()
+    state.intake.mark()
     await state.backpressure.check()
     app = resolve_app(state.settings, intake.app)
     require_app(app)  # the key's apps (auth.py)

@@ -7,7 +7,7 @@ so two apps in one process never share a key bucket or a cached count.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
@@ -17,6 +17,7 @@ from wxgate.api.intake_checks import IntakeCheck
 from wxgate.backends.base import Backend
 from wxgate.clock import Clock
 from wxgate.config import Settings
+from wxgate.delivery.loop_lag import IntakeActivity
 from wxgate.observability import Metrics
 from wxgate.wechat.callback import CallbackCodec
 
@@ -34,6 +35,8 @@ class ApiState:
     readiness: Readiness | None
     dedupe: Dedupe  # the apps' dedupe windows (dedupe.py)
     intake_checks: Sequence[IntakeCheck] = ()
+    # marked by every intake request, so a worker in this process yields to it
+    intake: IntakeActivity = field(default_factory=IntakeActivity)
 
 
 def api_state(request: Request) -> ApiState:

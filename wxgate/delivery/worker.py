@@ -37,6 +37,7 @@ from wxgate.delivery import policy
 from wxgate.delivery.breaker import BreakerState
 from wxgate.delivery.events import WorkerEvent, WorkerListener
 from wxgate.delivery.gate import Gate, Withheld
+from wxgate.delivery.loop_lag import IntakeActivity, LagLimit, LoopLag
 from wxgate.delivery.messagelog import MessageLog
 from wxgate.delivery.policy import Action, Decision
 from wxgate.delivery.send_checks import SendCheck
@@ -101,7 +102,11 @@ class Worker:
         listeners: Sequence[WorkerListener] = (),
         rng: random.Random | None = None,
         checks: Sequence[SendCheck] = (),
+        yield_to_intake: tuple[float, IntakeActivity] | None = None,
     ) -> None:
+        """`yield_to_intake`: in a process that also serves the API, the event loop's
+        lateness past which the worker keeps fewer sends in flight while that API's
+        intake (the IntakeActivity it marks) is busy (loop_lag.py)."""
         self._backend = backend
         self._apps = dict(apps)
         self._settings = settings
@@ -118,6 +123,10 @@ class Worker:
         self._subscribe = SubscribeKeeper(backend, self._clock)
         rates = [app.rate_limit_per_s for app in app_settings.values()]
         self._window = Window(settings.concurrency, settings.max_concurrency, rates)
+        self._lag_limit: LagLimit | None = None
+        if yield_to_intake is not None:
+            target_s, intake = yield_to_intake
+            self._lag_limit = LagLimit(target_s, settings.most_in_flight(), intake)
         self._tasks: set[asyncio.Task[bool]] = set()
         self._held: dict[str, Lease] = {}  # leased, no settlement queued yet
         self._ready: deque[Lease] = deque()  # leased, waiting for a send slot
@@ -144,10 +153,15 @@ class Worker:
         """Deliver until `stop()` (or a storage failure, which is raised after shutdown)."""
         self._begin()
         self._running = True
+        lag = None
+        if self._lag_limit is not None:
+            lag = asyncio.create_task(LoopLag(self._lag_sampled).run(), name="wxgate-loop-lag")
         try:
             async with self._settling():
                 await self._lease_loop()
         finally:
+            if lag is not None:
+                lag.cancel()
             self._running = False
             self._busy = False
             self._stop.clear()
@@ -172,7 +186,7 @@ class Worker:
             async with self._settling():
                 await self._gate.refresh_pauses(force=True)
                 for _ in range(max_rounds):
-                    leases = await self._lease(self._window.size)
+                    leases = await self._lease(self._slots())
                     if not leases:
                         break
                     async with asyncio.TaskGroup() as group:
@@ -200,7 +214,7 @@ class Worker:
         idle_s = base_s
         while not self._stop.is_set():
             self._fill_slots()
-            slots = self._window.size
+            slots = self._slots()
             prefetch = _prefetch(slots)
             want = slots - len(self._sending) + prefetch - len(self._ready)
             if want < max(1, prefetch // 2):
@@ -222,12 +236,25 @@ class Worker:
         """Start a send for ready leases while a slot is free and fewer settlements than
         SETTLING_PER_SLOT × the slots wait to be written: a slow storage slows the
         sending down rather than growing what a crash would have to resend."""
-        slots = self._window.size
+        slots = self._slots()
         ready = self._ready
         while ready and len(self._sending) < slots and not self._stop.is_set():
             if len(self._tasks) - len(self._sending) >= SETTLING_PER_SLOT * slots:
                 return
             self._spawn(ready.popleft())
+
+    def _slots(self) -> int:
+        """The send slots now: the window's, under the loop-lag cap if there is one."""
+        size = self._window.size
+        return size if self._lag_limit is None else self._lag_limit.limit(size)
+
+    def _lag_sampled(self, lag_s: float) -> None:
+        assert self._lag_limit is not None
+        before = self._slots()
+        self._lag_limit.observe(lag_s)
+        if self._slots() > before:  # room again: use it now, not at the next conclusion
+            self._fill_slots()
+            self._slot_freed.set()
 
     def _slot_done(self, lease_id: str) -> None:
         """The send of `lease_id` concluded (its settlement is queued, or there is none):
