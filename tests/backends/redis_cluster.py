@@ -88,6 +88,24 @@ def cluster_ok(ports: list[int]) -> bool:
     return True
 
 
+def owner_of(ports: list[int], tag: str) -> int:
+    """The index in `ports` of the primary serving the slot of hash tag `tag`."""
+    slot = int(_cli(ports[0], "cluster", "keyslot", tag).strip())
+    for index, port in enumerate(ports):
+        if _owns(port, slot):
+            return index
+    raise RuntimeError(f"no node serves slot {slot}")
+
+
+def _owns(port: int, slot: int) -> bool:
+    myself = next(line for line in _cli(port, "cluster", "nodes").splitlines() if "myself" in line)
+    for part in myself.split()[8:]:
+        low, _, high = part.partition("-")
+        if low.isdigit() and int(low) <= slot <= int(high or low):
+            return True
+    return False
+
+
 def wait_for(check: object, what: str, timeout_s: float = START_TIMEOUT_S) -> None:
     ends = time.monotonic() + timeout_s
     while not check():  # type: ignore[operator]
