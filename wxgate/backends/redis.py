@@ -1,4 +1,6 @@
-"""The Redis engine: any number of gateway processes on any number of hosts, one Redis.
+"""The Redis engine: any number of gateway processes on any number of hosts, one Redis
+(one redis-server, or a Redis Cluster: `cluster=True`, keys hash-tagged by
+`redis_keys` so every script touches one slot; docs/design.md, "Redis Cluster").
 
 Records are hashes; each app's ready messages are a Stream read by one consumer
 group; retry times, leases, dead letters and settled records are sorted sets;
@@ -219,7 +221,7 @@ class RedisBackend:
     ) -> None:
         if retention_s < 2:
             raise ValueError("retention_s must be at least 2 seconds")
-        self._keys = RedisKeys(prefix)
+        self._keys = RedisKeys(prefix, tagged=cluster)
         self._retention_s = int(retention_s)
         self._clock = clock if clock is not None else SystemClock()
         self._consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"

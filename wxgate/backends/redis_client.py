@@ -4,7 +4,7 @@
 map from it and talks to every primary itself (redis-py's RedisCluster, with hiredis
 as for one server). Every key one script or transaction touches lies in one slot
 (the hash tags of `redis_keys`), so the engine runs unchanged on either
-(docs/design.md §Redis Cluster).
+(docs/design.md, "Redis Cluster").
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Every Redis key the Redis engine and its token store use, under one prefix.
 
-A key is `{prefix}:{kind}:{part}...`, or `{prefix}:{{tag}}:{kind}:{part}...` when a
-Lua script or a MULTI/EXEC touches it together with other keys: Redis Cluster hashes
-only the `{tag}` of such a key, so every key one script or transaction touches lies in
-one slot (docs/design.md §Redis Cluster). The tags:
+A key is `{prefix}:{kind}:{part}...`. On a Redis Cluster (`tagged`), a key that a Lua
+script or a MULTI/EXEC touches together with other keys is `{prefix}:{{tag}}:...`
+instead: the cluster hashes only the `{tag}` of such a key, so every key one script or
+transaction touches lies in one slot (docs/design.md, "Redis Cluster"). The tags:
 
 - `{q}`: the queue — records, their counters and indexes, the ready streams and
   retry sets, leases, dead letters, settled records, the webhook outbox, dedupe keys,
@@ -14,10 +14,11 @@ one slot (docs/design.md §Redis Cluster). The tags:
 - `{apikeys}`: the API keys.
 
 Keys only ever touched one at a time (grants, the dedupe window, nonces, the audit
-log) carry no tag and spread over the cluster. Free-form parts (app names,
-idempotency keys, batch ids, nonces) are escaped so that no two different part lists
-can ever spell the same key and none can spell a tag: `%` becomes `%25`, `:` `%3A`,
-`{` `%7B` and `}` `%7D`.
+log) carry no tag and spread over the cluster. On one redis-server the keys carry no
+tags: the names are those of the versions before cluster support. Free-form parts
+(app names, idempotency keys, batch ids, nonces) are escaped so that no two different
+part lists can ever spell the same key: `%` becomes `%25` and `:` `%3A` (and, inside a
+tag, `{` `%7B` and `}` `%7D`, so that no part can end the tag).
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ HOOKS_GROUP: Final = "wxgate-webhooks"  # the webhook dispatchers' group of the 
 
 def escape(part: str) -> str:
     """A free-form key part that cannot contain the separator."""
-    return part.replace("%", "%25").replace(":", "%3A").replace("{", "%7B").replace("}", "%7D")
+    return part.replace("%", "%25").replace(":", "%3A")
+
+
+def _tag_part(part: str) -> str:
+    """A free-form part of a hash tag, which cannot end the tag either."""
+    return escape(part).replace("{", "%7B").replace("}", "%7D")
 
 
 QUEUE_TAG: Final = "q"
@@ -41,9 +47,11 @@ API_KEYS_TAG: Final = "apikeys"
 
 @dataclass(frozen=True, slots=True)
 class RedisKeys:
-    """The key shapes; `prefix` keeps one gateway's keys apart from anything else."""
+    """The key shapes; `prefix` keeps one gateway's keys apart from anything else;
+    `tagged` (on a Redis Cluster) puts the hash tags in."""
 
     prefix: str = "wxgate"
+    tagged: bool = False
 
     def __post_init__(self) -> None:
         if "{" in self.prefix or "}" in self.prefix:
@@ -53,15 +61,18 @@ class RedisKeys:
         return ":".join((self.prefix, *parts))
 
     def _tagged(self, tag: str, *parts: str) -> str:
-        """A key in the slot of `tag` (already escaped)."""
+        """A key in the slot of `tag` (its parts already escaped for a tag)."""
         return ":".join((self.prefix, "{" + tag + "}", *parts))
 
     def _q(self, *parts: str) -> str:
-        return self._tagged(QUEUE_TAG, *parts)
+        """A key of the queue, which every message script touches."""
+        return self._tagged(QUEUE_TAG, *parts) if self.tagged else self._key(*parts)
 
-    @staticmethod
-    def _app_tag(app: str) -> str:
-        return "app=" + escape(app)
+    def _app(self, kind: str, app: str, *parts: str) -> str:
+        """A key in the slot of one app (its token, lock, fence, budget, ...)."""
+        if self.tagged:
+            return self._tagged("app=" + _tag_part(app), kind, *parts)
+        return self._key(kind, escape(app), *parts)
 
     # -- records and their indexes ----------------------------------------------------
 
@@ -199,7 +210,7 @@ class RedisKeys:
 
     def bucket(self, app: str) -> str:
         """Hash: one app's send budget (tokens, updated)."""
-        return self._tagged(self._app_tag(app), "bucket")
+        return self._app("bucket", app)
 
     # -- the grant ledger of subscribe messages ---------------------------------------
 
@@ -216,37 +227,40 @@ class RedisKeys:
 
     def token(self, app: str) -> str:
         """Hash: one app's cached access token."""
-        return self._tagged(self._app_tag(app), "token")
+        return self._app("token", app)
 
     def token_lock(self, app: str) -> str:
         """String: the owner of one app's token fetch lock (expires with the lease)."""
-        return self._tagged(self._app_tag(app), "token_lock")
+        return self._app("token_lock", app)
 
     def token_fence(self, app: str) -> str:
         """Counter: the fencing number of one app's lock; only grows."""
-        return self._tagged(self._app_tag(app), "token_fence")
+        return self._app("token_fence", app)
 
     # -- the template registry and the suppression list --------------------------------
 
     def templates(self, app: str, kind: str) -> str:
         """Hash: template_id -> RegisteredTemplate JSON, the templates of one (app, kind)."""
-        return self._tagged(self._app_tag(app), "tpl", escape(kind))
+        return self._app("tpl", app, escape(kind))
 
     def template_syncs(self, app: str) -> str:
         """Hash: kind -> TemplateSyncState JSON, how each kind's last sync went."""
-        return self._tagged(self._app_tag(app), "tplsync")
+        return self._app("tplsync", app)
 
     def suppressions(self, app: str, bucket: int) -> str:
         """Hash: openid -> "reason|errcode|since", one bucket of an app's suppression
         list (see redis_suppressions: small hashes stay in Redis's compact encoding)."""
-        return self._tagged(self._app_tag(app), "supp", str(bucket))
+        return self._app("supp", app, str(bucket))
 
     # -- per-recipient send caps and the dedupe window ---------------------------------
 
     def cap(self, app: str, touser: str, scope: str) -> str:
         """Sorted set: message ids holding a send slot of one recipient's limit, scored
         by when each slot frees (redis_caps.py)."""
-        return self._tagged(f"cap={escape(app)}:{escape(touser)}", "cap", escape(scope))
+        if self.tagged:
+            tag = f"cap={_tag_part(app)}:{_tag_part(touser)}"
+            return self._tagged(tag, "cap", escape(scope))
+        return self._key("cap", escape(app), escape(touser), escape(scope))
 
     def dedupe(self, app: str, digest: str) -> str:
         """String: the first message id of a (recipient, template, data) in the app's
@@ -257,17 +271,23 @@ class RedisKeys:
 
     def api_key(self, key_id: str) -> str:
         """Hash: one stored API key (redis_api_keys.py); never the key, only its digest."""
-        return self._tagged(API_KEYS_TAG, "apikey", escape(key_id))
+        if self.tagged:
+            return self._tagged(API_KEYS_TAG, "apikey", escape(key_id))
+        return self._key("apikey", escape(key_id))
 
     @property
     def api_key_digests(self) -> str:
         """Hash: digest -> id of every live API key."""
-        return self._tagged(API_KEYS_TAG, "digests")
+        return (
+            self._tagged(API_KEYS_TAG, "digests")
+            if self.tagged
+            else self._key("apikeys", "digests")
+        )
 
     @property
     def api_key_ids(self) -> str:
         """Sorted set: every API key id, scored by creation time."""
-        return self._tagged(API_KEYS_TAG, "ids")
+        return self._tagged(API_KEYS_TAG, "ids") if self.tagged else self._key("apikeys", "ids")
 
     @property
     def audit(self) -> str:
