@@ -131,7 +131,7 @@ OPENERS: dict[str, Callable[[Path], AbstractAsyncContextManager[Backend]]] = {
     "redis": _redis,
     "sqlite": _sqlite,
 }
-CLUSTER = "redis-cluster"  # its opener needs the session's cluster: see open_backend
+CLUSTER = "redis-cluster"  # its opener needs the process's cluster: see open_backend
 
 
 @pytest.fixture(params=sorted([*OPENERS, CLUSTER]))

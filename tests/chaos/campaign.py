@@ -268,10 +268,11 @@ class Campaign:
         self._log(f"every access token expired at inbox {inbox}")
 
     async def _restart_redis(self, chaos: _Chaos, inbox: int) -> None:
-        self._log(f"SIGKILL redis-server at inbox {inbox}")
+        what = "the queue's cluster primary" if self.stack.cluster_ports else "redis-server"
+        self._log(f"SIGKILL {what} at inbox {inbox}")
         await self.stack.restart_redis(self.plan.redis_down_s)
         chaos.redis_restarts += 1
-        self._log("redis-server answering again")
+        self._log(f"{what} answering again")
 
     async def _restart_worker(self, chaos: _Chaos, index: int, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
