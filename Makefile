@@ -36,6 +36,7 @@ sandbox: $(STAMP)
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# The campaign runs on SQLite, Redis and a three-primary Redis Cluster (tests/chaos/run.py).
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos.run --full
 	$(BIN)/pytest -q -m soak

@@ -283,16 +283,32 @@ class Sandbox:
 
 @dataclass(frozen=True)
 class Storage:
-    """Where a gateway keeps its messages: a fresh SQLite file, or a Redis key prefix."""
+    """Where a gateway keeps its messages: a fresh SQLite file, or a Redis key prefix
+    (on the default redis_url, or on `redis_url`, a Redis Cluster's seed with
+    `redis_cluster`)."""
 
     engine: str  # "sqlite" | "redis"
     sqlite_path: Path
     redis_prefix: str
+    redis_url: str = ""  # "": the settings' default
+    redis_cluster: bool = False
 
     @classmethod
     def fresh(cls, workdir: Path, engine: str) -> Storage:
         name = f"bench-{os.getpid()}-{secrets.token_hex(4)}"
         return cls(engine, workdir / f"{name}.db", name)
+
+    def lines(self) -> str:
+        """The [storage] lines of a config file."""
+        text = (
+            f'backend = "{self.engine}"\nsqlite_path = "{self.sqlite_path}"\n'
+            f'redis_prefix = "{self.redis_prefix}"\n'
+        )
+        if self.redis_url:
+            text += f'redis_url = "{self.redis_url}"\n'
+        if self.redis_cluster:
+            text += "redis_cluster = true\n"
+        return text
 
 
 @dataclass(frozen=True)
@@ -346,10 +362,7 @@ rate_limit_burst = {UNLIMITED_RATE}
 max_body_bytes = {16 * 1024 * 1024}
 
 [storage]
-backend = "{storage.engine}"
-sqlite_path = "{storage.sqlite_path}"
-redis_prefix = "{storage.redis_prefix}"
-
+{storage.lines()}
 [delivery]
 {delivery_lines}
 [log]

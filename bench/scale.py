@@ -7,19 +7,34 @@ from extra concurrency, both on the measured core. The rate counts the sends the
 sandbox answers from the moment every worker is up and sending until the driver reads
 all N as durably `sent`. Each round notes the CPU seconds of every process involved
 and of each core, so the table can say what the figure ran out of.
+
+The cluster rows run the same drains (one worker on the measured core, two unpinned)
+on a three-primary Redis Cluster started on loopback for the case (`redis_cluster =
+true`), noting each primary's CPU seconds and commands per message: the capacity
+model of docs/performance.md, "Redis Cluster", is built from them. Skipped, saying why,
+without redis-server and redis-cli.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bench.case import Bench, Case
 from bench.delivery import prefill
-from bench.procs import MEASURED_CORE, cpu_seconds
+from bench.procs import (
+    MEASURED_CORE,
+    GatewayConfig,
+    Storage,
+    StorageProbe,
+    cpu_seconds,
+    start_gateways,
+)
 from bench.results import Spec
+from tests.backends.redis_cluster import cluster_missing, running_cluster
 
 ENGINE = "redis"
 # figure key suffix -> (what it is, the cores of its workers: None is unpinned)
@@ -52,7 +67,41 @@ def _specs(variant: str, what: str) -> tuple[Spec, ...]:
     return (*specs, scaling)
 
 
+CLUSTER_VARIANTS: dict[str, tuple[str, tuple[int | None, ...]]] = {
+    "1": (f"1 worker on core {MEASURED_CORE}", (MEASURED_CORE,)),
+    "2": ("2 workers, unpinned", (None, None)),
+}
+
+
+def _cluster_specs(variant: str, what: str) -> tuple[Spec, ...]:
+    key = f"scale.cluster.{variant}"
+    where = "3-primary Redis Cluster"
+    specs = (
+        Spec(key, CASE_LABEL, f"{what}, from a full queue, {where}", "msgs/s", ratio_to="ceiling"),
+        Spec(
+            f"{key}.per_cpu",
+            CASE_LABEL,
+            f"{what}, per worker CPU-second, {where}",
+            "msgs/CPU-s",
+            ratio_to="ceiling.per_cpu",
+            chart="per_cpu",
+        ),
+        Spec(f"{key}.vs_redis", CASE_LABEL, f"{what}: cluster over one Redis, same round", "×"),
+    )
+    if variant == "1":
+        return specs
+    scaling = Spec(
+        f"{key}.vs1", CASE_LABEL, f"{what} over 1 worker, {where}, same round", "×", chart="scaling"
+    )
+    return (*specs, scaling)
+
+
 SPECS = tuple(spec for variant, (what, _) in VARIANTS.items() for spec in _specs(variant, what))
+SPECS += tuple(
+    spec
+    for variant, (what, _) in CLUSTER_VARIANTS.items()
+    for spec in _cluster_specs(variant, what)
+)
 
 
 # -- what the machine spent --------------------------------------------------------------
@@ -166,6 +215,105 @@ async def _drain(bench: Bench, variant: str, cores: tuple[int | None, ...]) -> t
     return delivered / seconds, delivered / workers_cpu
 
 
+# -- on a Redis Cluster --------------------------------------------------------------------
+
+
+async def _primaries(ports: list[int]) -> list[tuple[int | None, dict[str, Any]]]:
+    return [await _redis_server(f"redis://127.0.0.1:{port}/0") for port in ports]
+
+
+async def _drop_cluster_keys(ports: list[int], prefix: str) -> None:
+    """Every key under `prefix`, node by node, one UNLINK each (keys of different slots
+    cannot share a command on a cluster node)."""
+    import redis.asyncio as redis
+
+    for port in ports:
+        client = redis.from_url(f"redis://127.0.0.1:{port}/0")
+        try:
+            keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.unlink(key)
+            await pipe.execute()
+        finally:
+            await client.aclose()
+
+
+async def _drain_cluster(
+    bench: Bench, variant: str, cores: tuple[int | None, ...], ports: list[int]
+) -> tuple[float, float]:
+    """As `_drain`, on the cluster at `ports`."""
+    count = bench.sizes.deliveries
+    timeout = 60 + count / 500
+    seed = f"redis://127.0.0.1:{ports[0]}/0"
+    storage = replace(Storage.fresh(bench.workdir, ENGINE), redis_url=seed, redis_cluster=True)
+    config = GatewayConfig.write(bench.workdir, bench.sandbox.url, storage)
+    await bench.sandbox.control.reset()
+    try:
+        async with StorageProbe(config.settings) as probe:
+            await prefill(count)(probe.backend)
+            gateways = await start_gateways(config, "worker", cores)
+            try:
+                await bench.sandbox.wait_for_sends(1, timeout, poll_s=0.005)
+                before_window = await bench.sandbox.sends()
+                started = time.monotonic()
+                primaries = await _primaries(ports)
+                pids = {f"worker{n}": gateway.pid for n, gateway in enumerate(gateways, 1)}
+                pids |= {"sandbox": bench.sandbox.pid}
+                pids |= {f"primary{n}": pid for n, (pid, _) in enumerate(primaries, 1)}
+                spent = _spent(pids)
+                await bench.sandbox.wait_for_sends(count, timeout)
+                finished = await probe.wait_for_sent(count, timeout, poll_s=0.02)
+                used = _used(spent, _spent(pids))
+                after = await _primaries(ports)
+            finally:
+                for gateway in gateways:
+                    await gateway.stop()
+    finally:
+        await _drop_cluster_keys(ports, storage.redis_prefix)
+    seconds, delivered = finished - started, count - before_window
+    workers_cpu = sum(used[f"{name}_cpu_s"] or 0.0 for name in pids if name.startswith("worker"))
+    per_primary = {
+        f"primary{n}": {
+            "cpu_ms_per_message": round(1000 * (used[f"primary{n}_cpu_s"] or 0.0) / delivered, 4),
+            **_redis_work(before[1], later[1], delivered),
+        }
+        for n, (before, later) in enumerate(zip(primaries, after, strict=True), 1)
+    }
+    bench.note(
+        "scale",
+        variant=f"cluster.{variant}",
+        cores=["unpinned" if core is None else core for core in cores],
+        messages=count,
+        sent_before_window=before_window,
+        seconds=round(seconds, 3),
+        **used,
+        workers_cpu_ms_per_message=round(1000 * workers_cpu / delivered, 4),
+        primaries=per_primary,
+    )
+    return delivered / seconds, delivered / workers_cpu
+
+
+async def _cluster_figures(bench: Bench, single: dict[str, float]) -> dict[str, float]:
+    if (why := cluster_missing()) is not None:
+        print(f"scale: cluster rows skipped: {why}")
+        return {}
+    figures, one_worker = {}, 0.0
+    directory = bench.workdir / f"cluster-{time.monotonic_ns()}"
+    directory.mkdir()
+    with running_cluster(directory) as ports:
+        for variant, (_, cores) in CLUSTER_VARIANTS.items():
+            rate, per_cpu = await _drain_cluster(bench, variant, cores, ports)
+            key = f"scale.cluster.{variant}"
+            figures[key], figures[f"{key}.per_cpu"] = rate, per_cpu
+            figures[f"{key}.vs_redis"] = rate / single[f"scale.{ENGINE}.{variant}"]
+            if variant == "1":
+                one_worker = rate
+            else:
+                figures[f"{key}.vs1"] = rate / one_worker
+    return figures
+
+
 async def measure(bench: Bench) -> dict[str, float]:
     if ENGINE not in bench.engines:
         print(f"scale: skipped: it needs the {ENGINE} engine, which this run does not have")
@@ -179,7 +327,7 @@ async def measure(bench: Bench) -> dict[str, float]:
             one_worker = rate
         else:
             figures[f"{key}.vs1"] = rate / one_worker
-    return figures
+    return figures | await _cluster_figures(bench, figures)
 
 
 CASE = Case("scale", SPECS, measure)

@@ -55,17 +55,27 @@ def test_quick_scale_case_reports_one_and_two_workers_on_redis(tmp_path: Path) -
         pytest.skip("the scale case needs a redis-server at 127.0.0.1:6379")
     figures = {figure["key"]: figure for figure in report["figures"]}
     rates = ["scale.redis.1", "scale.redis.2", "scale.redis.2.core1"]
-    assert set(figures) == {
+    expected = {
         *rates,
         *(f"{key}.per_cpu" for key in rates),
         "scale.redis.2.vs1",
         "scale.redis.2.core1.vs1",
     }
+    variants = ["1", "2", "2.core1"]
+    if "cluster rows skipped" not in stdout:  # redis-cli is there: the cluster rows too
+        on_cluster = ["scale.cluster.1", "scale.cluster.2"]
+        expected |= {*on_cluster, *(f"{key}.per_cpu" for key in on_cluster)}
+        expected |= {*(f"{key}.vs_redis" for key in on_cluster), "scale.cluster.2.vs1"}
+        variants += ["cluster.1", "cluster.2"]
+    assert set(figures) == expected
     assert all(figures[key]["median"] > 0 for key in figures)
     notes = report["details"]["scale"]
-    assert [note["variant"] for note in notes] == ["1", "2", "2.core1"]
+    assert [note["variant"] for note in notes] == variants
     assert notes[1]["worker1_cpu_s"] > 0 and notes[1]["worker2_cpu_s"] > 0
     assert all("sandbox_cpu_s" in note and "cpu0_busy_s" in note for note in notes)
+    for note in notes[3:]:  # every primary's CPU and commands, for the capacity model
+        assert len(note["primaries"]) == 3
+        assert sum(p["redis_commands_per_message"] for p in note["primaries"].values()) > 1
 
 
 @pytest.mark.timeout(RUN_TIMEOUT_S)

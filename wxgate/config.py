@@ -107,7 +107,9 @@ class StorageSettings(_Section):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     group_commit_ms: float = Field(1.0, ge=0, le=100)
     redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_prefix: str = "wxgate"
+    redis_prefix: str = Field("wxgate", pattern=r"^[^{}]+$")  # no hash-tag braces
+    # redis_url names one node of a Redis Cluster (docs/deployment.md, "Redis Cluster").
+    redis_cluster: bool = False
     # How long terminal records are kept (Redis TTL, SQLite purge), and how often
     # worker processes purge what is older.
     retention_s: int = Field(7 * 24 * 3600, ge=60)

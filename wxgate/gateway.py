@@ -52,6 +52,7 @@ def make_backend(settings: Settings, clock: Clock) -> Backend:
             prefix=storage.redis_prefix,
             retention_s=storage.retention_s,
             clock=clock,
+            cluster=storage.redis_cluster,
         )
     from wxgate.backends.sqlite import SqliteBackend
 

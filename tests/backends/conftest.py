@@ -7,6 +7,10 @@ several handles of one test share it, as processes would) and a line in OPENERS.
 Redis: the store of a test is a key prefix of its own on the redis-server at
 REDIS_URL, whose keys are deleted when the test ends; with no redis-server
 answering, the Redis params are skipped, saying so.
+
+Redis Cluster (`redis-cluster`): the same engine with `cluster=True` on a
+three-primary cluster the test process starts on loopback (tests/backends/redis_cluster.py),
+one prefix per test as above; skipped, saying why, without redis-server and redis-cli.
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from tests.backends.redis_cluster import cluster_missing, shared_cluster_url
 from wxgate.backends.base import Backend
 from wxgate.backends.redis import RedisBackend
 from wxgate.backends.sqlite import SqliteBackend
@@ -88,18 +95,54 @@ async def _redis(tmp_path: Path) -> AsyncIterator[Backend]:
         await delete_prefix(prefix)
 
 
+async def delete_cluster_prefix(url: str, prefix: str) -> None:
+    """Delete every key under `prefix` on every primary of the cluster at `url`."""
+    client = RedisCluster.from_url(url, decode_responses=True)
+    try:
+        for node in client.get_primaries():
+            found = client.scan_iter(match=f"{prefix}:*", count=1000, target_nodes=node)
+            for key in [key async for key in found]:
+                await client.unlink(key)
+    finally:
+        await client.aclose()
+
+
+@asynccontextmanager
+async def _redis_cluster(url: str, tmp_path: Path) -> AsyncIterator[Backend]:
+    prefix = redis_prefix(tmp_path)
+    backend = RedisBackend(url, prefix=prefix, cluster=True)
+    await backend.start()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+        await delete_cluster_prefix(url, prefix)
+
+
+def redis_cluster_url() -> str:
+    """The seed URL of this process's three-primary Redis Cluster, started on first use;
+    the test is skipped, saying why, when it cannot be started here."""
+    if (why := cluster_missing()) is not None:
+        pytest.skip(f"no Redis Cluster: {why}")
+    return shared_cluster_url()
+
+
 OPENERS: dict[str, Callable[[Path], AbstractAsyncContextManager[Backend]]] = {
     "redis": _redis,
     "sqlite": _sqlite,
 }
+CLUSTER = "redis-cluster"  # its opener needs the process's cluster: see open_backend
 
 
-@pytest.fixture(params=sorted(OPENERS))
+@pytest.fixture(params=sorted([*OPENERS, CLUSTER]))
 async def open_backend(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[OpenBackend]:
     """Opens handles on the test's one store; every handle is closed after the test."""
-    opener = OPENERS[request.param]
+    if request.param == CLUSTER:
+        opener = partial(_redis_cluster, redis_cluster_url())
+    else:
+        opener = OPENERS[request.param]
     async with AsyncExitStack() as stack:
 
         async def open_handle() -> Backend:

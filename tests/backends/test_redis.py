@@ -498,3 +498,24 @@ async def test_a_closed_engine_refuses_calls(engine: RedisBackend) -> None:
     await engine.close()
     with pytest.raises(StorageUnavailable, match="closed"):
         await engine.counts()
+
+
+def test_one_redis_keeps_the_key_names_of_before_and_a_cluster_gets_hash_tags() -> None:
+    plain, tagged = RedisKeys("p"), RedisKeys("p", tagged=True)
+    # One redis-server: the names of the versions before cluster support (no migration).
+    assert (plain.message("m1"), plain.token("shop"), plain.cap("shop", "o1", "day")) == (
+        "p:msg:m1",
+        "p:token:shop",
+        "p:cap:shop:o1:day",
+    )
+    assert plain.api_key_digests == "p:apikeys:digests"
+    # A cluster: what one script or transaction touches shares one hash tag.
+    assert {key.split(":")[1] for key in (tagged.message("m1"), tagged.ready("shop"))} == {"{q}"}
+    assert {key.split(":")[1] for key in (tagged.token_lock("shop"), tagged.bucket("shop"))} == {
+        "{app=shop}"
+    }
+    # A brace in a free-form part can neither end a tag nor start another before it.
+    assert tagged.token("a}b{c") == "p:{app=a%7Db%7Bc}:token"
+    assert tagged.cap("a:b", "o}", "day") == "p:{cap=a%3Ab:o%7D}:cap:day"
+    with pytest.raises(ValueError, match="hash tags"):
+        RedisKeys("p{x}")

@@ -62,14 +62,15 @@ class Plan:
 def short_plan(engine: Engine, **changes: Any) -> Plan:
     """The version `make test` runs: 1,000 messages, 2 kills, one storm (and one Redis
     restart on the Redis engine)."""
-    plan = Plan(engine=engine, redis_restarts=1 if engine == "redis" else 0)
+    plan = Plan(engine=engine, redis_restarts=0 if engine == "sqlite" else 1)
     return replace(plan, stack=replace(plan.stack, engine=engine), **changes)
 
 
 def full_plan(engine: Engine, **changes: Any) -> Plan:
-    """`make chaos`: 10,000 messages, 5 kills, one storm (and one Redis restart)."""
+    """`make chaos`: 10,000 messages, 5 kills, one storm (and one Redis restart: on a
+    cluster, of the primary serving the queue)."""
     plan = Plan(
-        engine=engine, messages=10_000, kills=5, redis_restarts=1 if engine == "redis" else 0
+        engine=engine, messages=10_000, kills=5, redis_restarts=0 if engine == "sqlite" else 1
     )
     return replace(plan, stack=replace(plan.stack, engine=engine), **changes)
 
@@ -94,6 +95,29 @@ def scale_out_plan(**changes: Any) -> Plan:
         stack=StackSettings(
             engine="redis", apis=2, workers=3, rate_limit_per_s=600.0, log_level="INFO"
         ),
+    )
+    return replace(plan, **changes)
+
+
+def cluster_plan(**changes: Any) -> Plan:
+    """`make test`'s run on a three-primary Redis Cluster, short: 400 messages into one
+    API and two worker processes, WeChat answering in 20 ms and no injected faults; one
+    worker SIGKILLed mid-run and started again, and the primary serving the queue's
+    slot SIGKILLed and started again from its AOF."""
+    plan = Plan(
+        engine="redis-cluster",
+        messages=400,
+        kills=1,
+        api_kills=0,
+        storms=0,
+        redis_restarts=1,
+        odd_share=0.0,
+        error_rate=0.0,
+        http_502_rate=0.0,
+        hang_rate=0.0,
+        reset_rate=0.0,
+        settle_timeout_s=120.0,
+        stack=StackSettings(engine="redis-cluster", apis=1, workers=2, log_level="INFO"),
     )
     return replace(plan, **changes)
 
@@ -244,10 +268,11 @@ class Campaign:
         self._log(f"every access token expired at inbox {inbox}")
 
     async def _restart_redis(self, chaos: _Chaos, inbox: int) -> None:
-        self._log(f"SIGKILL redis-server at inbox {inbox}")
+        what = "the queue's cluster primary" if self.stack.cluster_ports else "redis-server"
+        self._log(f"SIGKILL {what} at inbox {inbox}")
         await self.stack.restart_redis(self.plan.redis_down_s)
         chaos.redis_restarts += 1
-        self._log("redis-server answering again")
+        self._log(f"{what} answering again")
 
     async def _restart_worker(self, chaos: _Chaos, index: int, delay_s: float) -> None:
         await asyncio.sleep(delay_s)

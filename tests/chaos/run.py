@@ -1,9 +1,10 @@
 """`python -m tests.chaos.run [--full]`: the chaos campaign from the command line.
 
 Without `--full` it runs the shortened plan `make test` runs (1,000 messages, 2 kills);
-with it, `make chaos`'s (10,000 messages, 5 kills), on both engines unless `--engine`
-names one, then the scenarios of tests/chaos/scenarios.py (a half-open probe meeting
-rotated tokens, on each engine; a full disk on a small volume, on SQLite), then the API
+with it, `make chaos`'s (10,000 messages, 5 kills), on SQLite, Redis and a
+three-primary Redis Cluster unless `--engine` names one, then the scenarios of
+tests/chaos/scenarios.py (a half-open probe meeting rotated tokens, on each engine; a
+full disk on a small volume, on SQLite), then the API
 fuzzing of tests/security/test_fuzz_gateway.py with a few thousand generated requests.
 Prints the figures of each run and every problem found; exits 1 if any.
 """
@@ -30,26 +31,29 @@ from tests.chaos.campaign import Plan, full_plan, run_campaign, short_plan
 from tests.chaos.checks import Figures
 from tests.chaos.scenarios import ScenarioResult, run_scenarios
 
-ENGINES = ("sqlite", "redis")
+ENGINES = ("sqlite", "redis", "redis-cluster")
 # Per fuzzing test, instead of `make test`'s 120 s: 200 examples of each operation in
 # one mode took over 120 s in a niced run on 2 busy cores, and pytest-timeout failed it.
 FUZZ_TIMEOUT_S = 1800
 console = Console()
 
 
-def redis_missing() -> str | None:
-    """Why the Redis engine cannot run here, or None."""
+def redis_missing(engine: str = "redis") -> str | None:
+    """Why the Redis engine (or, for "redis-cluster", a Redis Cluster) cannot run here,
+    or None."""
     if importlib.util.find_spec("wxgate.backends.redis") is None:
         return "wxgate.backends.redis is not available"
     if shutil.which("redis-server") is None:
         return "redis-server is not installed"
+    if engine == "redis-cluster" and shutil.which("redis-cli") is None:
+        return "redis-cli is not installed"
     return None
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.chaos.run", description=__doc__)
     parser.add_argument("--full", action="store_true", help="10,000 messages, 5 kills")
-    parser.add_argument("--engine", choices=ENGINES, action="append", help="default: both")
+    parser.add_argument("--engine", choices=ENGINES, action="append", help="default: all three")
     parser.add_argument("--messages", type=int, help="override the plan's message count")
     parser.add_argument("--kills", type=int, help="override the plan's worker kills")
     parser.add_argument("--workers", type=int, help="override the worker process count")
@@ -116,8 +120,8 @@ def figures_table(figures: Figures) -> Table:
 async def _run_all(args: argparse.Namespace) -> list[Figures]:
     results = []
     for engine in args.engine or ENGINES:
-        if engine == "redis" and (why := redis_missing()) is not None:
-            console.print(f"[yellow]redis engine skipped: {why}[/yellow]")
+        if engine != "sqlite" and (why := redis_missing(engine)) is not None:
+            console.print(f"[yellow]{engine} engine skipped: {why}[/yellow]")
             continue
         plan = _plan(args, engine)
         console.print(f"[bold]{engine}[/bold]: seed {plan.seed}, {plan.messages} messages")
@@ -144,7 +148,9 @@ def print_scenario(result: ScenarioResult) -> None:
 
 
 async def _scenarios(args: argparse.Namespace) -> list[ScenarioResult]:
-    engines = tuple(e for e in (args.engine or ENGINES) if e != "redis" or redis_missing() is None)
+    engines = tuple(
+        e for e in (args.engine or ENGINES) if e == "sqlite" or redis_missing(e) is None
+    )
     keep = args.keep / "scenarios" if args.keep else None
     results = await run_scenarios(engines, keep)  # type: ignore[arg-type]
     for result in results:

@@ -1,6 +1,6 @@
 """The gateway under test as real processes: a sandbox WeChat, two API processes behind a
 load balancer, several worker processes and, for the Redis engine, a redis-server of
-its own.
+its own (for `redis-cluster`, a three-primary Redis Cluster of its own).
 
 Configuration is written to files in the run's directory, except the secrets, which
 reach the gateway through WXGATE_* environment variables as an operator would pass
@@ -19,13 +19,15 @@ from typing import Literal
 import aiohttp
 import redis.asyncio as aioredis
 
+from tests.backends import redis_cluster
 from tests.chaos.balancer import Balancer
 from tests.chaos.processes import WXGATE, Service
 from tests.conftest import free_port
+from wxgate.backends.redis_keys import QUEUE_TAG
 from wxgate.config import hash_api_key
 from wxgate.observability import register_secret
 
-Engine = Literal["sqlite", "redis"]
+Engine = Literal["sqlite", "redis", "redis-cluster"]
 
 APP = "chaos"
 APPID = "wxchaos00000000001"
@@ -124,6 +126,8 @@ class Stack:
     def __init__(self, settings: StackSettings, workdir: Path) -> None:
         if settings.engine == "redis" and shutil.which("redis-server") is None:
             raise RuntimeError("the redis engine needs redis-server on PATH")
+        if settings.engine == "redis-cluster" and (why := redis_cluster.cluster_missing()):
+            raise RuntimeError(f"the redis-cluster engine cannot run: {why}")
         self.settings = settings
         self.workdir = workdir
         self.api_ports = [free_port() for _ in range(settings.apis)]
@@ -131,6 +135,8 @@ class Stack:
         self.sandbox_url = ""
         self.redis: Service | None = None
         self.redis_port = free_port()
+        self.cluster_ports: list[int] = []
+        self.cluster: list[Service] = []  # the nodes of a redis-cluster run
         self.sandbox = Service("sandbox", (), workdir / "sandbox.log")
         self.apis: list[Service] = []
         self.workers: list[Service] = []
@@ -148,11 +154,14 @@ class Stack:
         return f"http://127.0.0.1:{self.worker_ports[index]}"
 
     def services(self) -> list[Service]:
-        return [s for s in (self.redis, self.sandbox, *self.apis, *self.workers) if s is not None]
+        services = (self.redis, *self.cluster, self.sandbox, *self.apis, *self.workers)
+        return [s for s in services if s is not None]
 
     async def start(self, http: aiohttp.ClientSession) -> None:
         if self.settings.engine == "redis":
             await self._start_redis()
+        elif self.settings.engine == "redis-cluster":
+            await self._start_cluster()
         await self.balancer.start()
         await self._start_sandbox()
         config = self.workdir / "wxgate.toml"
@@ -175,7 +184,7 @@ class Stack:
         for service in (*self.workers, *self.apis):
             codes[service.name] = await service.stop()
         await self.balancer.stop()
-        for last in (self.sandbox, self.redis):
+        for last in (self.sandbox, self.redis, *self.cluster):
             if last is not None:
                 codes[last.name] = await last.stop()
         return codes
@@ -191,15 +200,38 @@ class Stack:
     async def restart_redis(self, down_s: float) -> None:
         """SIGKILL redis-server (a crash, not a clean shutdown), wait, start it again on
         the same port and directory, and wait until it answers."""
+        if self.cluster:
+            await self._restart_primary(down_s)
+            return
         assert self.redis is not None
         await self.redis.kill()
         await asyncio.sleep(down_s)
         await self.redis.start()
         await self.redis.until(self._redis_answers, START_TIMEOUT_S, "PING answer")
 
+    async def _restart_primary(self, down_s: float) -> None:
+        """On a cluster: SIGKILL the primary serving the queue's slot, wait, start it again
+        (its AOF and nodes.conf bring back its data and its slots), and wait until every
+        node says cluster_state:ok."""
+        index = await asyncio.to_thread(redis_cluster.owner_of, self.cluster_ports, QUEUE_TAG)
+        node = self.cluster[index]
+        await node.kill()
+        await asyncio.sleep(down_s)
+        await node.start()
+
+        async def cluster_ok() -> bool:
+            return await asyncio.to_thread(redis_cluster.cluster_ok, self.cluster_ports)
+
+        await node.until(cluster_ok, START_TIMEOUT_S, "cluster_state:ok")
+
     # -- pieces ----------------------------------------------------------------------
 
     def _storage(self) -> str:
+        if self.settings.engine == "redis-cluster":
+            return (
+                f'backend = "redis"\nredis_url = "redis://127.0.0.1:{self.cluster_ports[0]}/0"\n'
+                'redis_cluster = true\nredis_prefix = "chaos"'
+            )
         if self.settings.engine == "redis":
             return (
                 f'backend = "redis"\nredis_url = "redis://127.0.0.1:{self.redis_port}/0"\n'
@@ -239,6 +271,15 @@ class Stack:
         self.redis = Service("redis", argv, self.workdir / "redis.log")
         await self.redis.start()
         await self.redis.until(self._redis_answers, START_TIMEOUT_S, "PING answer")
+
+    async def _start_cluster(self) -> None:
+        self.cluster_ports = redis_cluster.free_node_ports()
+        for port in self.cluster_ports:
+            argv = redis_cluster.node_argv(port, self.workdir / f"redis-{port}")
+            node = Service(f"redis-{port}", argv, self.workdir / f"redis-{port}.log")
+            await node.start()
+            self.cluster.append(node)
+        await asyncio.to_thread(redis_cluster.create, self.cluster_ports)
 
     async def _redis_answers(self) -> bool:
         client = aioredis.Redis(port=self.redis_port, socket_connect_timeout=0.5)

@@ -1,4 +1,6 @@
-"""The Redis engine: any number of gateway processes on any number of hosts, one Redis.
+"""The Redis engine: any number of gateway processes on any number of hosts, one Redis
+(one redis-server, or a Redis Cluster: `cluster=True`, keys hash-tagged by
+`redis_keys` so every script touches one slot; docs/design.md, "Redis Cluster").
 
 Records are hashes; each app's ready messages are a Stream read by one consumer
 group; retry times, leases, dead letters and settled records are sorted sets;
@@ -53,16 +55,7 @@ from dataclasses import dataclass
 from typing import Any, Concatenate, Final, Literal, ParamSpec, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import (
-    BusyLoadingError,
-    NoScriptError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    RedisError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from wxgate.backends import redis_scripts as lua
 from wxgate.backends.api_keys import ApiKeyStore
@@ -105,6 +98,7 @@ from wxgate.backends.guarded_tokens import GuardedTokenStore
 from wxgate.backends.redis_api_keys import RedisApiKeyStore
 from wxgate.backends.redis_audit import RedisAuditLog
 from wxgate.backends.redis_caps import RedisCapStore
+from wxgate.backends.redis_client import UNAVAILABLE, connect
 from wxgate.backends.redis_dedupe import RedisDedupeStore
 from wxgate.backends.redis_grants import RedisGrantStore
 from wxgate.backends.redis_keys import GROUP, RedisKeys
@@ -131,13 +125,7 @@ PROBE_TTL_MS: Final = 60_000  # the readiness probe's key expires on its own
 RESUME_CHUNK: Final = 500  # held-back messages made due per script when a pause is lifted
 BUDGET_IDLE_S: Final = 60  # beyond refilling, how long an idle bucket is kept
 
-_UNAVAILABLE: Final = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    BusyLoadingError,
-    ReadOnlyError,
-    OutOfMemoryError,
-)
+_UNAVAILABLE: Final = UNAVAILABLE
 _SCRIPTS: Final = (
     lua.ENQUEUE, lua.PROMOTE, lua.LEASE, lua.SETTLE, lua.KEEP_REPORT, lua.REPORT, lua.REPLAY,
     lua.CANCEL,
@@ -162,7 +150,7 @@ def _storage_call(
             raise StorageUnavailable("Redis had lost the engine's scripts") from exc
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             raise BackendError(f"Redis refused a command: {exc}") from exc
 
     return call
@@ -229,16 +217,19 @@ class RedisBackend:
         retention_s: int = 7 * 24 * 3600,
         clock: Clock | None = None,
         consumer: str | None = None,
+        cluster: bool = False,
     ) -> None:
         if retention_s < 2:
             raise ValueError("retention_s must be at least 2 seconds")
-        self._keys = RedisKeys(prefix)
+        self._keys = RedisKeys(prefix, tagged=cluster)
         self._retention_s = int(retention_s)
         self._clock = clock if clock is not None else SystemClock()
         self._consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         # Connections are made on first use, so a Redis that is down at start-up
         # shows as "not ready" instead of stopping the process.
-        self._client: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True)
+        # With `cluster`, `url` is a seed node of a Redis Cluster (redis_client).
+        self._cluster = cluster
+        self._client: Any = connect(url, cluster=cluster)
         self._shas = {text: self._client.register_script(text).sha for text in _SCRIPTS}
         self._scripts_loaded = False
         self._claim_cursors: dict[str, str] = {}
@@ -283,7 +274,7 @@ class RedisBackend:
             return False
         try:
             return bool(await self._client.ping())
-        except RedisError:
+        except (RedisError, RedisClusterException):
             return False
 
     async def writable(self) -> bool:
@@ -293,17 +284,21 @@ class RedisBackend:
             return False
         try:
             return bool(await self._client.set(self._keys.write_probe, "1", px=PROBE_TTL_MS))
-        except RedisError:
+        except (RedisError, RedisClusterException):
             return False
 
     # -- scripts -----------------------------------------------------------------------
 
     async def _pipeline(self, *, transaction: bool = False) -> Any:
         if not self._scripts_loaded:
-            pipe = self._client.pipeline(transaction=False)
-            for text in _SCRIPTS:
-                pipe.script_load(text)
-            await pipe.execute()
+            if self._cluster:  # SCRIPT LOAD goes to every primary
+                for text in _SCRIPTS:
+                    await self._client.script_load(text)
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                for text in _SCRIPTS:
+                    pipe.script_load(text)
+                await pipe.execute()
             self._scripts_loaded = True
         return self._client.pipeline(transaction=transaction)
 

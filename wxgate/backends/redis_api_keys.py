@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from wxgate.backends.api_keys import StoredKey
 from wxgate.backends.base import StorageUnavailable
-from wxgate.backends.redis_caps import UNAVAILABLE
+from wxgate.backends.redis_client import UNAVAILABLE
 from wxgate.backends.redis_keys import RedisKeys
 
 _T = TypeVar("_T")

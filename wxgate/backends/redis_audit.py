@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from wxgate.backends.audit import AuditEntry
 from wxgate.backends.base import StorageUnavailable
-from wxgate.backends.redis_caps import UNAVAILABLE
+from wxgate.backends.redis_client import UNAVAILABLE
 from wxgate.backends.redis_keys import RedisKeys
 
 MAX_ENTRIES: Final = 1_000_000

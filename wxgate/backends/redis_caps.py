@@ -10,27 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
-from redis.exceptions import (
-    BusyLoadingError,
-    OutOfMemoryError,
-    ReadOnlyError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wxgate.backends import redis_scripts as lua
 from wxgate.backends.base import StorageUnavailable
 from wxgate.backends.caps import CapLimit
+from wxgate.backends.redis_client import UNAVAILABLE
 from wxgate.backends.redis_keys import RedisKeys
-
-# What says "Redis is away for now" (the same errors the engine maps for its queue).
-UNAVAILABLE = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    BusyLoadingError,
-    ReadOnlyError,
-    OutOfMemoryError,
-)
 
 
 class RedisCapStore:

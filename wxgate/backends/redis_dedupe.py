@@ -7,7 +7,7 @@ import redis.asyncio as aioredis
 
 from wxgate.backends import redis_scripts as lua
 from wxgate.backends.base import StorageUnavailable
-from wxgate.backends.redis_caps import UNAVAILABLE
+from wxgate.backends.redis_client import UNAVAILABLE
 from wxgate.backends.redis_keys import RedisKeys
 
 

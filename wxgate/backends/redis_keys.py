@@ -1,8 +1,24 @@
 """Every Redis key the Redis engine and its token store use, under one prefix.
 
-A key is `{prefix}:{kind}:{part}...`. Free-form parts (app names, idempotency keys,
-batch ids, nonces) are escaped so that no two different part lists can ever
-spell the same key: `%` becomes `%25` and `:` becomes `%3A`.
+A key is `{prefix}:{kind}:{part}...`. On a Redis Cluster (`tagged`), a key that a Lua
+script or a MULTI/EXEC touches together with other keys is `{prefix}:{{tag}}:...`
+instead: the cluster hashes only the `{tag}` of such a key, so every key one script or
+transaction touches lies in one slot (docs/design.md, "Redis Cluster"). The tags:
+
+- `{q}`: the queue — records, their counters and indexes, the ready streams and
+  retry sets, leases, dead letters, settled records, the webhook outbox, dedupe keys,
+  msgids and pending reports, pauses: everything a message's scripts touch;
+- `{app=<app>}`: one app's access token, its fetch lock and fence, its send budget,
+  its template registry and its suppression list;
+- `{cap=<app>:<touser>}`: one recipient's send caps;
+- `{apikeys}`: the API keys.
+
+Keys only ever touched one at a time (grants, the dedupe window, nonces, the audit
+log) carry no tag and spread over the cluster. On one redis-server the keys carry no
+tags: the names are those of the versions before cluster support. Free-form parts
+(app names, idempotency keys, batch ids, nonces) are escaped so that no two different
+part lists can ever spell the same key: `%` becomes `%25` and `:` `%3A` (and, inside a
+tag, `{` `%7B` and `}` `%7D`, so that no part can end the tag).
 """
 
 from __future__ import annotations
@@ -20,33 +36,62 @@ def escape(part: str) -> str:
     return part.replace("%", "%25").replace(":", "%3A")
 
 
+def _tag_part(part: str) -> str:
+    """A free-form part of a hash tag, which cannot end the tag either."""
+    return escape(part).replace("{", "%7B").replace("}", "%7D")
+
+
+QUEUE_TAG: Final = "q"
+API_KEYS_TAG: Final = "apikeys"
+
+
 @dataclass(frozen=True, slots=True)
 class RedisKeys:
-    """The key shapes; `prefix` keeps one gateway's keys apart from anything else."""
+    """The key shapes; `prefix` keeps one gateway's keys apart from anything else;
+    `tagged` (on a Redis Cluster) puts the hash tags in."""
 
     prefix: str = "wxgate"
+    tagged: bool = False
+
+    def __post_init__(self) -> None:
+        if "{" in self.prefix or "}" in self.prefix:
+            raise ValueError("a Redis key prefix cannot contain { or } (hash tags)")
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
+
+    def _tagged(self, tag: str, *parts: str) -> str:
+        """A key in the slot of `tag` (its parts already escaped for a tag)."""
+        return ":".join((self.prefix, "{" + tag + "}", *parts))
+
+    def _q(self, *parts: str) -> str:
+        """A key of the queue, which every message script touches."""
+        return self._tagged(QUEUE_TAG, *parts) if self.tagged else self._key(*parts)
+
+    def _app(self, kind: str, app: str, *parts: str) -> str:
+        """A key in the slot of one app (its token, lock, fence, budget, ...)."""
+        if self.tagged:
+            return self._tagged("app=" + _tag_part(app), kind, *parts)
+        return self._key(kind, escape(app), *parts)
 
     # -- records and their indexes ----------------------------------------------------
 
     def message(self, message_id: str) -> str:
         """Hash: one message record (fields as in `MessageRecord`, events as JSON lines)."""
-        return self._key("msg", escape(message_id))
+        return self._q("msg", escape(message_id))
 
     @property
     def counts(self) -> str:
         """Hash: messages per status, every app."""
-        return self._key("counts")
+        return self._q("counts")
 
     def app_counts(self, app: str) -> str:
         """Hash: messages per status of one app."""
-        return self._key("counts", escape(app))
+        return self._q("counts", escape(app))
 
     def batch(self, batch_id: str) -> str:
         """Hash: messages per status of one batch, `total` and `created_at`."""
-        return self._key("batch", escape(batch_id))
+        return self._q("batch", escape(batch_id))
 
     @property
     def write_probe(self) -> str:
@@ -56,46 +101,46 @@ class RedisKeys:
     @property
     def index_all(self) -> str:
         """Sorted set, score 0, ULID members: every message, for listing newest first."""
-        return self._key("idx", "all")
+        return self._q("idx", "all")
 
     def index_status(self, status: str) -> str:
-        return self._key("idx", "status", escape(status))
+        return self._q("idx", "status", escape(status))
 
     def index_app(self, app: str) -> str:
-        return self._key("idx", "app", escape(app))
+        return self._q("idx", "app", escape(app))
 
     def index_batch(self, batch_id: str) -> str:
-        return self._key("idx", "batch", escape(batch_id))
+        return self._q("idx", "batch", escape(batch_id))
 
     # -- the queue --------------------------------------------------------------------
 
     @property
     def apps(self) -> str:
         """Set: the apps that have a ready stream."""
-        return self._key("apps")
+        return self._q("apps")
 
     def ready(self, app: str) -> str:
         """Stream: one app's messages ready to lease (entry field `ref`), group GROUP."""
-        return self._key("ready", escape(app))
+        return self._q("ready", escape(app))
 
     def retry(self, app: str) -> str:
         """Sorted set: one app's queued messages waiting for a time (score), member ref."""
-        return self._key("retry", escape(app))
+        return self._q("retry", escape(app))
 
     @property
     def leases(self) -> str:
         """Sorted set: messages in `sending`, score the lease deadline, member ref."""
-        return self._key("leases")
+        return self._q("leases")
 
     @property
     def dead(self) -> str:
         """Sorted set: dead letters, score when they died, member ref."""
-        return self._key("dead")
+        return self._q("dead")
 
     @property
     def settled(self) -> str:
         """Sorted set: settled messages, score last update, member what purge needs."""
-        return self._key("settled")
+        return self._q("settled")
 
     # -- keyed lookups with a lifetime ------------------------------------------------
 
@@ -103,51 +148,51 @@ class RedisKeys:
         """Stream: the app's webhook outbox, one entry per move of a notify message into
         a settled status (message_id, status, at, errcode, errmsg, msgid), read by the
         HOOKS_GROUP consumer group."""
-        return self._key("hooks", escape(app))
+        return self._q("hooks", escape(app))
 
     # The webhook outbox once a dispatcher adopted its entries (redis_webhooks.py).
     def hook_events(self, app: str) -> str:
         """Hash: the app's undelivered (and dead) outbox events, stream id -> JSON."""
-        return self._key("hookev", escape(app))
+        return self._q("hookev", escape(app))
 
     def hook_chains(self, app: str) -> str:
         """Hash: message id -> its undelivered events' stream ids in order, space-separated;
         only the first is ever due (a message's events are posted in order)."""
-        return self._key("hookchain", escape(app))
+        return self._q("hookchain", escape(app))
 
     def hook_due(self, app: str) -> str:
         """Sorted set: events that may be claimed, score the retry time or lease deadline."""
-        return self._key("hookdue", escape(app))
+        return self._q("hookdue", escape(app))
 
     def hook_pending(self, app: str) -> str:
         """Sorted set: every undelivered, not dead event, score when it was written."""
-        return self._key("hookpend", escape(app))
+        return self._q("hookpend", escape(app))
 
     def hook_dead(self, app: str) -> str:
         """Sorted set: dead events, score when they died."""
-        return self._key("hookdead", escape(app))
+        return self._q("hookdead", escape(app))
 
     def recent_sends(self, app: str, touser: str) -> str:
         """Sorted set: messages to one recipient settled sent or unknown, by settle time;
         trimmed to base.RECENT_SENDS_S and expiring with it."""
-        return self._key("recent", escape(app), escape(touser))
+        return self._q("recent", escape(app), escape(touser))
 
     def idempotency(self, app: str, key: str) -> str:
         """String: "<id>\\x1f<digest>" of the first message with this key."""
-        return self._key("idem", escape(app), escape(key))
+        return self._q("idem", escape(app), escape(key))
 
     def batch_position(self, batch_id: str, position: int) -> str:
         """String: like an idempotency key, for a keyed batch's member without a key of
         its own (a namespace of its own: no caller key can name it)."""
-        return self._key("bpos", escape(batch_id), str(position))
+        return self._q("bpos", escape(batch_id), str(position))
 
     def msgid(self, app: str, msgid: int) -> str:
         """String: the id of the message WeChat answered `msgid` for."""
-        return self._key("msgid", escape(app), str(msgid))
+        return self._q("msgid", escape(app), str(msgid))
 
     def pending_report(self, app: str, msgid: int) -> str:
         """String (JSON): a delivery report that came before its msgid was stored."""
-        return self._key("report", escape(app), str(msgid))
+        return self._q("report", escape(app), str(msgid))
 
     def nonce(self, app: str, nonce: str) -> str:
         return self._key("nonce", escape(app), escape(nonce))
@@ -157,15 +202,15 @@ class RedisKeys:
     @property
     def paused(self) -> str:
         """Set: apps that have (or had) a pause key."""
-        return self._key("paused")
+        return self._q("paused")
 
     def pause(self, app: str) -> str:
         """String (JSON): one app's pause; expires with a timed pause."""
-        return self._key("pause", escape(app))
+        return self._q("pause", escape(app))
 
     def bucket(self, app: str) -> str:
         """Hash: one app's send budget (tokens, updated)."""
-        return self._key("bucket", escape(app))
+        return self._app("bucket", app)
 
     # -- the grant ledger of subscribe messages ---------------------------------------
 
@@ -182,36 +227,39 @@ class RedisKeys:
 
     def token(self, app: str) -> str:
         """Hash: one app's cached access token."""
-        return self._key("token", escape(app))
+        return self._app("token", app)
 
     def token_lock(self, app: str) -> str:
         """String: the owner of one app's token fetch lock (expires with the lease)."""
-        return self._key("token_lock", escape(app))
+        return self._app("token_lock", app)
 
     def token_fence(self, app: str) -> str:
         """Counter: the fencing number of one app's lock; only grows."""
-        return self._key("token_fence", escape(app))
+        return self._app("token_fence", app)
 
     # -- the template registry and the suppression list --------------------------------
 
     def templates(self, app: str, kind: str) -> str:
         """Hash: template_id -> RegisteredTemplate JSON, the templates of one (app, kind)."""
-        return self._key("tpl", escape(app), escape(kind))
+        return self._app("tpl", app, escape(kind))
 
     def template_syncs(self, app: str) -> str:
         """Hash: kind -> TemplateSyncState JSON, how each kind's last sync went."""
-        return self._key("tplsync", escape(app))
+        return self._app("tplsync", app)
 
     def suppressions(self, app: str, bucket: int) -> str:
         """Hash: openid -> "reason|errcode|since", one bucket of an app's suppression
         list (see redis_suppressions: small hashes stay in Redis's compact encoding)."""
-        return self._key("supp", escape(app), str(bucket))
+        return self._app("supp", app, str(bucket))
 
     # -- per-recipient send caps and the dedupe window ---------------------------------
 
     def cap(self, app: str, touser: str, scope: str) -> str:
         """Sorted set: message ids holding a send slot of one recipient's limit, scored
         by when each slot frees (redis_caps.py)."""
+        if self.tagged:
+            tag = f"cap={_tag_part(app)}:{_tag_part(touser)}"
+            return self._tagged(tag, "cap", escape(scope))
         return self._key("cap", escape(app), escape(touser), escape(scope))
 
     def dedupe(self, app: str, digest: str) -> str:
@@ -223,17 +271,23 @@ class RedisKeys:
 
     def api_key(self, key_id: str) -> str:
         """Hash: one stored API key (redis_api_keys.py); never the key, only its digest."""
+        if self.tagged:
+            return self._tagged(API_KEYS_TAG, "apikey", escape(key_id))
         return self._key("apikey", escape(key_id))
 
     @property
     def api_key_digests(self) -> str:
         """Hash: digest -> id of every live API key."""
-        return self._key("apikeys", "digests")
+        return (
+            self._tagged(API_KEYS_TAG, "digests")
+            if self.tagged
+            else self._key("apikeys", "digests")
+        )
 
     @property
     def api_key_ids(self) -> str:
         """Sorted set: every API key id, scored by creation time."""
-        return self._key("apikeys", "ids")
+        return self._tagged(API_KEYS_TAG, "ids") if self.tagged else self._key("apikeys", "ids")
 
     @property
     def audit(self) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Collection, Sequence
 import redis.asyncio as aioredis
 
 from wxgate.backends import redis_scripts as lua
+from wxgate.backends.redis_client import preload
 from wxgate.backends.redis_keys import RedisKeys
 from wxgate.backends.redis_templates import unavailable_as_storage
 from wxgate.backends.suppressions import Suppression, SuppressionPage, SuppressionReason
@@ -48,6 +49,7 @@ class RedisSuppressionStore:
         items = list(latest.values())
         if not items:
             return 0
+        await unavailable_as_storage(preload(self._client, self._add))
         pipe = self._client.pipeline(transaction=True)
         for start in range(0, len(items), _ADD_CHUNK):
             chunk = items[start : start + _ADD_CHUNK]

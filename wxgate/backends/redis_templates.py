@@ -9,10 +9,9 @@ from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wxgate.backends.base import StorageUnavailable
+from wxgate.backends.redis_client import UNAVAILABLE
 from wxgate.backends.redis_keys import RedisKeys
 from wxgate.backends.templates import RegisteredTemplate, TemplateSyncState
 from wxgate.wechat.kinds import MessageKind
@@ -24,7 +23,7 @@ async def unavailable_as_storage(call: Awaitable[_T]) -> _T:
     """Redis unreachable reads as the storage contract's StorageUnavailable."""
     try:
         return await call
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+    except UNAVAILABLE as exc:
         raise StorageUnavailable(f"redis unavailable: {type(exc).__name__}") from exc
 
 

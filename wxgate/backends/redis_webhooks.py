@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 
 from wxgate.backends import redis_scripts as lua
 from wxgate.backends.base import Status, StorageUnavailable, WebhookEvent
+from wxgate.backends.redis_client import preload
 from wxgate.backends.redis_keys import RedisKeys
 from wxgate.backends.webhook_outbox import (
     HookBacklog,
@@ -122,6 +123,7 @@ class RedisWebhookOutbox:
     async def finish(self, results: Sequence[HookResult], now: float) -> list[bool]:
         if not results:
             return []
+        await preload(self._client, self._finish)
         pipe = self._client.pipeline(transaction=False)
         for result in results:
             event = result.claim.event
