@@ -104,9 +104,10 @@ async def make_rig(sandbox: Any, sandbox_control: Any, tmp_path: Path) -> AsyncI
                     "appid": DEFAULT_APPID,
                     "secret": DEFAULT_SECRET,
                     "api_base": sandbox.base_url,
-                    # A burst (a twentieth of a second of rate) above any test's count, so
-                    # drain() on a fake clock never waits for budget unless a test says so.
-                    "rate_limit_per_s": 10_000.0,
+                    # A worker's pace slack (PACE_S, 10 ms of rate) above any test's
+                    # count, so drain() or run() on a fake clock never waits for budget
+                    # unless a test says so.
+                    "rate_limit_per_s": 100_000.0,
                     **(app or {}),
                 }
             )
