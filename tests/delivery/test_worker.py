@@ -465,3 +465,28 @@ async def test_a_config_answer_shows_in_the_metrics(make_rig: MakeRig) -> None:
     assert value("wxgate_messages_total", app="shop", outcome="dead") == 2
     assert value("wxgate_app_paused", app="shop", reason="CONFIG") == 1
     assert value("wxgate_send_seconds_count", app="shop") == 2
+
+
+async def test_a_stored_body_goes_out_as_stored_with_client_msg_id_added(
+    make_rig: MakeRig,
+) -> None:
+    """No model is rebuilt at send time: every stored field reaches WeChat as it is
+    (subscribe kinds: tests/wechat/test_client_subscribe.py and tests/e2e/test_subscribe.py)."""
+    rig = await make_rig()
+    template = {
+        "touser": "o_full",
+        "template_id": "tpl_full",
+        "url": "https://example.com/o/1",
+        "miniprogram": {"appid": "wxmini0001", "pagepath": "pages/o?id=1"},
+        "data": {"thing1": {"value": "parcel 42"}, "time2": {"value": "2024-03-01 15:01"}},
+    }
+    message = NewMessage("shop", template)
+    await rig.backend.enqueue([message], rig.clock.now())
+    assert await rig.worker.drain() == 1
+    [sent] = await rig.inbox(touser="o_full")
+    assert sent["client_msg_id"] == message.id
+    for name in ("template_id", "url", "miniprogram", "data"):
+        assert sent[name] == template[name]
+    record = await rig.record(message.id)
+    assert record.status is Status.SENT and record.msgid == sent["msgid"]
+    assert "client_msg_id" not in record.payload  # added to the request, not stored

@@ -46,8 +46,8 @@ from wxgate.delivery.window import Window
 from wxgate.observability import get_logger
 from wxgate.wechat.client import AccountClient, Pace, SendResult
 from wxgate.wechat.errors import Category, RequestError, TransportError, WeChatError
-from wxgate.wechat.subscribe import SUBSCRIBE_KINDS, SubscribeMessage
-from wxgate.wechat.template import TemplateMessage, TemplateValidationError
+from wxgate.wechat.fields import stored_body_problem
+from wxgate.wechat.subscribe import SUBSCRIBE_KINDS
 
 IDLE_POLL_MAX_S = 1.0  # the idle poll interval doubles up to this while nothing is due
 UNKNOWN_APP_RETRY_S = 60.0  # a message of an app this worker has no config for waits this long
@@ -397,16 +397,14 @@ class Worker:
         self, client: AccountClient, record: MessageRecord, pace: Pace
     ) -> tuple[SendResult, float | None]:
         """WeChat's answer and the send's duration (None when nothing could be sent);
-        Withheld (from `pace`) when no request went out."""
-        try:
-            if record.kind in SUBSCRIBE_KINDS:
-                subscribe = SubscribeMessage.from_wechat(record.payload, record.kind)
-            else:
-                message = TemplateMessage.from_wechat(record.payload)
-        except TemplateValidationError as exc:
-            where = ", ".join(".".join(map(str, p.loc)) for p in exc.problems)
-            text = f"stored payload is not a {record.kind} message: {where}"
-            return RequestError(None, text), None
+        Withheld (from `pace`) when no request went out. The stored body is sent as it
+        is (it was checked at intake; WeChat judges it now), a template message's with
+        client_msg_id = the message id added: no model is rebuilt per send."""
+        problem = stored_body_problem(record.payload)
+        if problem is not None:
+            return RequestError(
+                None, f"stored payload is not a {record.kind} message: {problem}"
+            ), None
         clock, app = self._clock, record.app
         started = clock.monotonic()
         rate_wait_s = 0.0
@@ -420,9 +418,10 @@ class Worker:
                 rate_wait_s += clock.monotonic() - asked
 
         if record.kind in SUBSCRIBE_KINDS:
-            result = await client.send_subscribe(subscribe, record.kind, pace=paced)
+            result = await client.send_subscribe_body(record.payload, record.kind, pace=paced)
         else:
-            result = await client.send_template(message.with_client_msg_id(record.id), pace=paced)
+            body = {**record.payload, "client_msg_id": record.id}
+            result = await client.send_template_body(body, pace=paced)
         finished = clock.monotonic()
         if not isinstance(result, TransportError):
             # From the moment the send took its slot: the event loop's delay in starting

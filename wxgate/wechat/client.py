@@ -308,8 +308,16 @@ class AccountClient:
         """Send one template message; every WeChat, transport or token outcome is returned.
 
         `pace`, when given, is awaited before each request (see `Pace`)."""
+        return await self.send_template_body(message.to_wechat(), pace=pace)
+
+    async def send_template_body(
+        self, body: dict[str, Any], *, pace: Pace | None = None
+    ) -> SendResult:
+        """`send_template` for a template/send body as it is stored (`to_wechat`'s form,
+        checked when it was accepted, client_msg_id included): sent as it is, so the
+        worker does not rebuild a `TemplateMessage` per send."""
         try:
-            answer = await self._call("POST", SEND_PATH, json=message.to_wechat(), pace=pace)
+            answer = await self._call("POST", SEND_PATH, json=body, pace=pace)
         except WeChatError as error:
             return error
         if is_duplicate_accept(answer.get("errcode", 0)):
@@ -327,11 +335,18 @@ class AccountClient:
         `request_sent` is not False leaves the outcome unknown, and resending may send
         twice, or spend a one-time grant. bizsend answers no msgid (SendOk(None));
         subscribe/send was seen answering one."""
+        return await self.send_subscribe_body(message.to_wechat(), kind, pace=pace)
+
+    async def send_subscribe_body(
+        self, body: dict[str, Any], kind: MessageKind, *, pace: Pace | None = None
+    ) -> SendResult:
+        """`send_subscribe` for a body of `kind` as it is stored (`to_wechat`'s form,
+        checked when it was accepted), sent as it is."""
         path = _SUBSCRIBE_PATHS.get(kind)
         if path is None:
             raise ValueError(f"{kind} is not a subscribe kind")
         try:
-            answer = await self._call("POST", path, json=message.to_wechat(), pace=pace)
+            answer = await self._call("POST", path, json=body, pace=pace)
         except WeChatError as error:
             return error
         msgid = answer.get("msgid")
