@@ -54,6 +54,7 @@ from typing import Any, Concatenate, Final, Literal, ParamSpec, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Encoder
 from redis.exceptions import (
     BusyLoadingError,
     NoScriptError,
@@ -143,6 +144,21 @@ _SCRIPTS: Final = (
     lua.CANCEL,
     lua.PURGE, lua.REMEMBER_NONCE, lua.TAKE_BUDGET, lua.MAKE_DUE,
 )  # fmt: skip
+
+
+class _StrFirstEncoder(Encoder):
+    """redis-py's Encoder with a str tested first: nearly every argument the engine
+    sends is one, and the stock order (bytes, bool, int, float, then str) cost ~390 ns
+    an argument against ~150 (timed). A lease and a settle send ~65 arguments a
+    message: ~15 us of a Redis worker's CPU per message. Anything else is encoded as
+    before."""
+
+    __slots__ = ()
+
+    def encode(self, value: Any) -> Any:
+        if type(value) is str:
+            return value.encode(self.encoding, self.encoding_errors)
+        return super().encode(value)
 
 
 def _storage_call(
@@ -238,7 +254,9 @@ class RedisBackend:
         self._consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         # Connections are made on first use, so a Redis that is down at start-up
         # shows as "not ready" instead of stopping the process.
-        self._client: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True)
+        self._client: aioredis.Redis = aioredis.Redis.from_url(
+            url, decode_responses=True, encoder_class=_StrFirstEncoder
+        )
         self._shas = {text: self._client.register_script(text).sha for text in _SCRIPTS}
         self._scripts_loaded = False
         self._claim_cursors: dict[str, str] = {}
