@@ -6,6 +6,7 @@ delivers everything due at the clock's now."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from structlog.testing import capture_logs
 
@@ -19,6 +20,7 @@ from wxgate.delivery.events import (
     MetricsListener,
 )
 from wxgate.delivery.policy import next_quota_reset
+from wxgate.delivery.worker import GC_MIDDLE_THRESHOLD, GC_YOUNG_THRESHOLD
 from wxgate.observability import Metrics
 from wxgate.tokenbucket import WHOLE_EPSILON
 
@@ -490,3 +492,25 @@ async def test_a_stored_body_goes_out_as_stored_with_client_msg_id_added(
     record = await rig.record(message.id)
     assert record.status is Status.SENT and record.msgid == sent["msgid"]
     assert "client_msg_id" not in record.payload  # added to the request, not stored
+
+
+async def test_a_running_worker_widens_the_gc_young_generation_and_restores_it(
+    make_rig: MakeRig,
+) -> None:
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)  # CPython's defaults
+    try:
+        rig = await make_rig()
+        [message_id] = await rig.enqueue("o_gc")
+        running = asyncio.create_task(rig.worker.run())
+
+        async def sent() -> bool:
+            return (await rig.record(message_id)).status is Status.SENT
+
+        await eventually(sent)
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, GC_MIDDLE_THRESHOLD, 10)
+        await rig.worker.stop(grace_s=5.0)
+        await asyncio.wait_for(running, 10.0)
+        assert gc.get_threshold() == (700, 10, 10)
+    finally:
+        gc.set_threshold(*before)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import random
 import socket
@@ -55,6 +56,16 @@ UNKNOWN_APP_RETRY_S = 60.0  # a message of an app this worker has no config for 
 # writer: room for a slow group commit (an fsync of tens of ms under load) while sends
 # go on, and a bound on what a crash resends (with the same client_msg_id).
 SETTLING_PER_SLOT = 2
+# The cyclic GC's young-generation threshold while a worker runs (CPython's default is
+# 700). Every send in flight keeps its own objects alive (the lease and its record, the
+# task, aiohttp's request and response), tens of thousands at 512 slots, so with the
+# default every young collection found them alive, moved them on, and older collections
+# kept scanning them: `perf` put 22% of a SQLite worker's CPU in gc_collect_main and
+# its visitors at zero latency. At 50,000 most of a send's objects are gone before a
+# collection looks at them. Measured (delivery case, same run, two rounds, 12,000
+# messages): per CPU-second SQLite 3,801 -> 4,669, Redis 2,686 -> 3,162.
+GC_YOUNG_THRESHOLD = 50_000
+GC_MIDDLE_THRESHOLD = 20
 
 _log = get_logger(__name__)
 
@@ -144,10 +155,13 @@ class Worker:
         """Deliver until `stop()` (or a storage failure, which is raised after shutdown)."""
         self._begin()
         self._running = True
+        restore = _widen_young_generation()
         try:
             async with self._settling():
                 await self._lease_loop()
         finally:
+            if restore is not None:
+                gc.set_threshold(*restore)
             self._running = False
             self._busy = False
             self._stop.clear()
@@ -456,6 +470,16 @@ class Worker:
     def _emit(self, event: WorkerEvent) -> None:
         for listener in self._listeners:
             listener.on_event(event)
+
+
+def _widen_young_generation() -> tuple[int, int, int] | None:
+    """Raise the GC's young thresholds to GC_YOUNG_THRESHOLD and GC_MIDDLE_THRESHOLD
+    (never lower them); the thresholds to restore afterwards, or None if unchanged."""
+    young, middle, old = gc.get_threshold()
+    if young >= GC_YOUNG_THRESHOLD or young == 0:  # 0: collection is off; left alone
+        return None
+    gc.set_threshold(GC_YOUNG_THRESHOLD, max(middle, GC_MIDDLE_THRESHOLD), old)
+    return young, middle, old
 
 
 def _prefetch(slots: int) -> int:
