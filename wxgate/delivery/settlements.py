@@ -93,8 +93,12 @@ class SettlementWriter:
         """Queue a settlement; the future is True once written, False if the lease was
         lost to another worker (or storage stayed away through shutdown)."""
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._buffer.append(_Pending(concluded, log, done))
-        self._wanted.set()
+        buffer = self._buffer
+        buffer.append(_Pending(concluded, log, done))
+        # While a write is under way the group grows until it is full; the flush loop
+        # is woken by _write_done, not once per settlement only to find it too small.
+        if not self._writes or len(buffer) >= FLUSH_GROUP or self._closing:
+            self._wanted.set()
         return done
 
     async def _flush_loop(self) -> None:
