@@ -518,6 +518,9 @@ def _settlement(lease: Lease, decision: Decision, error: WeChatError | None) -> 
 
 
 def _log_outcome(log: MessageLog, settlement: Settlement, error: WeChatError | None) -> None:
+    method = _LOG_METHOD[settlement.outcome]
+    if method == "debug" and error is None and not log.debug_enabled():
+        return  # the happy path's line, not written: not built either
     fields: dict[str, object] = {"outcome": settlement.outcome.value}
     if settlement.msgid is not None:
         fields["msgid"] = settlement.msgid
@@ -527,4 +530,4 @@ def _log_outcome(log: MessageLog, settlement: Settlement, error: WeChatError | N
         fields.update(errcode=error.errcode, errmsg=error.errmsg, category=error.category.value)
         if error.category is Category.UNKNOWN:
             log.warning("WeChat answered an errcode the catalogue does not know", **fields)
-    getattr(log, _LOG_METHOD[settlement.outcome])(settlement.note or "settled", **fields)
+    getattr(log, method)(settlement.note or "settled", **fields)
