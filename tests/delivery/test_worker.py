@@ -6,6 +6,7 @@ delivers everything due at the clock's now."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from structlog.testing import capture_logs
 
@@ -19,6 +20,7 @@ from wxgate.delivery.events import (
     MetricsListener,
 )
 from wxgate.delivery.policy import next_quota_reset
+from wxgate.delivery.worker import GC_MIDDLE_THRESHOLD, GC_YOUNG_THRESHOLD
 from wxgate.observability import Metrics
 from wxgate.tokenbucket import WHOLE_EPSILON
 
@@ -465,3 +467,50 @@ async def test_a_config_answer_shows_in_the_metrics(make_rig: MakeRig) -> None:
     assert value("wxgate_messages_total", app="shop", outcome="dead") == 2
     assert value("wxgate_app_paused", app="shop", reason="CONFIG") == 1
     assert value("wxgate_send_seconds_count", app="shop") == 2
+
+
+async def test_a_stored_body_goes_out_as_stored_with_client_msg_id_added(
+    make_rig: MakeRig,
+) -> None:
+    """No model is rebuilt at send time: every stored field reaches WeChat as it is
+    (subscribe kinds: tests/wechat/test_client_subscribe.py and tests/e2e/test_subscribe.py)."""
+    rig = await make_rig()
+    template = {
+        "touser": "o_full",
+        "template_id": "tpl_full",
+        "url": "https://example.com/o/1",
+        "miniprogram": {"appid": "wxmini0001", "pagepath": "pages/o?id=1"},
+        "data": {"thing1": {"value": "parcel 42"}, "time2": {"value": "2024-03-01 15:01"}},
+    }
+    message = NewMessage("shop", template)
+    await rig.backend.enqueue([message], rig.clock.now())
+    assert await rig.worker.drain() == 1
+    [sent] = await rig.inbox(touser="o_full")
+    assert sent["client_msg_id"] == message.id
+    for name in ("template_id", "url", "miniprogram", "data"):
+        assert sent[name] == template[name]
+    record = await rig.record(message.id)
+    assert record.status is Status.SENT and record.msgid == sent["msgid"]
+    assert "client_msg_id" not in record.payload  # added to the request, not stored
+
+
+async def test_a_running_worker_widens_the_gc_young_generation_and_restores_it(
+    make_rig: MakeRig,
+) -> None:
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)  # CPython's defaults
+    try:
+        rig = await make_rig()
+        [message_id] = await rig.enqueue("o_gc")
+        running = asyncio.create_task(rig.worker.run())
+
+        async def sent() -> bool:
+            return (await rig.record(message_id)).status is Status.SENT
+
+        await eventually(sent)
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, GC_MIDDLE_THRESHOLD, 10)
+        await rig.worker.stop(grace_s=5.0)
+        await asyncio.wait_for(running, 10.0)
+        assert gc.get_threshold() == (700, 10, 10)
+    finally:
+        gc.set_threshold(*before)

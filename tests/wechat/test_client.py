@@ -93,6 +93,23 @@ async def test_a_send_returns_the_msgid_exactly_even_above_2_to_the_53(
     assert delivered["client_msg_id"] == "msg-0001"
 
 
+async def test_a_stored_body_is_sent_as_it_is_and_its_msgid_read_exactly(
+    account: Account, sandbox_control: Any
+) -> None:
+    stored = {
+        **message(client_msg_id="01KSTORED").to_wechat(),
+        "url": "https://example.com/o/1",
+        "miniprogram": {"appid": "wxmini0001", "pagepath": "pages/o?id=1"},
+    }
+    result = await account.client.send_template_body(stored)
+    assert isinstance(result, SendOk) and isinstance(result.msgid, int) and result.msgid > 2**53
+    [delivered] = await sandbox_control.messages()
+    assert result.msgid == delivered["msgid"]
+    sent = {name: delivered[name] for name in ("touser", "client_msg_id", "url", "miniprogram")}
+    assert sent == {name: stored[name] for name in sent}
+    assert delivered["data"] == stored["data"]
+
+
 async def test_a_duplicate_in_60_seconds_is_an_accept_without_msgid(
     account: Account, sandbox_control: Any
 ) -> None:

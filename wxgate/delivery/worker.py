@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import random
 import socket
@@ -47,8 +48,8 @@ from wxgate.delivery.window import Window
 from wxgate.observability import get_logger
 from wxgate.wechat.client import AccountClient, Pace, SendResult
 from wxgate.wechat.errors import Category, RequestError, TransportError, WeChatError
-from wxgate.wechat.subscribe import SUBSCRIBE_KINDS, SubscribeMessage
-from wxgate.wechat.template import TemplateMessage, TemplateValidationError
+from wxgate.wechat.fields import stored_body_problem
+from wxgate.wechat.subscribe import SUBSCRIBE_KINDS
 
 IDLE_POLL_MAX_S = 1.0  # the idle poll interval doubles up to this while nothing is due
 UNKNOWN_APP_RETRY_S = 60.0  # a message of an app this worker has no config for waits this long
@@ -56,6 +57,16 @@ UNKNOWN_APP_RETRY_S = 60.0  # a message of an app this worker has no config for 
 # writer: room for a slow group commit (an fsync of tens of ms under load) while sends
 # go on, and a bound on what a crash resends (with the same client_msg_id).
 SETTLING_PER_SLOT = 2
+# The cyclic GC's young-generation threshold while a worker runs (CPython's default is
+# 700). Every send in flight keeps its own objects alive (the lease and its record, the
+# task, aiohttp's request and response), tens of thousands at 512 slots, so with the
+# default every young collection found them alive, moved them on, and older collections
+# kept scanning them: `perf` put 22% of a SQLite worker's CPU in gc_collect_main and
+# its visitors at zero latency. At 50,000 most of a send's objects are gone before a
+# collection looks at them. Measured (delivery case, same run, two rounds, 12,000
+# messages): per CPU-second SQLite 3,801 -> 4,669, Redis 2,686 -> 3,162.
+GC_YOUNG_THRESHOLD = 50_000
+GC_MIDDLE_THRESHOLD = 20
 
 _log = get_logger(__name__)
 
@@ -153,6 +164,7 @@ class Worker:
         """Deliver until `stop()` (or a storage failure, which is raised after shutdown)."""
         self._begin()
         self._running = True
+        restore = _widen_young_generation()
         lag = None
         if self._lag_limit is not None:
             lag = asyncio.create_task(LoopLag(self._lag_sampled).run(), name="wxgate-loop-lag")
@@ -162,6 +174,8 @@ class Worker:
         finally:
             if lag is not None:
                 lag.cancel()
+            if restore is not None:
+                gc.set_threshold(*restore)
             self._running = False
             self._busy = False
             self._stop.clear()
@@ -424,16 +438,14 @@ class Worker:
         self, client: AccountClient, record: MessageRecord, pace: Pace
     ) -> tuple[SendResult, float | None]:
         """WeChat's answer and the send's duration (None when nothing could be sent);
-        Withheld (from `pace`) when no request went out."""
-        try:
-            if record.kind in SUBSCRIBE_KINDS:
-                subscribe = SubscribeMessage.from_wechat(record.payload, record.kind)
-            else:
-                message = TemplateMessage.from_wechat(record.payload)
-        except TemplateValidationError as exc:
-            where = ", ".join(".".join(map(str, p.loc)) for p in exc.problems)
-            text = f"stored payload is not a {record.kind} message: {where}"
-            return RequestError(None, text), None
+        Withheld (from `pace`) when no request went out. The stored body is sent as it
+        is (it was checked at intake; WeChat judges it now), a template message's with
+        client_msg_id = the message id added: no model is rebuilt per send."""
+        problem = stored_body_problem(record.payload)
+        if problem is not None:
+            return RequestError(
+                None, f"stored payload is not a {record.kind} message: {problem}"
+            ), None
         clock, app = self._clock, record.app
         started = clock.monotonic()
         rate_wait_s = 0.0
@@ -447,9 +459,10 @@ class Worker:
                 rate_wait_s += clock.monotonic() - asked
 
         if record.kind in SUBSCRIBE_KINDS:
-            result = await client.send_subscribe(subscribe, record.kind, pace=paced)
+            result = await client.send_subscribe_body(record.payload, record.kind, pace=paced)
         else:
-            result = await client.send_template(message.with_client_msg_id(record.id), pace=paced)
+            body = {**record.payload, "client_msg_id": record.id}
+            result = await client.send_template_body(body, pace=paced)
         finished = clock.monotonic()
         if not isinstance(result, TransportError):
             # From the moment the send took its slot: the event loop's delay in starting
@@ -484,6 +497,16 @@ class Worker:
     def _emit(self, event: WorkerEvent) -> None:
         for listener in self._listeners:
             listener.on_event(event)
+
+
+def _widen_young_generation() -> tuple[int, int, int] | None:
+    """Raise the GC's young thresholds to GC_YOUNG_THRESHOLD and GC_MIDDLE_THRESHOLD
+    (never lower them); the thresholds to restore afterwards, or None if unchanged."""
+    young, middle, old = gc.get_threshold()
+    if young >= GC_YOUNG_THRESHOLD or young == 0:  # 0: collection is off; left alone
+        return None
+    gc.set_threshold(GC_YOUNG_THRESHOLD, max(middle, GC_MIDDLE_THRESHOLD), old)
+    return young, middle, old
 
 
 def _prefetch(slots: int) -> int:
@@ -522,6 +545,9 @@ def _settlement(lease: Lease, decision: Decision, error: WeChatError | None) -> 
 
 
 def _log_outcome(log: MessageLog, settlement: Settlement, error: WeChatError | None) -> None:
+    method = _LOG_METHOD[settlement.outcome]
+    if method == "debug" and error is None and not log.debug_enabled():
+        return  # the happy path's line, not written: not built either
     fields: dict[str, object] = {"outcome": settlement.outcome.value}
     if settlement.msgid is not None:
         fields["msgid"] = settlement.msgid
@@ -531,4 +557,4 @@ def _log_outcome(log: MessageLog, settlement: Settlement, error: WeChatError | N
         fields.update(errcode=error.errcode, errmsg=error.errmsg, category=error.category.value)
         if error.category is Category.UNKNOWN:
             log.warning("WeChat answered an errcode the catalogue does not know", **fields)
-    getattr(log, _LOG_METHOD[settlement.outcome])(settlement.note or "settled", **fields)
+    getattr(log, method)(settlement.note or "settled", **fields)

@@ -160,6 +160,17 @@ def pagepath_problem(value: str) -> str | None:
     return control_problem(value)
 
 
+def stored_body_problem(body: Mapping[str, Any]) -> str | None:
+    """What a stored body (any kind) lacks to be sent at all, in a few dict lookups:
+    the send path's only check, since the full rules ran when the body was accepted
+    and WeChat judges the rest. None when it has a touser, a template_id and a data
+    object."""
+    missing = [name for name in ("touser", "template_id") if type(body.get(name)) is not str]
+    if type(body.get("data")) is not dict:
+        missing.append("data")
+    return f"no {', '.join(missing)}" if missing else None
+
+
 class BodyReader:
     """Collects the problems and warnings of one body while it is read in one pass.
 
