@@ -111,3 +111,15 @@ def test_quick_latency_cases_report_wxgate_beside_raw_and_the_auto_window(tmp_pa
         assert figures[f"latency.sqlite.{w}.vs_raw"]["median"] == pytest.approx(ratio)
     notes = report["details"]["latency"]
     assert {note["sender"] for note in notes} == {"raw", "wxgate", "auto"}
+
+
+def test_the_asgi_driver_reports_intake_cpu_with_and_without_a_check() -> None:
+    command = [sys.executable, "-m", "bench.asgi", "--requests", "100"]
+    for extra, checks in (([], "SuppressionCheck"), (["--drop", "SuppressionCheck"], None)):
+        done = subprocess.run(
+            [*command, *extra], cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        [line] = [line for line in done.stdout.splitlines() if " requests, CPU " in line]
+        assert line.startswith("sqlite: 100 requests, CPU ")
+        assert (checks in line) if checks else ("SuppressionCheck" not in line)
