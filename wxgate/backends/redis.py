@@ -126,6 +126,7 @@ RESUME_CHUNK: Final = 500  # held-back messages made due per script when a pause
 BUDGET_IDLE_S: Final = 60  # beyond refilling, how long an idle bucket is kept
 
 _UNAVAILABLE: Final = UNAVAILABLE
+_PAYLOAD_AT: Final = RECORD_FIELDS.index("payload")
 _SCRIPTS: Final = (
     lua.ENQUEUE, lua.PROMOTE, lua.LEASE, lua.SETTLE, lua.KEEP_REPORT, lua.REPORT, lua.REPLAY,
     lua.CANCEL,
@@ -1020,10 +1021,14 @@ class RedisBackend:
         return min(zip(sizes, candidates, strict=True))[1]
 
     async def _records(self, ids: Iterable[str]) -> list[MessageRecord | None]:
+        """The records of `ids` (None for one that is gone), without their events."""
         pipe = self._client.pipeline(transaction=False)
         for message_id in ids:
-            pipe.hmget(self._keys.message(message_id), RECORD_FIELDS)
-        return [decode_record(values) if values[0] else None for values in await pipe.execute()]
+            pipe.hgetall(self._keys.message(message_id))
+        return [
+            _record(fields, events=False) if fields.get("id") else None
+            for fields in await pipe.execute()
+        ]
 
 
 def _enqueue_args(m: NewMessage, now: float, deduped: bool) -> list[object]:
@@ -1068,8 +1073,21 @@ def _per_status(fields: dict[str, str]) -> dict[Status, int]:
     return {status: int(fields.get(status.value, 0)) for status in Status}
 
 
-def _record(fields: dict[str, str]) -> MessageRecord:
-    """A record from its hash (HGETALL), events included."""
-    text = fields.get("events", "")
-    events = [Event.from_json(orjson.loads(line)) for line in text.split("\n")] if text else []
-    return decode_record([fields.get(name) for name in RECORD_FIELDS], events)
+def _long(fields: dict[str, str], name: str, old: str) -> str | None:
+    """A long value of a hash, put together from its chunks (redis_scripts.write_long);
+    from its one field `old` in a record stored before values were chunked."""
+    count = fields.get(name)
+    if count is None:
+        return fields.get(old)
+    return "".join(fields.get(f"{name}{n}", "") for n in range(1, int(count) + 1))
+
+
+def _record(fields: dict[str, str], *, events: bool = True) -> MessageRecord:
+    """A record from its hash (HGETALL), its events included unless `events` is False."""
+    values = [fields.get(name) for name in RECORD_FIELDS]
+    values[_PAYLOAD_AT] = _long(fields, lua.PAYLOAD_CHUNKS, "payload")
+    if not events:
+        return decode_record(values)
+    text = _long(fields, lua.EVENTS_CHUNKS, "events")
+    lines = [Event.from_json(orjson.loads(line)) for line in text.split("\n")] if text else []
+    return decode_record(values, lines)
