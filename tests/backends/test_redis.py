@@ -466,7 +466,7 @@ async def test_every_key_is_under_the_prefix_and_of_a_known_shape(
     k = RedisKeys(prefix)
     expected = {
         k.message(sent.id), k.message(retried.id), k.counts, k.app_counts(app), k.batch("b-1"),
-        k.index_all, k.index_status("sent"), k.index_status("queued"), k.index_app(app),
+        k.index_status("sent"), k.index_status("queued"), k.index_app(app),
         k.index_batch("b-1"), k.apps, k.ready(app), k.retry(app), k.settled,
         k.idempotency(app, "order-1"), k.msgid(app, 77), k.pending_report(app, 88),
         k.nonce(app, "n-1"), k.paused, k.pause(app), k.bucket(app), k.token(app),

@@ -33,9 +33,11 @@ Key shapes are in `redis_keys`. Choices the protocol leaves open, made here:
 - `enqueue` writes all its messages in one MULTI/EXEC of scripts of at most
   ENQUEUE_CHUNK messages each: all or nothing for the whole call;
 - `list()` walks the narrowest index of its filters (batch; else the smaller of
-  status and app; else all) newest first and checks the other filters on each
-  record. A recipient (touser) has no index: filtering by it reads at most
-  LIST_SCAN records per call, and a page may come back short with a cursor.
+  status and app; else the app indexes of every app, merged) newest first and checks
+  the other filters on each record. There is no index of all messages: it would cost
+  every message as much memory as its app's index does. A recipient (touser) has no
+  index: filtering by it reads at most LIST_SCAN records per call, and a page may come
+  back short with a cursor.
 
 Durability is Redis's own: "stored" means in Redis's memory and, with
 `appendonly yes`, in its AOF (`appendfsync always` loses nothing on a power cut,
@@ -356,7 +358,7 @@ class RedisBackend:
     ) -> tuple[list[str], list[object]]:
         k = self._keys
         batch_hash = k.batch(batch.id) if batch is not None else k.counts
-        keys = [k.counts, k.index_all, k.apps, batch_hash, k.settled, *self._status_indexes]
+        keys = [k.counts, k.apps, batch_hash, k.settled, *self._status_indexes]
         args: list[object] = [_num(now), self._retention_s, self._retention_s]
         args.append(batch.digest if batch is not None else "")
         for m in messages:
@@ -985,12 +987,12 @@ class RedisBackend:
         """Newest first; items carry no events (get() has them)."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        index = await self._list_index(flt)
+        indexes = await self._list_indexes(flt)
         items: list[MessageRecord] = []
         upper = "+" if cursor is None else f"({cursor}"
         scanned = 0
         while scanned < LIST_SCAN:
-            ids = await self._client.zrevrangebylex(index, upper, "-", start=0, num=LIST_STEP)
+            ids = await self._newest(indexes, upper)
             for record in await self._records(ids):
                 if record is not None and _matches(record, flt):
                     items.append(record)
@@ -1003,22 +1005,38 @@ class RedisBackend:
         # The scan budget is spent: a short page, continued after the last id read.
         return Page(items, upper[1:])
 
-    async def _list_index(self, flt: ListFilter) -> str:
+    async def _list_indexes(self, flt: ListFilter) -> list[str]:
+        """The index `list()` walks: one, or with no filter the app indexes of every app."""
         k = self._keys
         if flt.batch_id is not None:
-            return k.index_batch(flt.batch_id)
+            return [k.index_batch(flt.batch_id)]
         candidates = []
         if flt.status is not None:
             candidates.append(k.index_status(Status(flt.status)))
         if flt.app is not None:
             candidates.append(k.index_app(flt.app))
+        if not candidates:
+            return [k.index_app(app) for app in sorted(await self._client.smembers(k.apps))]
         if len(candidates) < 2:
-            return candidates[0] if candidates else k.index_all
+            return candidates
         pipe = self._client.pipeline(transaction=False)
         for candidate in candidates:
             pipe.zcard(candidate)
         sizes = await pipe.execute()
-        return min(zip(sizes, candidates, strict=True))[1]
+        return [min(zip(sizes, candidates, strict=True))[1]]
+
+    async def _newest(self, indexes: list[str], upper: str) -> list[str]:
+        """The LIST_STEP newest ids below `upper` in the union of `indexes` (an id is in
+        one app's index only: the newest of the union are among each one's newest)."""
+        if len(indexes) == 1:
+            return list(
+                await self._client.zrevrangebylex(indexes[0], upper, "-", start=0, num=LIST_STEP)
+            )
+        pipe = self._client.pipeline(transaction=False)
+        for index in indexes:
+            pipe.zrevrangebylex(index, upper, "-", start=0, num=LIST_STEP)
+        found = [message_id for ids in await pipe.execute() for message_id in ids]
+        return sorted(found, reverse=True)[:LIST_STEP]
 
     async def _records(self, ids: Iterable[str]) -> list[MessageRecord | None]:
         """The records of `ids` (None for one that is gone), without their events."""

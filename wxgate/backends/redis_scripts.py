@@ -13,7 +13,7 @@ A record's two long values, its payload and its events, are kept in chunks of at
 CHUNK bytes (`write_long`), so that every value of the hash stays within Redis's
 `hash-max-listpack-value` (64 by default) and the hash in its compact listpack
 encoding: one long field would turn the whole hash into a hashtable, about twice the
-memory (docs/design.md, "Redis storage"). Records stored before keep their `payload` and
+memory (docs/design.md, "Redis memory"). Records stored before keep their `payload` and
 `events` fields; every script reads both shapes and rewrites the events in chunks.
 
 "Book" is the block of ten keys a status change updates: the counters of
@@ -217,8 +217,8 @@ local function end_lease(msg)
 end
 """
 
-# KEYS: counts, index_all, apps, the batch's hash (any key when the call names no
-#   batch), settled, then the status indexes (in Status order); then per message 9
+# KEYS: counts, apps, the batch's hash (any key when the call names no batch), settled,
+#   then the status indexes (in Status order); then per message 9
 #   keys: message, dedupe key (the idempotency key, or the batch-position key of a
 #   keyed batch's member; the message key when none), ready(app), retry(app),
 #   app_counts, index_app, batch, index_batch (the message key when no batch),
@@ -240,10 +240,10 @@ ENQUEUE: Final = (
     + f"""
 local now, ttl, retention, batch_digest = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local PER = 23
-local FIRST = 5 + {len(Status)}
+local FIRST = 4 + {len(Status)}
 local count = (#ARGV - 4) / PER
 local INDEX = {{}}
-for i, status in ipairs(STATUSES) do INDEX[status] = KEYS[5 + i] end
+for i, status in ipairs(STATUSES) do INDEX[status] = KEYS[4 + i] end
 """
     + """
 local function split(value)
@@ -253,7 +253,7 @@ local function split(value)
 end
 
 if batch_digest ~= '' then
-  local stored = redis.call('HGET', KEYS[4], 'digest')
+  local stored = redis.call('HGET', KEYS[3], 'digest')
   if stored and stored ~= batch_digest then return {'!', 0} end
 end
 local firsts, pending = {}, {}
@@ -310,13 +310,13 @@ for i = 0, count - 1 do
     elseif status == 'scheduled' then
       redis.call('ZADD', retry, ARGV[a + 14], ref)
     else
-      settle_record(msg, KEYS[5], status, now, retention)
+      settle_record(msg, KEYS[4], status, now, retention)
       notify(msg, KEYS[k + 9], id, status, now)
     end
-    redis.call('SADD', KEYS[3], app)
+    redis.call('SADD', KEYS[2], app)
     redis.call('HINCRBY', KEYS[1], status, 1)
     redis.call('HINCRBY', KEYS[k + 5], status, 1)
-    for _, index in ipairs({KEYS[2], INDEX[status], KEYS[k + 6]}) do
+    for _, index in ipairs({INDEX[status], KEYS[k + 6]}) do
       redis.call('ZADD', index, 0, id)
     end
     if batch_id ~= '' then
@@ -329,7 +329,7 @@ for i = 0, count - 1 do
   -- Every batch named exists, even one whose messages all repeated known keys.
   if batch_id ~= '' then redis.call('HSETNX', KEYS[k + 7], 'created_at', now) end
 end
-if batch_digest ~= '' then redis.call('HSETNX', KEYS[4], 'digest', batch_digest) end
+if batch_digest ~= '' then redis.call('HSETNX', KEYS[3], 'digest', batch_digest) end
 return answers
 """
 )
@@ -605,8 +605,9 @@ return moved
 
 # Delete one settled record (or clean up after one that expired), by its settled member.
 # KEYS: message, settled, dead, idempotency, msgid (the message key when none of
-#   either), index_all, index_app, index_batch (the message key when no batch), then
-#   the book (9..18).
+#   either), index_all (written only by versions before it was dropped: purge still
+#   cleans up their entries), index_app, index_batch (the message key when no batch),
+#   then the book (9..18).
 # ARGV: member, id, status, ref, has batch ('1'/'').
 # Returns 1 when purged, 0 when the member was gone already.
 PURGE: Final = (
