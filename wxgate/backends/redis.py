@@ -588,7 +588,7 @@ class RedisBackend:
             _opt(change.errcode),
             _opt(change.errmsg),
             _opt(change.category),
-            change.event.to_json().decode(),
+            _line(change.event),
             self._retention_s,
             RECENT_SENDS_S,
             "1" if change.while_paused else "",
@@ -602,7 +602,7 @@ class RedisBackend:
         for message_id in ids:
             pipe.hmget(self._keys.message(message_id), "app", "batch_id")
         found = await pipe.execute()
-        line = Event(now, EventKind.CANCELLED).to_json().decode()
+        line = _line(Event(now, EventKind.CANCELLED))
         pipe = await self._pipeline()
         for message_id, (app, batch_id) in zip(ids, found, strict=True):
             if app is None:
@@ -646,7 +646,7 @@ class RedisBackend:
         ]
         if not found:
             return 0
-        event = Event(now, EventKind.REPLAYED).to_json()
+        event = _line(Event(now, EventKind.REPLAYED))
         pipe = await self._pipeline()
         for message_id, app, batch_id, key, position in found:
             dedupe = self._stored_dedupe_key(
@@ -656,7 +656,7 @@ class RedisBackend:
                 pipe,
                 lua.REPLAY,
                 self._replay_keys(message_id, app, batch_id, dedupe),
-                [message_id, _num(now), event.decode(), self._retention_s],
+                [message_id, _num(now), event, self._retention_s],
             )
         return sum(await pipe.execute())
 
@@ -1059,11 +1059,22 @@ def _enqueue_args(m: NewMessage, now: float, deduped: bool) -> list[object]:
         _Ref(m.id, m.app, m.batch_id).text(), "1" if deduped else "", m.digest,
         _opt(m.batch_position), m.status.value,
         _num(m.send_at if m.send_at is not None else now),
-        b"\n".join(event.to_json() for event in events).decode(), len(events),
+        "\n".join(_line(event) for event in events), len(events),
         m.kind.value, "1" if m.urgent else "", "" if m.send_at is None else _num(m.send_at),
         _opt(verdict.errcode if verdict else None), _opt(verdict.errmsg if verdict else None),
         "1" if m.notify else "", _opt(m.callback_url),
     ]  # fmt: skip
+
+
+def _line(event: Event) -> str:
+    """An event as its record keeps it: Event.to_json's object without an empty note or
+    a null errcode (Event.from_json reads them as absent), 26 bytes less a line."""
+    item: dict[str, Any] = {"at": event.at, "kind": event.kind}
+    if event.note:
+        item["note"] = event.note
+    if event.errcode is not None:
+        item["errcode"] = event.errcode
+    return orjson.dumps(item).decode()
 
 
 def _shares(apps: list[str], room: int, rotation: int) -> list[tuple[str, int]]:

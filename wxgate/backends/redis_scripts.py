@@ -149,10 +149,10 @@ local function add_event(msg, line)
   redis.call('HSET', msg, 'n_events', n)
 end
 
--- An event whose note is known only here; `at` is already a JSON number.
+-- An event whose note is known only here; `at` is already a JSON number. A null
+-- errcode is left out, as by redis.py's _line (Event.from_json reads it as absent).
 local function event(at, kind, note)
-  return '{{"at":' .. at .. ',"kind":"' .. kind .. '","note":' .. cjson.encode(note)
-    .. ',"errcode":null}}'
+  return '{{"at":' .. at .. ',"kind":"' .. kind .. '","note":' .. cjson.encode(note) .. '}}'
 end
 
 local function set_or_clear(msg, field, value)
