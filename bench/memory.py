@@ -17,6 +17,10 @@ kind, scaled to the kind's key count, says where the bytes go (kept in the JSON)
 Run alone, on a redis-server of its own (used_memory is the whole server's):
 
     .venv/bin/python -m bench.memory redis://127.0.0.1:6391/0 [--messages N]
+    .venv/bin/python -m bench.memory --cluster [--messages N]   # three primaries, loopback
+
+On the cluster every key of the queue lives on one primary (the `{q}` hash tag), so a
+message costs what it costs on one redis-server, plus the tag in each key's name.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ import argparse
 import asyncio
 import collections
 import random
+import tempfile
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -35,6 +42,7 @@ from bench.case import Bench, Case
 from bench.payload import wechat_message
 from bench.procs import LOAD_CORE, Gateway, memory_bytes, run_child
 from bench.results import Spec, Target
+from tests.backends.redis_cluster import running_cluster
 from wxgate.backends.base import NewMessage, Outcome, Report, Settlement, Status
 from wxgate.backends.redis import RedisBackend
 
@@ -133,25 +141,27 @@ def _kind(key: str, prefix: str) -> str:
     return ":".join(parts[:2]) if parts[0] == "idx" else parts[0]
 
 
-async def _where(client: Any, prefix: str, base: int, count: int) -> dict[str, Any]:
-    """used_memory growth since `base` per message, and MEMORY USAGE per key kind."""
-    used = (await client.info("memory"))["used_memory"] - base
-    kinds: dict[str, list[str]] = collections.defaultdict(list)
-    async for key in client.scan_iter(f"{prefix}:*", count=5_000):
-        kinds[_kind(key, prefix)].append(key)
+async def _used(nodes: list[Any]) -> int:
+    return sum([(await node.info("memory"))["used_memory"] for node in nodes])
+
+
+async def _where(nodes: list[Any], base: int, count: int) -> dict[str, Any]:
+    """used_memory growth since `base` (summed over the nodes) per message, and MEMORY
+    USAGE per key kind."""
+    used = await _used(nodes) - base
+    kinds: dict[str, list[tuple[Any, str]]] = collections.defaultdict(list)
+    for node in nodes:
+        async for key in node.scan_iter(f"{REDIS_PREFIX}:*", count=5_000):
+            kinds[_kind(key, REDIS_PREFIX)].append((node, key))
     usage: dict[str, dict[str, Any]] = {}
     for kind, keys in sorted(kinds.items()):
         sample = keys if len(keys) <= SAMPLED_KEYS else random.sample(keys, SAMPLED_KEYS)
-        pipe = client.pipeline(transaction=False)
-        for key in sample:
-            pipe.memory_usage(key, samples=0)
-            pipe.object("encoding", key)
-        answers = await pipe.execute()
-        sizes = [size or 0 for size in answers[::2]]
+        sizes = [await node.memory_usage(key, samples=0) or 0 for node, key in sample]
+        encodings = {await node.object("encoding", key) for node, key in sample}
         usage[kind] = {
             "keys": len(keys),
             "bytes_per_message": sum(sizes) / len(sample) * len(keys) / count,
-            "encodings": sorted(set(answers[1::2])),
+            "encodings": sorted(encodings),
         }
     return {
         "bytes_per_message": used / count,
@@ -161,14 +171,17 @@ async def _where(client: Any, prefix: str, base: int, count: int) -> dict[str, A
     }
 
 
-async def redis_per_message(url: str, count: int) -> dict[str, Any]:
-    """Redis memory per message queued, and per record once terminal (delivered)."""
-    client = aioredis.Redis.from_url(url, decode_responses=True)
-    backend = RedisBackend(url, prefix=REDIS_PREFIX)
+async def redis_per_message(
+    url: str, count: int, node_urls: Sequence[str] = (), cluster: bool = False
+) -> dict[str, Any]:
+    """Redis memory per message queued, and per record once terminal (delivered). On a
+    cluster, `url` is a seed node and `node_urls` are all its primaries."""
+    nodes = [aioredis.Redis.from_url(node, decode_responses=True) for node in (node_urls or [url])]
+    backend = RedisBackend(url, prefix=REDIS_PREFIX, cluster=cluster)
     await backend.start()
     try:
-        await _drop(client)
-        base = (await client.info("memory"))["used_memory"]
+        await _drop(nodes)
+        base = await _used(nodes)
         now = time.time()
         for first in range(0, count, REDIS_CHUNK):
             await backend.enqueue(
@@ -178,7 +191,7 @@ async def redis_per_message(url: str, count: int) -> dict[str, Any]:
                 ],
                 now,
             )
-        queued = await _where(client, REDIS_PREFIX, base, count)
+        queued = await _where(nodes, base, count)
         sent = 0
         while leases := await backend.lease_batch("bench", REDIS_CHUNK, 600, now):
             await backend.settle(
@@ -201,26 +214,44 @@ async def redis_per_message(url: str, count: int) -> dict[str, Any]:
         delivered = (await backend.counts())[Status.DELIVERED]
         if sent != count or delivered != count:
             raise RuntimeError(f"memory: {sent} sent, {delivered} delivered of {count}")
-        terminal = await _where(client, REDIS_PREFIX, base, count)
+        terminal = await _where(nodes, base, count)
     finally:
-        await _drop(client)
+        await _drop(nodes)
         await backend.close()
-        await client.aclose()
-    return {"messages": count, "queued": queued, "terminal": terminal}
+        for node in nodes:
+            await node.aclose()
+    return {"messages": count, "cluster": cluster, "queued": queued, "terminal": terminal}
 
 
-async def _drop(client: Any) -> None:
-    keys = [key async for key in client.scan_iter(f"{REDIS_PREFIX}:*", count=5_000)]
-    for first in range(0, len(keys), 1_000):
-        await client.delete(*keys[first : first + 1_000])
+async def _drop(nodes: list[Any]) -> None:
+    for node in nodes:
+        keys = [key async for key in node.scan_iter(f"{REDIS_PREFIX}:*", count=5_000)]
+        for first in range(0, len(keys), 1_000):
+            pipe = node.pipeline(transaction=False)
+            for key in keys[first : first + 1_000]:  # a cluster node refuses a DEL of
+                pipe.delete(key)  # keys of several slots
+            await pipe.execute()
+
+
+def _on_cluster(count: int) -> dict[str, Any]:
+    """The same on a three-primary Redis Cluster started on loopback for the run."""
+    with tempfile.TemporaryDirectory() as workdir, running_cluster(Path(workdir)) as ports:
+        urls = [f"redis://127.0.0.1:{port}/0" for port in ports]
+        return asyncio.run(redis_per_message(urls[0], count, urls, cluster=True))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Redis memory per message (see the docstring)")
-    parser.add_argument("url", help="a redis-server of its own: used_memory is the server's")
+    parser.add_argument("url", nargs="?", help="a redis-server of its own (not with --cluster)")
     parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--cluster", action="store_true", help="on a cluster started for it")
     args = parser.parse_args()
-    found = asyncio.run(redis_per_message(args.url, args.messages))
+    if args.cluster:
+        found = _on_cluster(args.messages)
+    elif args.url:
+        found = asyncio.run(redis_per_message(args.url, args.messages))
+    else:
+        parser.error("give a redis-server's URL, or --cluster")
     print(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
 
 
