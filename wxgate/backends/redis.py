@@ -517,7 +517,7 @@ class RedisBackend:
         leases = []
         for fields in await pipe.execute():
             if fields:
-                record = decode_record(fields)
+                record = _decoded(fields)
                 leases.append(Lease(record, call.token, call.deadline_at))
         return leases
 
@@ -1102,6 +1102,15 @@ def _per_status(fields: dict[str, str]) -> dict[Status, int]:
     return {status: int(fields.get(status.value, 0)) for status in Status}
 
 
+def _decoded(values: Sequence[Any], events: list[Event] | None = None) -> MessageRecord:
+    """decode_record, and the template id from the payload: a record keeps it only there
+    (redis_scripts, ENQUEUE; a record stored before has it in a field of its own)."""
+    record = decode_record(values, events)
+    if not record.template_id:
+        record.template_id = str(record.payload.get("template_id", ""))
+    return record
+
+
 def _long(fields: dict[str, str], name: str, old: str) -> str | None:
     """A long value of a hash, put together from its chunks (redis_scripts.write_long);
     from its one field `old` in a record stored before values were chunked."""
@@ -1116,7 +1125,7 @@ def _record(fields: dict[str, str], *, events: bool = True) -> MessageRecord:
     values = [fields.get(name) for name in RECORD_FIELDS]
     values[_PAYLOAD_AT] = _long(fields, lua.PAYLOAD_CHUNKS, "payload")
     if not events:
-        return decode_record(values)
+        return _decoded(values)
     text = _long(fields, lua.EVENTS_CHUNKS, "events")
     lines = [Event.from_json(orjson.loads(line)) for line in text.split("\n")] if text else []
-    return decode_record(values, lines)
+    return _decoded(values, lines)

@@ -224,9 +224,9 @@ end
 #   app_counts, index_app, batch, index_batch (the message key when no batch),
 #   hooks(app).
 # ARGV: now, dedupe ttl, retention, the batch's digest ('' for none); then per message
-#   PER values: id, app, touser, template_id, payload, idempotency_key, trace_id,
-#   batch_id, ref, dedupe ('1' when the message has a dedupe key), digest,
-#   batch_position, status (queued, scheduled, or a settled verdict), next_attempt_at,
+#   PER values: id, app, touser, template_id (not stored: the payload has it), payload,
+#   idempotency_key, trace_id, batch_id, ref, dedupe ('1' when the message has a dedupe
+#   key), digest, batch_position, status (queued, scheduled, or a settled verdict), next_attempt_at,
 #   events (JSON lines), event count, kind, urgent ('1'/''), send_at, errcode, errmsg,
 #   notify ('1'/''), callback_url ('' for an absent optional value).
 # Every key is checked before anything is written. Returns per message '' (stored) or
@@ -289,7 +289,7 @@ for i = 0, count - 1 do
       redis.call('SET', idem, id .. '\\31' .. ARGV[a + 11], 'EX', ttl)
     end
     redis.call('HSET', msg, 'id', id, 'app', app, 'touser', ARGV[a + 3],
-      'template_id', ARGV[a + 4], 'status', status, 'attempts', 0,
+      'status', status, 'attempts', 0,
       'next_attempt_at', ARGV[a + 14], 'created_at', now, 'updated_at', now,
       'n_events', ARGV[a + 16], 'ref', ref, 'kind', ARGV[a + 17])
     write_long(msg, 'p', 'payload', ARGV[a + 5])
