@@ -8,7 +8,7 @@ wait. The figure is VmRSS of the `wxgate serve --role all` process (SQLite) once
 all are stored; the peak (VmHWM) and the rate the batches were taken in are kept
 in the JSON.
 
-The Redis rows (with the redis engine): `redis_count` messages (100,000; 20,000 with
+The Redis rows (with the redis engine): `redis_count` messages (100,000; 2,000 with
 --quick) enqueued through the engine itself, 1,000 per call, each with an idempotency
 key, as intake stores them; measured once all are queued, then once all are leased,
 settled `sent` (a msgid each) and reported `delivered`. The figure is `used_memory`
