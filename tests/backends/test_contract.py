@@ -810,6 +810,20 @@ async def test_list_pages_with_the_cursor_cover_every_message_once(backend: Back
     assert seen == ids[::-1]
 
 
+async def test_list_without_filters_pages_newest_first_across_apps(backend: Backend) -> None:
+    apps = ["shop", "bank", "mall"]
+    ids = [await enqueue_one(backend, at=T0 + i, app=apps[i % 3]) for i in range(11)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await backend.list(ListFilter(), 2, cursor)
+        seen += [r.id for r in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+
+
 async def test_list_filters_are_anded(backend: Backend) -> None:
     shop_dead = await to_status(backend, Outcome.DEAD, T0, app="shop")
     await to_status(backend, Outcome.DEAD, T0, app="bank")

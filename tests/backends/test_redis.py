@@ -466,7 +466,7 @@ async def test_every_key_is_under_the_prefix_and_of_a_known_shape(
     k = RedisKeys(prefix)
     expected = {
         k.message(sent.id), k.message(retried.id), k.counts, k.app_counts(app), k.batch("b-1"),
-        k.index_all, k.index_status("sent"), k.index_status("queued"), k.index_app(app),
+        k.index_status("sent"), k.index_status("queued"), k.index_app(app),
         k.index_batch("b-1"), k.apps, k.ready(app), k.retry(app), k.settled,
         k.idempotency(app, "order-1"), k.msgid(app, 77), k.pending_report(app, 88),
         k.nonce(app, "n-1"), k.paused, k.pause(app), k.bucket(app), k.token(app),
@@ -476,6 +476,58 @@ async def test_every_key_is_under_the_prefix_and_of_a_known_shape(
     marker = prefix[-6:]
     everywhere = {key async for key in raw.scan_iter(match=f"*{marker}*", count=1000)}
     assert everywhere == expected
+
+
+# -- the compact record ------------------------------------------------------------------
+
+
+async def test_a_record_with_a_long_payload_stays_a_listpack_and_reads_back_whole(
+    engine: RedisBackend, raw: aioredis.Redis
+) -> None:
+    # Long values cut into chunks between UTF-8 characters (three bytes each here), so
+    # no value passes hash-max-listpack-value (64) and the hash keeps its compact encoding.
+    text = "订单已发货，请注意查收" * 12
+    [answer] = await engine.enqueue([message(key="k", url="https://example.com/" + text)], T0)
+    [lease] = await engine.lease_batch("w", 1, 30, T0)
+    assert lease.record.payload["url"].endswith(text)
+    for n in range(30):
+        await engine.settle([Settlement(lease, Outcome.RETRY, next_attempt_at=T0 + n)], T0 + n)
+        [lease] = await engine.lease_batch("w", 1, 30, T0 + n + 1)
+    await engine.settle([Settlement(lease, Outcome.SENT, msgid=BIG_MSGID)], T0 + 40)
+    key = engine.keys.message(answer.id)
+    assert await raw.object("encoding", key) == "listpack"
+    assert max(len(value.encode()) for value in (await raw.hgetall(key)).values()) <= 64
+    record = await engine.get(answer.id)
+    assert record is not None and record.payload == lease.record.payload
+    assert len(record.events) == 1 + 30 + 1 and record.status is Status.SENT
+    [item] = (await engine.list(ListFilter(), 10)).items
+    assert item.payload == record.payload and item.events == []
+
+
+async def test_a_record_stored_before_values_were_chunked_reads_leases_and_settles(
+    engine: RedisBackend, raw: aioredis.Redis
+) -> None:
+    # An old record: `payload` and `events` each one field. It is read as it was, and its
+    # events are moved into chunks by the first script that adds one.
+    [answer] = await engine.enqueue([message(key="k")], T0)
+    key = engine.keys.message(answer.id)
+    stored = await raw.hgetall(key)
+    payload = "".join(stored[f"p{n}"] for n in range(1, int(stored["p"]) + 1))
+    events = "".join(stored[f"e{n}"] for n in range(1, int(stored["e"]) + 1))
+    chunks = [name for name in stored if name[0] in "pe" and name[1:].isdigit()]
+    await raw.hdel(key, "p", "e", *chunks)
+    await raw.hset(key, mapping={"payload": payload, "events": events})
+    before = await engine.get(answer.id)
+    assert before is not None and before.payload["touser"] == "o-user-1"
+    assert [event.kind for event in before.events] == ["accepted"]
+
+    [lease] = await engine.lease_batch("w", 1, 30, T0)
+    assert lease.record.payload == before.payload
+    await engine.settle([Settlement(lease, Outcome.SENT, msgid=7)], T0 + 1)
+    after = await engine.get(answer.id)
+    assert after is not None and after.status is Status.SENT
+    assert [event.kind for event in after.events] == ["accepted", "sent"]
+    assert "events" not in await raw.hkeys(key)
 
 
 # -- failures ----------------------------------------------------------------------------

@@ -33,9 +33,11 @@ Key shapes are in `redis_keys`. Choices the protocol leaves open, made here:
 - `enqueue` writes all its messages in one MULTI/EXEC of scripts of at most
   ENQUEUE_CHUNK messages each: all or nothing for the whole call;
 - `list()` walks the narrowest index of its filters (batch; else the smaller of
-  status and app; else all) newest first and checks the other filters on each
-  record. A recipient (touser) has no index: filtering by it reads at most
-  LIST_SCAN records per call, and a page may come back short with a cursor.
+  status and app; else the app indexes of every app, merged) newest first and checks
+  the other filters on each record. There is no index of all messages: it would cost
+  every message as much memory as its app's index does. A recipient (touser) has no
+  index: filtering by it reads at most LIST_SCAN records per call, and a page may come
+  back short with a cursor.
 
 Durability is Redis's own: "stored" means in Redis's memory and, with
 `appendonly yes`, in its AOF (`appendfsync always` loses nothing on a power cut,
@@ -126,6 +128,7 @@ RESUME_CHUNK: Final = 500  # held-back messages made due per script when a pause
 BUDGET_IDLE_S: Final = 60  # beyond refilling, how long an idle bucket is kept
 
 _UNAVAILABLE: Final = UNAVAILABLE
+_PAYLOAD_AT: Final = RECORD_FIELDS.index("payload")
 _SCRIPTS: Final = (
     lua.ENQUEUE, lua.PROMOTE, lua.LEASE, lua.SETTLE, lua.KEEP_REPORT, lua.REPORT, lua.REPLAY,
     lua.CANCEL,
@@ -355,7 +358,7 @@ class RedisBackend:
     ) -> tuple[list[str], list[object]]:
         k = self._keys
         batch_hash = k.batch(batch.id) if batch is not None else k.counts
-        keys = [k.counts, k.index_all, k.apps, batch_hash, k.settled, *self._status_indexes]
+        keys = [k.counts, k.apps, batch_hash, k.settled, *self._status_indexes]
         args: list[object] = [_num(now), self._retention_s, self._retention_s]
         args.append(batch.digest if batch is not None else "")
         for m in messages:
@@ -516,7 +519,7 @@ class RedisBackend:
         leases = []
         for fields in await pipe.execute():
             if fields:
-                record = decode_record(fields)
+                record = _decoded(fields)
                 leases.append(Lease(record, call.token, call.deadline_at))
         return leases
 
@@ -586,7 +589,7 @@ class RedisBackend:
             _opt(change.errcode),
             _opt(change.errmsg),
             _opt(change.category),
-            change.event.to_json().decode(),
+            _line(change.event),
             self._retention_s,
             RECENT_SENDS_S,
             "1" if change.while_paused else "",
@@ -600,7 +603,7 @@ class RedisBackend:
         for message_id in ids:
             pipe.hmget(self._keys.message(message_id), "app", "batch_id")
         found = await pipe.execute()
-        line = Event(now, EventKind.CANCELLED).to_json().decode()
+        line = _line(Event(now, EventKind.CANCELLED))
         pipe = await self._pipeline()
         for message_id, (app, batch_id) in zip(ids, found, strict=True):
             if app is None:
@@ -644,7 +647,7 @@ class RedisBackend:
         ]
         if not found:
             return 0
-        event = Event(now, EventKind.REPLAYED).to_json()
+        event = _line(Event(now, EventKind.REPLAYED))
         pipe = await self._pipeline()
         for message_id, app, batch_id, key, position in found:
             dedupe = self._stored_dedupe_key(
@@ -654,7 +657,7 @@ class RedisBackend:
                 pipe,
                 lua.REPLAY,
                 self._replay_keys(message_id, app, batch_id, dedupe),
-                [message_id, _num(now), event.decode(), self._retention_s],
+                [message_id, _num(now), event, self._retention_s],
             )
         return sum(await pipe.execute())
 
@@ -985,12 +988,12 @@ class RedisBackend:
         """Newest first; items carry no events (get() has them)."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        index = await self._list_index(flt)
+        indexes = await self._list_indexes(flt)
         items: list[MessageRecord] = []
         upper = "+" if cursor is None else f"({cursor}"
         scanned = 0
         while scanned < LIST_SCAN:
-            ids = await self._client.zrevrangebylex(index, upper, "-", start=0, num=LIST_STEP)
+            ids = await self._newest(indexes, upper)
             for record in await self._records(ids):
                 if record is not None and _matches(record, flt):
                     items.append(record)
@@ -1003,28 +1006,48 @@ class RedisBackend:
         # The scan budget is spent: a short page, continued after the last id read.
         return Page(items, upper[1:])
 
-    async def _list_index(self, flt: ListFilter) -> str:
+    async def _list_indexes(self, flt: ListFilter) -> list[str]:
+        """The index `list()` walks: one, or with no filter the app indexes of every app."""
         k = self._keys
         if flt.batch_id is not None:
-            return k.index_batch(flt.batch_id)
+            return [k.index_batch(flt.batch_id)]
         candidates = []
         if flt.status is not None:
             candidates.append(k.index_status(Status(flt.status)))
         if flt.app is not None:
             candidates.append(k.index_app(flt.app))
+        if not candidates:
+            return [k.index_app(app) for app in sorted(await self._client.smembers(k.apps))]
         if len(candidates) < 2:
-            return candidates[0] if candidates else k.index_all
+            return candidates
         pipe = self._client.pipeline(transaction=False)
         for candidate in candidates:
             pipe.zcard(candidate)
         sizes = await pipe.execute()
-        return min(zip(sizes, candidates, strict=True))[1]
+        return [min(zip(sizes, candidates, strict=True))[1]]
+
+    async def _newest(self, indexes: list[str], upper: str) -> list[str]:
+        """The LIST_STEP newest ids below `upper` in the union of `indexes` (an id is in
+        one app's index only: the newest of the union are among each one's newest)."""
+        if len(indexes) == 1:
+            return list(
+                await self._client.zrevrangebylex(indexes[0], upper, "-", start=0, num=LIST_STEP)
+            )
+        pipe = self._client.pipeline(transaction=False)
+        for index in indexes:
+            pipe.zrevrangebylex(index, upper, "-", start=0, num=LIST_STEP)
+        found = [message_id for ids in await pipe.execute() for message_id in ids]
+        return sorted(found, reverse=True)[:LIST_STEP]
 
     async def _records(self, ids: Iterable[str]) -> list[MessageRecord | None]:
+        """The records of `ids` (None for one that is gone), without their events."""
         pipe = self._client.pipeline(transaction=False)
         for message_id in ids:
-            pipe.hmget(self._keys.message(message_id), RECORD_FIELDS)
-        return [decode_record(values) if values[0] else None for values in await pipe.execute()]
+            pipe.hgetall(self._keys.message(message_id))
+        return [
+            _record(fields, events=False) if fields.get("id") else None
+            for fields in await pipe.execute()
+        ]
 
 
 def _enqueue_args(m: NewMessage, now: float, deduped: bool) -> list[object]:
@@ -1037,11 +1060,22 @@ def _enqueue_args(m: NewMessage, now: float, deduped: bool) -> list[object]:
         _Ref(m.id, m.app, m.batch_id).text(), "1" if deduped else "", m.digest,
         _opt(m.batch_position), m.status.value,
         _num(m.send_at if m.send_at is not None else now),
-        b"\n".join(event.to_json() for event in events).decode(), len(events),
+        "\n".join(_line(event) for event in events), len(events),
         m.kind.value, "1" if m.urgent else "", "" if m.send_at is None else _num(m.send_at),
         _opt(verdict.errcode if verdict else None), _opt(verdict.errmsg if verdict else None),
         "1" if m.notify else "", _opt(m.callback_url),
     ]  # fmt: skip
+
+
+def _line(event: Event) -> str:
+    """An event as its record keeps it: Event.to_json's object without an empty note or
+    a null errcode (Event.from_json reads them as absent), 26 bytes less a line."""
+    item: dict[str, Any] = {"at": event.at, "kind": event.kind}
+    if event.note:
+        item["note"] = event.note
+    if event.errcode is not None:
+        item["errcode"] = event.errcode
+    return orjson.dumps(item).decode()
 
 
 def _shares(apps: list[str], room: int, rotation: int) -> list[tuple[str, int]]:
@@ -1069,8 +1103,30 @@ def _per_status(fields: dict[str, str]) -> dict[Status, int]:
     return {status: int(fields.get(status.value, 0)) for status in Status}
 
 
-def _record(fields: dict[str, str]) -> MessageRecord:
-    """A record from its hash (HGETALL), events included."""
-    text = fields.get("events", "")
-    events = [Event.from_json(orjson.loads(line)) for line in text.split("\n")] if text else []
-    return decode_record([fields.get(name) for name in RECORD_FIELDS], events)
+def _decoded(values: Sequence[Any], events: list[Event] | None = None) -> MessageRecord:
+    """decode_record, and the template id from the payload: a record keeps it only there
+    (redis_scripts, ENQUEUE; a record stored before has it in a field of its own)."""
+    record = decode_record(values, events)
+    if not record.template_id:
+        record.template_id = str(record.payload.get("template_id", ""))
+    return record
+
+
+def _long(fields: dict[str, str], name: str, old: str) -> str | None:
+    """A long value of a hash, put together from its chunks (redis_scripts.write_long);
+    from its one field `old` in a record stored before values were chunked."""
+    count = fields.get(name)
+    if count is None:
+        return fields.get(old)
+    return "".join(fields.get(f"{name}{n}", "") for n in range(1, int(count) + 1))
+
+
+def _record(fields: dict[str, str], *, events: bool = True) -> MessageRecord:
+    """A record from its hash (HGETALL), its events included unless `events` is False."""
+    values = [fields.get(name) for name in RECORD_FIELDS]
+    values[_PAYLOAD_AT] = _long(fields, lua.PAYLOAD_CHUNKS, "payload")
+    if not events:
+        return _decoded(values)
+    text = _long(fields, lua.EVENTS_CHUNKS, "events")
+    lines = [Event.from_json(orjson.loads(line)) for line in text.split("\n")] if text else []
+    return _decoded(values, lines)

@@ -100,7 +100,8 @@ class RedisKeys:
 
     @property
     def index_all(self) -> str:
-        """Sorted set, score 0, ULID members: every message, for listing newest first."""
+        """Sorted set, score 0, ULID members: every message. Written only by versions before
+        list() merged the app indexes instead; purge still removes its members."""
         return self._q("idx", "all")
 
     def index_status(self, status: str) -> str:

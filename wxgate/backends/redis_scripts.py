@@ -9,6 +9,13 @@ documents its KEYS and ARGV. Every ARGV value is a string: times are Python
 The `#!lua` line makes Redis (7.0+) refuse a script before it runs when memory
 is full, so a script is never cut off half way by an out-of-memory error.
 
+A record's two long values, its payload and its events, are kept in chunks of at most
+CHUNK bytes (`write_long`), so that every value of the hash stays within Redis's
+`hash-max-listpack-value` (64 by default) and the hash in its compact listpack
+encoding: one long field would turn the whole hash into a hashtable, about twice the
+memory (docs/design.md, "Redis memory"). Records stored before keep their `payload` and
+`events` fields; every script reads both shapes and rewrites the events in chunks.
+
 "Book" is the block of ten keys a status change updates: the counters of
 everyone, of the app and of the batch (the message key itself stands in when
 there is no batch; it is then never touched), and the seven status indexes.
@@ -33,8 +40,14 @@ BOOK_SIZE: Final = 3 + len(Status)
 _STATUSES = ", ".join(f"'{status.value}'" for status in Status)
 _SETTLED = ", ".join(f"{status.value} = true" for status in sorted(SETTLED))
 _REPLAYABLE = ", ".join(f"{status.value} = true" for status in sorted(REPLAYABLE))
-# A lease hands back the record's fields (events apart) in base.RECORD_FIELDS order.
+# A lease hands back the record's fields (events apart) in base.RECORD_FIELDS order,
+# the payload put together from its chunks.
 _LEASED = ", ".join(f"'{name}'" for name in RECORD_FIELDS)
+_PAYLOAD_AT = RECORD_FIELDS.index("payload") + 1  # its place in HMGET's answer (Lua: from 1)
+CHUNK: Final = 64  # bytes per chunk of a long value: Redis's default hash-max-listpack-value
+# A long value's fields: `<name>` holds how many chunks, `<name>1`.. the chunks.
+PAYLOAD_CHUNKS: Final = "p"
+EVENTS_CHUNKS: Final = "e"
 
 _PRELUDE = f"""#!lua
 local STATUSES = {{{_STATUSES}}}
@@ -45,6 +58,50 @@ local HOOKS_GROUP = '{HOOKS_GROUP}'
 local MAX_EVENTS = {MAX_EVENTS}
 local LEASE_EXPIRED, REPORT = '{EventKind.LEASE_EXPIRED}', '{EventKind.REPORT}'
 local LEASE_FIELDS = {{'lease_owner', 'lease_token', 'lease_deadline', 'lease_entry'}}
+local CHUNK = {CHUNK}
+
+-- A long value in chunks of at most CHUNK bytes, cut between UTF-8 characters.
+local function chunks(value)
+  local out, i, n = {{}}, 1, #value
+  while i <= n do
+    local j = math.min(i + CHUNK - 1, n)
+    while j < n and j > i do
+      local next_byte = string.byte(value, j + 1)
+      if next_byte < 128 or next_byte >= 192 then break end
+      j = j - 1
+    end
+    out[#out + 1] = string.sub(value, i, j)
+    i = j + 1
+  end
+  return out
+end
+
+-- A long value (payload: name 'p', old field 'payload'; events: 'e', 'events'), or nil.
+local function read_long(msg, name, old)
+  local k = redis.call('HGET', msg, name)
+  if not k then
+    local value = redis.call('HGET', msg, old)
+    return value or nil
+  end
+  local names = {{}}
+  for i = 1, tonumber(k) do names[i] = name .. i end
+  if #names == 0 then return '' end
+  return table.concat(redis.call('HMGET', msg, unpack(names)))
+end
+
+-- Writes a long value in chunks (what a longer one left behind, and the old field, go).
+local function write_long(msg, name, old, value)
+  local before = tonumber(redis.call('HGET', msg, name) or '0')
+  local parts = chunks(value)
+  local args = {{name, #parts}}
+  for i, part in ipairs(parts) do
+    args[#args + 1] = name .. i
+    args[#args + 1] = part
+  end
+  redis.call('HSET', msg, unpack(args))
+  for i = #parts + 1, before do redis.call('HDEL', msg, name .. i) end
+  if before == 0 then redis.call('HDEL', msg, old) end
+end
 
 local function book(first, has_batch)
   local b = {{counts = KEYS[first], app = KEYS[first + 1], idx = {{}}}}
@@ -86,15 +143,16 @@ local function appended(events, n, line)
 end
 
 local function add_event(msg, line)
-  local stored = redis.call('HMGET', msg, 'events', 'n_events')
-  local events, n = appended(stored[1], stored[2], line)
-  redis.call('HSET', msg, 'events', events, 'n_events', n)
+  local events, n = appended(read_long(msg, 'e', 'events'), redis.call('HGET', msg, 'n_events'),
+    line)
+  write_long(msg, 'e', 'events', events)
+  redis.call('HSET', msg, 'n_events', n)
 end
 
--- An event whose note is known only here; `at` is already a JSON number.
+-- An event whose note is known only here; `at` is already a JSON number. A null
+-- errcode is left out, as by redis.py's _line (Event.from_json reads it as absent).
 local function event(at, kind, note)
-  return '{{"at":' .. at .. ',"kind":"' .. kind .. '","note":' .. cjson.encode(note)
-    .. ',"errcode":null}}'
+  return '{{"at":' .. at .. ',"kind":"' .. kind .. '","note":' .. cjson.encode(note) .. '}}'
 end
 
 local function set_or_clear(msg, field, value)
@@ -159,16 +217,16 @@ local function end_lease(msg)
 end
 """
 
-# KEYS: counts, index_all, apps, the batch's hash (any key when the call names no
-#   batch), settled, then the status indexes (in Status order); then per message 9
+# KEYS: counts, apps, the batch's hash (any key when the call names no batch), settled,
+#   then the status indexes (in Status order); then per message 9
 #   keys: message, dedupe key (the idempotency key, or the batch-position key of a
 #   keyed batch's member; the message key when none), ready(app), retry(app),
 #   app_counts, index_app, batch, index_batch (the message key when no batch),
 #   hooks(app).
 # ARGV: now, dedupe ttl, retention, the batch's digest ('' for none); then per message
-#   PER values: id, app, touser, template_id, payload, idempotency_key, trace_id,
-#   batch_id, ref, dedupe ('1' when the message has a dedupe key), digest,
-#   batch_position, status (queued, scheduled, or a settled verdict), next_attempt_at,
+#   PER values: id, app, touser, template_id (not stored: the payload has it), payload,
+#   idempotency_key, trace_id, batch_id, ref, dedupe ('1' when the message has a dedupe
+#   key), digest, batch_position, status (queued, scheduled, or a settled verdict), next_attempt_at,
 #   events (JSON lines), event count, kind, urgent ('1'/''), send_at, errcode, errmsg,
 #   notify ('1'/''), callback_url ('' for an absent optional value).
 # Every key is checked before anything is written. Returns per message '' (stored) or
@@ -182,10 +240,10 @@ ENQUEUE: Final = (
     + f"""
 local now, ttl, retention, batch_digest = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local PER = 23
-local FIRST = 5 + {len(Status)}
+local FIRST = 4 + {len(Status)}
 local count = (#ARGV - 4) / PER
 local INDEX = {{}}
-for i, status in ipairs(STATUSES) do INDEX[status] = KEYS[5 + i] end
+for i, status in ipairs(STATUSES) do INDEX[status] = KEYS[4 + i] end
 """
     + """
 local function split(value)
@@ -195,7 +253,7 @@ local function split(value)
 end
 
 if batch_digest ~= '' then
-  local stored = redis.call('HGET', KEYS[4], 'digest')
+  local stored = redis.call('HGET', KEYS[3], 'digest')
   if stored and stored ~= batch_digest then return {'!', 0} end
 end
 local firsts, pending = {}, {}
@@ -231,9 +289,11 @@ for i = 0, count - 1 do
       redis.call('SET', idem, id .. '\\31' .. ARGV[a + 11], 'EX', ttl)
     end
     redis.call('HSET', msg, 'id', id, 'app', app, 'touser', ARGV[a + 3],
-      'template_id', ARGV[a + 4], 'payload', ARGV[a + 5], 'status', status, 'attempts', 0,
+      'status', status, 'attempts', 0,
       'next_attempt_at', ARGV[a + 14], 'created_at', now, 'updated_at', now,
-      'events', ARGV[a + 15], 'n_events', ARGV[a + 16], 'ref', ref, 'kind', ARGV[a + 17])
+      'n_events', ARGV[a + 16], 'ref', ref, 'kind', ARGV[a + 17])
+    write_long(msg, 'p', 'payload', ARGV[a + 5])
+    write_long(msg, 'e', 'events', ARGV[a + 15])
     put(msg, 'idempotency_key', ARGV[a + 6])
     put(msg, 'trace_id', ARGV[a + 7])
     put(msg, 'batch_id', batch_id)
@@ -250,13 +310,13 @@ for i = 0, count - 1 do
     elseif status == 'scheduled' then
       redis.call('ZADD', retry, ARGV[a + 14], ref)
     else
-      settle_record(msg, KEYS[5], status, now, retention)
+      settle_record(msg, KEYS[4], status, now, retention)
       notify(msg, KEYS[k + 9], id, status, now)
     end
-    redis.call('SADD', KEYS[3], app)
+    redis.call('SADD', KEYS[2], app)
     redis.call('HINCRBY', KEYS[1], status, 1)
     redis.call('HINCRBY', KEYS[k + 5], status, 1)
-    for _, index in ipairs({KEYS[2], INDEX[status], KEYS[k + 6]}) do
+    for _, index in ipairs({INDEX[status], KEYS[k + 6]}) do
       redis.call('ZADD', index, 0, id)
     end
     if batch_id ~= '' then
@@ -269,7 +329,7 @@ for i = 0, count - 1 do
   -- Every batch named exists, even one whose messages all repeated known keys.
   if batch_id ~= '' then redis.call('HSETNX', KEYS[k + 7], 'created_at', now) end
 end
-if batch_digest ~= '' then redis.call('HSETNX', KEYS[4], 'digest', batch_digest) end
+if batch_digest ~= '' then redis.call('HSETNX', KEYS[3], 'digest', batch_digest) end
 return answers
 """
 )
@@ -345,7 +405,9 @@ redis.call('HSET', msg, 'status', 'sending', 'lease_owner', owner, 'lease_token'
   'lease_deadline', deadline, 'next_attempt_at', deadline, 'updated_at', now,
   'lease_entry', entry or '')
 redis.call('ZADD', leases, deadline, ref)
-return redis.call('HMGET', msg, {_LEASED})
+local leased = redis.call('HMGET', msg, {_LEASED})
+leased[{_PAYLOAD_AT}] = read_long(msg, 'p', 'payload')
+return leased
 """
 )
 
@@ -366,7 +428,7 @@ local msg, stream, retry, leases, dead, settled = KEYS[1], KEYS[2], KEYS[3], KEY
 local id, token, now, target, counted, next_at, msgid, answered, errcode, errmsg, category, line,
   retention, recent, while_paused = unpack(ARGV)
 local f = redis.call('HMGET', msg, 'status', 'lease_token', 'lease_entry', 'ref', 'batch_id',
-  'idempotency_key', 'msgid', 'events', 'n_events', 'attempts')
+  'idempotency_key', 'msgid', 'e', 'n_events', 'attempts')  -- f[8]: events are read apart
 if f[1] ~= 'sending' or f[2] ~= token then return 0 end
 local ref, key, stored_msgid = f[4], f[6], f[7]
 if while_paused == '1' then
@@ -390,7 +452,7 @@ if answered == '1' then
   put('last_errmsg', errmsg)
   put('last_category', category)
 end
-local events, n = appended(f[8], f[9], line)
+local events, n = appended(read_long(msg, 'e', 'events'), f[9], line)
 local final = target
 if target == 'queued' then
   redis.call('ZADD', retry, next_at, ref)
@@ -415,7 +477,7 @@ elseif target == 'sent' then
 elseif target == 'dead' then
   redis.call('ZADD', dead, now, ref)
 end
-put('events', events)
+write_long(msg, 'e', 'events', events)
 put('n_events', n)
 -- The new state is written before the stream entry is acknowledged, in this one script.
 redis.call('HDEL', msg, unpack(clear))
@@ -543,8 +605,9 @@ return moved
 
 # Delete one settled record (or clean up after one that expired), by its settled member.
 # KEYS: message, settled, dead, idempotency, msgid (the message key when none of
-#   either), index_all, index_app, index_batch (the message key when no batch), then
-#   the book (9..18).
+#   either), index_all (written only by versions before it was dropped: purge still
+#   cleans up their entries), index_app, index_batch (the message key when no batch),
+#   then the book (9..18).
 # ARGV: member, id, status, ref, has batch ('1'/'').
 # Returns 1 when purged, 0 when the member was gone already.
 PURGE: Final = (
