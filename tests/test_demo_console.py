@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from wxgate.api.console.session import SESSION_COOKIE, SIGN_IN_COOKIE
 from wxgate.demo import SAMPLES
@@ -45,10 +46,18 @@ async def _sign_in(url: str, key: str) -> str:
             return await resp.text()
 
 
-async def test_demo_keep_serves_the_console_until_ctrl_c(tmp_path: Path) -> None:
+# Started as a shell's background job or by some supervisors, a process inherits SIGINT
+# ignored; Python then installs no KeyboardInterrupt, and Ctrl-C must still stop the demo.
+SIGINT_IGNORED = ["/bin/sh", "-c", 'trap "" INT; exec "$0" "$@"']
+
+
+@pytest.mark.parametrize("sigint", ["default", "inherited ignored"])
+async def test_demo_keep_serves_the_console_until_ctrl_c(tmp_path: Path, sigint: str) -> None:
     wxgate = str(Path(sys.executable).with_name("wxgate"))
     env = {**os.environ, "COLUMNS": "200"}
+    prefix = SIGINT_IGNORED if sigint == "inherited ignored" else []
     process = await asyncio.create_subprocess_exec(
+        *prefix,
         wxgate,
         "demo",
         "--keep",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import signal
 import socket
 import tempfile
 import time
@@ -416,12 +417,30 @@ async def run_demo(
                 ok = await show_intake_checks(console, gateway, base, api_key) and summed_up
             if keep:
                 console.print(f"still serving {base}/ui; Ctrl-C stops", soft_wrap=True)
-                await asyncio.Event().wait()
+                await _until_stop_signal()
+                console.print("demo stopped")
             return ok
         finally:
             await http.stop()
             await gateway.stop()
             await sandbox.stop()
+
+
+async def _until_stop_signal() -> None:
+    """Until SIGINT (Ctrl-C) or SIGTERM. The handlers are the loop's own, so they hold
+    even where the process was started with SIGINT ignored (a shell's background job,
+    some supervisors and test runners pass that on), in which case Python installs no
+    KeyboardInterrupt and asyncio no Ctrl-C handler of its own."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
 
 
 async def _sandbox_stats(base_url: str) -> dict[str, Any]:
