@@ -267,3 +267,27 @@ async def test_zero_msgid_mode_reports_msgid_0_for_sends_with_a_client_msg_id(
     msgids = {event.from_user: event.msgid for event in receiver.events}
     assert msgids == {"oWith": 0, "oWithout": answers[1]["msgid"]}
     assert answers[0]["msgid"] > 0  # the send itself still answers its msgid
+
+
+async def test_a_push_that_fails_unexpectedly_does_not_stop_the_later_ones(receiver: Receiver):
+    """An error no receiver answer explains (here: raised by the first post) is counted
+    as a failed push; the pusher goes on with the next reports."""
+    server = await _sandbox_with_callbacks(receiver)
+    post = server.callbacks._post
+    calls = 0
+
+    async def first_raises(*args: object, **kwargs: object) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("connection state nobody wrapped")
+        return await post(*args, **kwargs)  # type: ignore[arg-type]
+
+    server.callbacks._post = first_raises  # type: ignore[method-assign]
+    try:
+        _, counters = await _send_and_settle(server, message(), message(touser="o_second"))
+    finally:
+        await server.stop()
+    assert counters["failed"] == 1
+    assert counters["acknowledged"] == 1
+    assert len(receiver.events) == 1

@@ -106,6 +106,14 @@ class CallbackDispatcher:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 await self._deliver(push)
+            except Exception as exc:
+                # One bad push must not stop the pusher: WeChat's outlives any receiver's
+                # failure. An exception here used to end this task silently, and every
+                # later report with it: the warning below once passed `event=`, which
+                # structlog takes as the message, so the first report given up raised
+                # TypeError (a chaos run's API kill then left 908 messages `sent`).
+                self._stats.callbacks[CALLBACK_FAILED] += 1
+                log.warning("sandbox callback failed", error=type(exc).__name__, detail=str(exc))
             finally:
                 self._in_flight -= 1
                 self._queue.task_done()
@@ -137,7 +145,7 @@ class CallbackDispatcher:
         log.warning(
             "sandbox callback not acknowledged",
             appid=account.appid,
-            event=type(push).__name__,
+            push=type(push).__name__,
             attempts=self._retries + 1,
         )
 
@@ -150,7 +158,7 @@ class CallbackDispatcher:
         params, body = self._codec(account).seal(
             document, timestamp, nonce, openid=openid, encrypt=account.callback_mode == "safe"
         )
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
             async with self._session.post(
                 account.callback_url,
                 params=params,
