@@ -39,6 +39,7 @@ from wxgate.sandbox.http import (
     Response,
 )
 from wxgate.sandbox.inbox import DEFAULT_LIMIT, MAX_LIMIT
+from wxgate.sandbox.stalls import LoopStalls
 from wxgate.sandbox.subscribe import SubscribeDesk
 from wxgate.sandbox.wechat import FOREIGN_CLASSIC, SimulatedWeChat
 from wxgate.wechat.kinds import MessageKind
@@ -151,11 +152,13 @@ class Router:
         subscribe: SubscribeDesk,
         callbacks: CallbackDispatcher,
         clock: OffsetClock,
+        stalls: LoopStalls,
     ) -> None:
         self._wechat = wechat
         self._subscribe = subscribe
         self._callbacks = callbacks
         self._clock = clock
+        self._stalls = stalls
         templates = b"/cgi-bin/template/"
         newtmpl = b"/wxaapi/newtmpl/"
         self._routes: dict[bytes, Handler] = {
@@ -271,7 +274,8 @@ class Router:
         )
 
     def _send_rate(self, _method: bytes, params: dict[str, str], _body: bytes) -> dict[str, Any]:
-        """Per account: sends so far and the busiest `window_s` (default 1 s)."""
+        """Per account: sends so far and the busiest `window_s` (default 1 s); and the
+        stalls of the sandbox's own loop, which may have bunched those arrivals."""
         raw = params.get("window_s", "1")
         try:
             window_s = float(raw)
@@ -293,6 +297,7 @@ class Router:
                 }
                 for appid in appids
             },
+            "loop_stalls": self._stalls.to_json(),
         }
 
     def _faults(self, method: bytes, _params: dict[str, str], body: bytes) -> dict[str, Any]:
@@ -303,6 +308,7 @@ class Router:
     def _reset(self, _method: bytes, _params: dict[str, str], _body: bytes) -> dict[str, Any]:
         self._callbacks.clear()
         self._wechat.reset()
+        self._stalls.clear()
         return {"ok": True}
 
     def _clock_endpoint(

@@ -39,6 +39,7 @@ from wxgate.sandbox.errors import SandboxConfigError
 from wxgate.sandbox.faults import FaultDice
 from wxgate.sandbox.http import HttpConnection
 from wxgate.sandbox.routes import Router
+from wxgate.sandbox.stalls import LoopStalls
 from wxgate.sandbox.subscribe import SubscribeDesk
 from wxgate.sandbox.wechat import Push, SimulatedWeChat
 
@@ -103,6 +104,7 @@ class SandboxServer:
         self.accounts = _with_default_accounts(accounts, defaults)
         self.clock = OffsetClock(clock)
         self.callbacks: CallbackDispatcher | None = None
+        self.stalls = LoopStalls(self.clock)
         self._callback_delay_s = callback_delay_s
         self.wechat = SimulatedWeChat(
             self.accounts,
@@ -131,7 +133,8 @@ class SandboxServer:
             self.wechat.stats, self.clock, delay_s=self._callback_delay_s
         )
         await self.callbacks.start()
-        router = Router(self.wechat, self.subscribe, self.callbacks, self.clock)
+        self.stalls.start()
+        router = Router(self.wechat, self.subscribe, self.callbacks, self.clock, self.stalls)
         dispatch, connections = router.dispatch, self._connections
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
@@ -150,6 +153,7 @@ class SandboxServer:
             for connection in list(self._connections):
                 connection.close()
             await server.wait_closed()
+        await self.stalls.stop()
         if self.callbacks is not None:
             await self.callbacks.stop()
             self.callbacks = None
