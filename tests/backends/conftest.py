@@ -35,6 +35,9 @@ OpenBackend = Callable[[], Awaitable[Backend]]
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 _RUN = uuid.uuid4().hex[:8]  # keeps this run's prefixes apart from any other run's
+# The cluster runs the suites with its queue partitioned, so that every promise is kept
+# with one app's messages spread over the primaries.
+CLUSTER_PARTITIONS = 4
 
 
 @asynccontextmanager
@@ -110,7 +113,7 @@ async def delete_cluster_prefix(url: str, prefix: str) -> None:
 @asynccontextmanager
 async def _redis_cluster(url: str, tmp_path: Path) -> AsyncIterator[Backend]:
     prefix = redis_prefix(tmp_path)
-    backend = RedisBackend(url, prefix=prefix, cluster=True)
+    backend = RedisBackend(url, prefix=prefix, cluster=True, partitions=CLUSTER_PARTITIONS)
     await backend.start()
     try:
         yield backend

@@ -369,7 +369,13 @@ async def outbox(backend: Backend, app: str = "shop") -> list[tuple[str, str, st
         rows = await backend.database.read(lambda conn: conn.execute(sql, (app,)).fetchall())
         return [(mid, status, "" if code is None else str(code)) for mid, status, code in rows]
     assert isinstance(backend, RedisBackend)
-    entries = await backend._client.xrange(backend.keys.hooks(app))
+    keys = backend.keys
+    entries = [
+        entry
+        for p in range(keys.partitions)
+        for entry in await backend._client.xrange(keys.at(p).hooks(app))
+    ]  # a partitioned queue has an outbox in each partition: in stream id order
+    entries.sort(key=lambda entry: tuple(int(part) for part in entry[0].split("-")))
     return [(f["message_id"], f["status"], f["errcode"]) for _, f in entries]
 
 

@@ -230,7 +230,7 @@ class Stack:
         if self.settings.engine == "redis-cluster":
             return (
                 f'backend = "redis"\nredis_url = "redis://127.0.0.1:{self.cluster_ports[0]}/0"\n'
-                'redis_cluster = true\nredis_prefix = "chaos"'
+                'redis_cluster = true\nredis_partitions = 4\nredis_prefix = "chaos"'
             )
         if self.settings.engine == "redis":
             return (
