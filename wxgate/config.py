@@ -112,7 +112,7 @@ class StorageSettings(_Section):
     redis_cluster: bool = False
     # A cluster's queue spread over this many partitions (hash slots), which workers
     # lease from in turn (docs/design.md, "Redis Cluster"); one server has one queue.
-    redis_partitions: int = Field(1, ge=1, le=1024)
+    redis_partitions: int = Field(1, ge=1, le=256)
     # How long terminal records are kept (Redis TTL, SQLite purge), and how often
     # worker processes purge what is older.
     retention_s: int = Field(7 * 24 * 3600, ge=60)

@@ -8,9 +8,10 @@ Redis: the store of a test is a key prefix of its own on the redis-server at
 REDIS_URL, whose keys are deleted when the test ends; with no redis-server
 answering, the Redis params are skipped, saying so.
 
-Redis Cluster (`redis-cluster`): the same engine with `cluster=True` on a
-three-primary cluster the test process starts on loopback (tests/backends/redis_cluster.py),
-one prefix per test as above; skipped, saying why, without redis-server and redis-cli.
+Redis Cluster (`redis-cluster`): the same engine with `cluster=True` and its queue in
+CLUSTER_PARTITIONS partitions, on a three-primary cluster the test process starts on
+loopback (tests/backends/redis_cluster.py), one prefix per test as above; skipped,
+saying why, without redis-server and redis-cli.
 """
 
 from __future__ import annotations

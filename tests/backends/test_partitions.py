@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from redis.crc import key_slot
 
 from tests.backends.conftest import CLUSTER_PARTITIONS, _redis_cluster, redis_cluster_url
 from tests.backends.test_contract import BIG_MSGID, T0, message
@@ -53,14 +54,16 @@ def partitions_of(engine: RedisBackend, ids: list[str]) -> set[int]:
 # -- key names ------------------------------------------------------------------------
 
 
-def test_each_partition_has_a_tag_of_its_own_and_the_first_keeps_the_queues() -> None:
+def test_each_partition_has_a_tag_of_its_own_in_its_share_of_the_slots() -> None:
     keys = RedisKeys("p", tagged=True, partitions=4)
+    tags = [keys.queue_tag(p) for p in range(4)]
     assert [keys.at(p).ready("shop") for p in range(4)] == [
-        "p:{q}:ready:shop",
-        "p:{q1}:ready:shop",
-        "p:{q2}:ready:shop",
-        "p:{q3}:ready:shop",
+        f"p:{{{tag}}}:ready:shop" for tag in tags
     ]
+    # Partition p's slot is in the p-th quarter of the slots: one per primary of four,
+    # and on three primaries with equal ranges none is left without a partition.
+    assert [key_slot(tag.encode()) * 4 // 16384 for tag in tags] == [0, 1, 2, 3]
+    assert {key_slot(tag.encode()) * 3 // 16384 for tag in tags} == {0, 1, 2}
     # A record is in its id's partition, whichever partition's keys name it.
     message_id = "01HF7YAWFN2XRQQ4KNYEAXTYB8"
     home = keys.partition_of(message_id)
@@ -69,7 +72,11 @@ def test_each_partition_has_a_tag_of_its_own_and_the_first_keeps_the_queues() ->
     assert keys.at(2).idempotency("shop", "k1") == "p:idem:shop:k1"
     assert keys.batch_position("b1", 3) == "p:bpos:b1:3"
     # One partition: the names of before.
-    assert RedisKeys("p", tagged=True).idempotency("shop", "k1") == "p:{q}:idem:shop:k1"
+    one = RedisKeys("p", tagged=True)
+    assert (one.idempotency("shop", "k1"), one.ready("shop")) == (
+        "p:{q}:idem:shop:k1",
+        "p:{q}:ready:shop",
+    )
 
 
 def test_partitions_are_for_a_cluster_only() -> None:
@@ -99,7 +106,7 @@ async def test_one_apps_messages_land_on_several_primaries(engine: RedisBackend)
     client = engine._client
     nodes = {client.get_node_from_key(engine.keys.message(i)).name for i in ids}
     streams = {client.get_node_from_key(engine.keys.at(p).ready("shop")).name for p in range(4)}
-    assert len(nodes) >= 2 and len(streams) >= 2, (nodes, streams)
+    assert len(nodes) == len(streams) == 3, (nodes, streams)  # every primary has a share
     for message_id in ids:  # each record is where its partition's stream is
         home = engine.keys.at(engine.keys.partition_of(message_id))
         assert client.keyslot(home.message(message_id)) == client.keyslot(home.ready("shop"))

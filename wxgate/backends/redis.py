@@ -1,6 +1,9 @@
 """The Redis engine: any number of gateway processes on any number of hosts, one Redis
 (one redis-server, or a Redis Cluster: `cluster=True`, keys hash-tagged by
 `redis_keys` so every script touches one slot; docs/design.md, "Redis Cluster").
+On a cluster the queue may be `partitions` queues, one slot each: a message lives in
+the partition of its id, leases take the partitions in turn, reads merge them, and
+dedupe keys are claimed in slots of their own before their messages are stored.
 
 Records are hashes; each app's ready messages are a Stream read by one consumer
 group; retry times, leases, dead letters and settled records are sorted sets;

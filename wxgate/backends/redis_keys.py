@@ -8,10 +8,11 @@ transaction touches lies in one slot (docs/design.md, "Redis Cluster"). The tags
 - `{q}`: the queue — records, their counters and indexes, the ready streams and
   retry sets, leases, dead letters, settled records, the webhook outbox, dedupe keys,
   msgids and pending reports, pauses: everything a message's scripts touch. With
-  `partitions` > 1 the queue is that many queues, partition p tagged `{q<p>}`
-  (partition 0 keeps `{q}`), a message in partition `partition_of(id)`; its dedupe
-  keys then leave the queue for slots of their own (claimed before the message is
-  stored: redis.py, "Partitions");
+  `partitions` > 1 the queue is that many queues, partition p tagged `{q<p>.<i>}`
+  (`queue_tag`: its slot in the p-th of `partitions` equal shares of the slots, so
+  the partitions spread over the primaries), a message in partition
+  `partition_of(id)`; its dedupe keys then leave the queue for slots of their own
+  (claimed before the message is stored: redis.py, `_enqueue_partitioned`);
 - `{app=<app>}`: one app's access token, its fetch lock and fence, its send budget,
   its template registry and its suppression list;
 - `{cap=<app>:<touser>}`: one recipient's send caps;
@@ -27,9 +28,12 @@ tag, `{` `%7B` and `}` `%7D`, so that no part can end the tag).
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass, replace
 from typing import Final
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 # The consumer group every worker of every process reads the ready streams in.
 GROUP: Final = "wxgate-workers"
@@ -48,6 +52,24 @@ def _tag_part(part: str) -> str:
 
 QUEUE_TAG: Final = "q"
 API_KEYS_TAG: Final = "apikeys"
+MAX_PARTITIONS: Final = 256
+
+
+@functools.cache
+def queue_tag(partition: int, partitions: int) -> str:
+    """The hash tag of one partition of the queue: `q` for a queue of one (the names of
+    before); else the first `q<p>.<i>` whose slot lies in the p-th of `partitions` equal
+    shares of the slots. `q0`, `q1`, ... themselves bunch up (their CRC16s differ in few
+    bits: four of them put three on one primary of three), while a cluster's primaries
+    usually serve equal ranges of slots, so these spread as evenly as the ranges do."""
+    if partitions == 1:
+        return QUEUE_TAG
+    share = REDIS_CLUSTER_HASH_SLOTS / partitions
+    for i in range(1_000_000):
+        tag = f"{QUEUE_TAG}{partition}.{i}"
+        if int(key_slot(tag.encode()) // share) == partition:
+            return tag
+    raise RuntimeError(f"no hash tag found for partition {partition} of {partitions}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +85,8 @@ class RedisKeys:
     def __post_init__(self) -> None:
         if "{" in self.prefix or "}" in self.prefix:
             raise ValueError("a Redis key prefix cannot contain { or } (hash tags)")
-        if self.partitions < 1:
-            raise ValueError("a queue has at least one partition")
+        if not 1 <= self.partitions <= MAX_PARTITIONS:
+            raise ValueError(f"a queue has 1 to {MAX_PARTITIONS} partitions")
         if self.partitions > 1 and not self.tagged:
             raise ValueError("partitions are for a Redis Cluster: one server has one queue")
         if not 0 <= self.partition < self.partitions:
@@ -85,8 +107,9 @@ class RedisKeys:
             return 0
         return zlib.crc32(message_id.encode()) % self.partitions
 
-    def _queue_tag(self, partition: int) -> str:
-        return QUEUE_TAG if partition == 0 else f"{QUEUE_TAG}{partition}"
+    def queue_tag(self, partition: int) -> str:
+        """The hash tag of queue partition `partition` (module `queue_tag`)."""
+        return queue_tag(partition, self.partitions)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -99,7 +122,7 @@ class RedisKeys:
         """A key of this partition of the queue, which every message script touches."""
         if not self.tagged:
             return self._key(*parts)
-        return self._tagged(self._queue_tag(self.partition), *parts)
+        return self._tagged(self.queue_tag(self.partition), *parts)
 
     def _claim(self, *parts: str) -> str:
         """A dedupe key: in the queue, or in a slot of its own when the queue is
@@ -119,7 +142,7 @@ class RedisKeys:
         in its own partition whichever partition's keys these are."""
         if not self.tagged:
             return self._key("msg", escape(message_id))
-        tag = self._queue_tag(self.partition_of(message_id))
+        tag = self.queue_tag(self.partition_of(message_id))
         return self._tagged(tag, "msg", escape(message_id))
 
     @property

@@ -642,9 +642,10 @@ return 1
 """
 )
 
-# A dedupe key of a partitioned queue, claimed before its message is stored (redis.py,
-# "Partitions"). KEYS: the key. ARGV: value ("<id>\\31<digest>", or a batch's digest),
-# ttl seconds. Returns the value held already (nothing written), or false once stored.
+# A dedupe key of a partitioned queue, claimed before its message is stored
+# (docs/design.md, "Redis Cluster"). KEYS: the key. ARGV: value ("<id>\\31<digest>",
+# or a batch's digest), ttl seconds. Returns the value held already (nothing written),
+# or false once stored.
 CLAIM: Final = """#!lua
 local held = redis.call('GET', KEYS[1])
 if held then return held end
