@@ -852,9 +852,9 @@ async def test_list_filters_by_recipient_and_by_batch(backend: Backend) -> None:
 
 async def test_batch_counts_counts_the_messages_of_a_batch_per_status(backend: Backend) -> None:
     await backend.enqueue([message(batch="b-7") for _ in range(3)], T0)
-    await enqueue_one(backend, T0 + 1)
     [lease] = await backend.lease_batch("worker-a", 1, 30, T0)
     await settle_one(backend, lease, Outcome.FAILED, T0, errcode=40003)
+    await enqueue_one(backend, T0 + 1)  # not of the batch
 
     counts = await backend.batch_counts("b-7")
     assert counts is not None

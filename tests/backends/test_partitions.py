@@ -28,6 +28,7 @@ from wxgate.backends.base import (
 )
 from wxgate.backends.redis import RedisBackend
 from wxgate.backends.redis_keys import RedisKeys
+from wxgate.backends.webhook_outbox import HookOutcome, HookResult, HookState
 from wxgate.config import StorageSettings
 
 PARTITIONS = CLUSTER_PARTITIONS
@@ -269,3 +270,39 @@ async def test_a_report_finds_its_message_in_any_partition(engine: RedisBackend)
         record = await engine.get(lease.id)
         assert record is not None and record.status is Status.DELIVERED, lease.id
     assert (await engine.counts())[Status.DELIVERED] == 16
+
+
+# -- the webhook outbox -------------------------------------------------------------------
+
+
+async def test_the_webhook_outbox_of_every_partition_is_claimed_and_replayed(
+    engine: RedisBackend,
+) -> None:
+    watched = [replace(message(), notify=True, callback_url="https://x.example/h")]
+    watched += [replace(message(), notify=True) for _ in range(11)]
+    await engine.enqueue(watched, T0)
+    homes = partitions_of(engine, [m.id for m in watched])
+    assert len(homes) > 1
+    leases = await engine.lease_batch("w", 20, 30, T0)
+    await engine.settle([Settlement(lease, Outcome.DEAD, errcode=40003) for lease in leases], T0)
+
+    outbox = engine.webhook_outbox()
+    [backlog] = await outbox.backlog(["shop"])
+    assert backlog.pending == 12
+    claims = await outbox.claim(["shop"], 50, 30, T0 + 1)
+    assert sorted(c.event.message_id for c in claims) == sorted(m.id for m in watched)
+    # A seq names its partition, and is the message's.
+    assert {int(c.event.seq.split("-")[0]) for c in claims} == homes
+    for claim in claims:
+        assert engine.keys.partition_of(claim.event.message_id) == int(
+            claim.event.seq.split("-")[0]
+        )
+    results = [HookResult(c, HookOutcome.DEAD, error="410") for c in claims]
+    assert await outbox.finish(results, T0 + 2) == [True] * 12
+    dead = await outbox.entries("shop", HookState.DEAD, 50)
+    assert sorted(e.event.seq for e in dead) == sorted(c.event.seq for c in claims)
+    chosen = [claims[0].event.seq, claims[-1].event.seq, "9-1-0", "x-1-0"]
+    assert await outbox.replay("shop", chosen, T0 + 3) == 2
+    assert await outbox.replay("shop", None, T0 + 3) == 10
+    [backlog] = await outbox.backlog(["shop"])
+    assert (backlog.pending, backlog.dead) == (12, 0)

@@ -890,7 +890,8 @@ end
 
 # ARGV: now, deadline, limit, adopt (entries taken from the stream at most), token.
 # New stream entries are adopted first (each leaves the stream in the same step), then
-# up to `limit` due events are claimed. Returns {seq, JSON} per claimed event.
+# up to `limit` due events are claimed. Returns {seq, JSON, due} per claimed event, oldest
+# due first (due: the score it was claimed at).
 CLAIM_HOOKS: Final = (
     _HOOK_PRELUDE
     + """
@@ -908,13 +909,15 @@ for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[4])
 end
 local claimed = {}
 if limit <= 0 then return claimed end
-for _, seq in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, limit)) do
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
+for i = 1, #due, 2 do
+  local seq = due[i]
   local ev = cjson.decode(redis.call('HGET', KEYS[2], seq))
   ev.state, ev.token, ev.next = 'sending', ARGV[5], deadline
   local text = cjson.encode(ev)
   redis.call('HSET', KEYS[2], seq, text)
   redis.call('ZADD', KEYS[4], deadline, seq)
-  table.insert(claimed, {seq, text})
+  table.insert(claimed, {seq, text, due[i + 1]})
 end
 return claimed
 """

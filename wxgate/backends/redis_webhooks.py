@@ -10,7 +10,8 @@ key shapes are redis_keys'. The rules are webhook_outbox.py's.
 
 A partitioned queue (redis_keys) has an outbox in each partition, written by the
 scripts of the messages there (a message's events all in its own, so its chain keeps
-them in order); an event's seq is then its partition and stream id, "<p>/<stream id>".
+them in order); an event's seq is then its partition and stream id, "<p>-<stream id>"
+(no `/`: the seq is part of the webhook-id receivers see).
 """
 
 from __future__ import annotations
@@ -79,14 +80,14 @@ class RedisWebhookOutbox:
 
     def _seq(self, partition: int, entry: str) -> str:
         """An event's seq: its stream id, qualified with its partition when there are many."""
-        return f"{partition}/{entry}" if self._keys.partitioned else entry
+        return f"{partition}-{entry}" if self._keys.partitioned else entry
 
     def _entry(self, seq: str) -> tuple[int, str] | None:
         """The partition and stream id a seq names, or None for one that names none."""
         if not self._keys.partitioned:
             return 0, seq
-        partition, slash, entry = seq.partition("/")
-        if not (slash and partition.isascii() and partition.isdigit()):
+        partition, dash, entry = seq.partition("-")
+        if not (dash and partition.isascii() and partition.isdigit()):
             return None
         if int(partition) >= self._keys.partitions:
             return None
@@ -114,15 +115,22 @@ class RedisWebhookOutbox:
         first = self._next_part
         self._next_part = (first + 1) % count
         for app in apps:
+            # Each partition's claims come oldest due first; an app's, merged by due time
+            # (then stream id: events due together go in the order they were written).
+            mine: list[tuple[tuple[float, int, int], WebhookEvent, dict[str, Any]]] = []
             for step in range(count):
-                room = limit - len(claimed)
+                room = limit - len(claimed) - len(mine)
                 if room <= 0:
                     break
                 p = (first + step) % count
                 args = [repr(float(now)), repr(float(deadline)), room, ADOPT_MAX, token]
-                for entry, text in await self._claim(self._app_keys(app, p), args):
+                for entry, text, due in await self._claim(self._app_keys(app, p), args):
                     fields = orjson.loads(text)
-                    claimed.append((_event(app, self._seq(p, entry), fields), fields))
+                    ms, _, n = entry.partition("-")
+                    event = _event(app, self._seq(p, entry), fields)
+                    mine.append(((float(due), int(ms), int(n)), event, fields))
+            mine.sort(key=lambda item: item[0])
+            claimed += [(event, fields) for _, event, fields in mine]
         if not claimed:
             return []
         pipe = self._client.pipeline(transaction=False)
