@@ -21,6 +21,7 @@ from wxgate.backends.base import (
     IdempotencyConflict,
     ListFilter,
     NewBatch,
+    NewMessage,
     Outcome,
     Report,
     Settlement,
@@ -205,6 +206,28 @@ async def test_concurrent_duplicates_store_one_message(handles: list[RedisBacken
     assert counts[Status.QUEUED] == 3
     page = await handles[0].list(ListFilter(app="shop"), 10)
     assert len(page.items) == 3
+
+
+async def test_concurrent_repeats_of_a_keyed_batch_store_each_member_once(
+    handles: list[RedisBackend],
+) -> None:
+    batch = NewBatch("b-2", "shop", "batch-key-2", digest="d-batch-2")
+
+    def request() -> list[NewMessage]:
+        members = [message(batch="b-2") for _ in range(12)]
+        return [replace(m, batch_position=n, digest=f"d{n}") for n, m in enumerate(members)]
+
+    answers = await asyncio.gather(
+        *(handles[n % len(handles)].enqueue(request(), T0, batch) for n in range(6))
+    )
+    ids = [answer.id for answer in answers[0]]
+    assert len(set(ids)) == 12 and len(partitions_of(handles[0], ids)) > 1
+    assert all([answer.id for answer in other] == ids for other in answers)
+    for position in range(12):  # each member stored by exactly one of the requests
+        assert sum(other[position].created for other in answers) == 1
+    counts = await handles[0].batch_counts("b-2")
+    assert counts is not None and counts[Status.QUEUED] == 12
+    assert (await handles[0].counts())[Status.QUEUED] == 12
 
 
 async def test_a_claim_left_by_a_crash_is_stored_by_the_retry(engine: RedisBackend) -> None:
