@@ -30,7 +30,9 @@ from wxgate.backends.base import (
 from wxgate.backends.redis import RedisBackend
 from wxgate.backends.redis_keys import RedisKeys
 from wxgate.backends.webhook_outbox import HookOutcome, HookResult, HookState
-from wxgate.config import StorageSettings
+from wxgate.clock import SystemClock
+from wxgate.config import StorageSettings, load_settings
+from wxgate.gateway import make_backend
 
 PARTITIONS = CLUSTER_PARTITIONS
 
@@ -89,6 +91,20 @@ def test_partitions_are_for_a_cluster_only() -> None:
     with pytest.raises(ValidationError, match="redis_cluster"):
         StorageSettings(backend="redis", redis_partitions=4)
     assert StorageSettings(backend="redis", redis_cluster=True, redis_partitions=4)
+
+
+async def test_the_gateway_builds_its_engine_with_the_configured_partitions(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "wxgate.toml"
+    path.write_text(
+        '[storage]\nbackend = "redis"\nredis_cluster = true\nredis_partitions = 6\n'
+        'redis_url = "redis://127.0.0.1:1/0"\n'
+    )
+    backend = make_backend(load_settings(path), SystemClock())  # connects on first use
+    assert isinstance(backend, RedisBackend)
+    assert (backend.keys.tagged, backend.keys.partitions) == (True, 6)
+    await backend.close()
 
 
 def test_message_ids_spread_evenly_over_the_partitions() -> None:
