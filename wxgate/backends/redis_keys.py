@@ -19,11 +19,12 @@ transaction touches lies in one slot (docs/design.md, "Redis Cluster"). The tags
 - `{apikeys}`: the API keys.
 
 Keys only ever touched one at a time (grants, the dedupe window, nonces, the audit
-log) carry no tag and spread over the cluster. On one redis-server the keys carry no
-tags: the names are those of the versions before cluster support. Free-form parts
-(app names, idempotency keys, batch ids, nonces) are escaped so that no two different
-part lists can ever spell the same key: `%` becomes `%25` and `:` `%3A` (and, inside a
-tag, `{` `%7B` and `}` `%7D`, so that no part can end the tag).
+log; a partitioned queue's dedupe keys) carry no tag and spread over the cluster. On
+one redis-server the keys carry no tags: the names are those of the versions before
+cluster support. Free-form parts (app names, idempotency keys, batch ids, nonces) are
+escaped so that no two different part lists can ever spell the same key: `%` becomes
+`%25` and `:` `%3A` (and, inside a tag, `{` `%7B` and `}` `%7D`, so that no part can
+end the tag).
 """
 
 from __future__ import annotations
