@@ -110,10 +110,19 @@ class StorageSettings(_Section):
     redis_prefix: str = Field("wxgate", pattern=r"^[^{}]+$")  # no hash-tag braces
     # redis_url names one node of a Redis Cluster (docs/deployment.md, "Redis Cluster").
     redis_cluster: bool = False
+    # A cluster's queue spread over this many partitions (hash slots), which workers
+    # lease from in turn (docs/design.md, "Redis Cluster"); one server has one queue.
+    redis_partitions: int = Field(1, ge=1, le=256)
     # How long terminal records are kept (Redis TTL, SQLite purge), and how often
     # worker processes purge what is older.
     retention_s: int = Field(7 * 24 * 3600, ge=60)
     purge_interval_s: float = Field(3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _partitions_need_a_cluster(self) -> StorageSettings:
+        if self.redis_partitions > 1 and not (self.backend == "redis" and self.redis_cluster):
+            raise ValueError("redis_partitions above 1 needs backend redis with redis_cluster")
+        return self
 
 
 class DeliverySettings(_Section):

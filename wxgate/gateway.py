@@ -53,6 +53,7 @@ def make_backend(settings: Settings, clock: Clock) -> Backend:
             retention_s=storage.retention_s,
             clock=clock,
             cluster=storage.redis_cluster,
+            partitions=storage.redis_partitions,
         )
     from wxgate.backends.sqlite import SqliteBackend
 

@@ -8,9 +8,10 @@ Redis: the store of a test is a key prefix of its own on the redis-server at
 REDIS_URL, whose keys are deleted when the test ends; with no redis-server
 answering, the Redis params are skipped, saying so.
 
-Redis Cluster (`redis-cluster`): the same engine with `cluster=True` on a
-three-primary cluster the test process starts on loopback (tests/backends/redis_cluster.py),
-one prefix per test as above; skipped, saying why, without redis-server and redis-cli.
+Redis Cluster (`redis-cluster`): the same engine with `cluster=True` and its queue in
+CLUSTER_PARTITIONS partitions, on a three-primary cluster the test process starts on
+loopback (tests/backends/redis_cluster.py), one prefix per test as above; skipped,
+saying why, without redis-server and redis-cli.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ OpenBackend = Callable[[], Awaitable[Backend]]
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 _RUN = uuid.uuid4().hex[:8]  # keeps this run's prefixes apart from any other run's
+# The cluster runs the suites with its queue partitioned, so that every promise is kept
+# with one app's messages spread over the primaries.
+CLUSTER_PARTITIONS = 4
 
 
 @asynccontextmanager
@@ -110,7 +114,7 @@ async def delete_cluster_prefix(url: str, prefix: str) -> None:
 @asynccontextmanager
 async def _redis_cluster(url: str, tmp_path: Path) -> AsyncIterator[Backend]:
     prefix = redis_prefix(tmp_path)
-    backend = RedisBackend(url, prefix=prefix, cluster=True)
+    backend = RedisBackend(url, prefix=prefix, cluster=True, partitions=CLUSTER_PARTITIONS)
     await backend.start()
     try:
         yield backend

@@ -68,7 +68,7 @@ def short_plan(engine: Engine, **changes: Any) -> Plan:
 
 def full_plan(engine: Engine, **changes: Any) -> Plan:
     """`make chaos`: 10,000 messages, 5 kills, one storm (and one Redis restart: on a
-    cluster, of the primary serving the queue)."""
+    cluster, of the primary serving the queue's first partition)."""
     plan = Plan(
         engine=engine, messages=10_000, kills=5, redis_restarts=0 if engine == "sqlite" else 1
     )
@@ -268,7 +268,7 @@ class Campaign:
         self._log(f"every access token expired at inbox {inbox}")
 
     async def _restart_redis(self, chaos: _Chaos, inbox: int) -> None:
-        what = "the queue's cluster primary" if self.stack.cluster_ports else "redis-server"
+        what = "a queue partition's cluster primary" if self.stack.cluster_ports else "redis-server"
         self._log(f"SIGKILL {what} at inbox {inbox}")
         await self.stack.restart_redis(self.plan.redis_down_s)
         chaos.redis_restarts += 1

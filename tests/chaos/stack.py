@@ -23,13 +23,15 @@ from tests.backends import redis_cluster
 from tests.chaos.balancer import Balancer
 from tests.chaos.processes import WXGATE, Service
 from tests.conftest import free_port
-from wxgate.backends.redis_keys import QUEUE_TAG
+from wxgate.backends.redis_keys import queue_tag
 from wxgate.config import hash_api_key
 from wxgate.observability import register_secret
 
 Engine = Literal["sqlite", "redis", "redis-cluster"]
 
 APP = "chaos"
+# A redis-cluster run spreads its queue over this many partitions (storage.redis_partitions).
+CLUSTER_PARTITIONS = 4
 APPID = "wxchaos00000000001"
 APP_SECRET = "chaos-appsecret-9d2b7e41c0a5"
 CALLBACK_TOKEN = "chaos-callback-token-6e1f0b"
@@ -210,10 +212,11 @@ class Stack:
         await self.redis.until(self._redis_answers, START_TIMEOUT_S, "PING answer")
 
     async def _restart_primary(self, down_s: float) -> None:
-        """On a cluster: SIGKILL the primary serving the queue's slot, wait, start it again
-        (its AOF and nodes.conf bring back its data and its slots), and wait until every
-        node says cluster_state:ok."""
-        index = await asyncio.to_thread(redis_cluster.owner_of, self.cluster_ports, QUEUE_TAG)
+        """On a cluster: SIGKILL the primary serving the queue's first partition, wait, start
+        it again (its AOF and nodes.conf bring back its data and its slots), and wait until
+        every node says cluster_state:ok."""
+        tag = queue_tag(0, CLUSTER_PARTITIONS)
+        index = await asyncio.to_thread(redis_cluster.owner_of, self.cluster_ports, tag)
         node = self.cluster[index]
         await node.kill()
         await asyncio.sleep(down_s)
@@ -230,7 +233,8 @@ class Stack:
         if self.settings.engine == "redis-cluster":
             return (
                 f'backend = "redis"\nredis_url = "redis://127.0.0.1:{self.cluster_ports[0]}/0"\n'
-                'redis_cluster = true\nredis_prefix = "chaos"'
+                f"redis_cluster = true\nredis_partitions = {CLUSTER_PARTITIONS}\n"
+                'redis_prefix = "chaos"'
             )
         if self.settings.engine == "redis":
             return (

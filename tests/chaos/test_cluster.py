@@ -1,8 +1,9 @@
-"""The gateway on a three-primary Redis Cluster, as real processes (`cluster_plan`): 400
-messages over HTTP into one API and two worker processes; one worker is SIGKILLed
-mid-run and started again, and so is the primary serving the queue's slot (from its
-AOF). Afterwards no accepted message is lost or left unsettled and the sandbox's inbox
-has each client_msg_id once. Each test checks one promise on the same run.
+"""The gateway on a three-primary Redis Cluster, as real processes (`cluster_plan`), its
+queue in four partitions spread over the primaries: 400 messages over HTTP into one API
+and two worker processes; one worker is SIGKILLed mid-run and started again, and so is
+the primary serving the queue's first partition (from its AOF). Afterwards no accepted
+message is lost or left unsettled and the sandbox's inbox has each client_msg_id once.
+Each test checks one promise on the same run.
 
 `make chaos` runs the full campaign on the cluster too (`python -m tests.chaos.run
 --full`, engine redis-cluster).

@@ -611,7 +611,9 @@ class Backend(Protocol):
     ) -> list[Lease]:
         """Up to `limit` due messages (queued with next_attempt_at <= now, or sending with
         an expired lease, which counts as a spent attempt), oldest due first, moved to
-        `sending` with a deadline of now + lease_s."""
+        `sending` with a deadline of now + lease_s. (A queue in partitions, Redis
+        Cluster's, takes its partitions in turn: oldest due first within each, and among
+        what one call takes.)"""
         ...
 
     async def settle(self, settlements: Sequence[Settlement], now: float) -> list[bool]:

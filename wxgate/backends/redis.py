@@ -1,6 +1,9 @@
 """The Redis engine: any number of gateway processes on any number of hosts, one Redis
 (one redis-server, or a Redis Cluster: `cluster=True`, keys hash-tagged by
 `redis_keys` so every script touches one slot; docs/design.md, "Redis Cluster").
+On a cluster the queue may be `partitions` queues, one slot each: a message lives in
+the partition of its id, leases take the partitions in turn, reads merge them, and
+dedupe keys are claimed in slots of their own before their messages are stored.
 
 Records are hashes; each app's ready messages are a Stream read by one consumer
 group; retry times, leases, dead letters and settled records are sorted sets;
@@ -53,7 +56,7 @@ import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Concatenate, Final, Literal, ParamSpec, TypeVar
 
 import orjson
@@ -68,6 +71,7 @@ from wxgate.backends.base import (
     RECENTLY_SENT,
     RECORD_FIELDS,
     SENT_RESULTS,
+    SETTLED,
     BackendError,
     Cancelled,
     DeadLetterFilter,
@@ -132,7 +136,7 @@ _PAYLOAD_AT: Final = RECORD_FIELDS.index("payload")
 _SCRIPTS: Final = (
     lua.ENQUEUE, lua.PROMOTE, lua.LEASE, lua.SETTLE, lua.KEEP_REPORT, lua.REPORT, lua.REPLAY,
     lua.CANCEL,
-    lua.PURGE, lua.REMEMBER_NONCE, lua.TAKE_BUDGET, lua.MAKE_DUE,
+    lua.PURGE, lua.REMEMBER_NONCE, lua.TAKE_BUDGET, lua.MAKE_DUE, lua.CLAIM, lua.TOUCH_CLAIM,
 )  # fmt: skip
 
 
@@ -191,10 +195,18 @@ class _Found:
 
     ref_text: str
     entry: str = ""  # "" for an expired lease found in the leases set
+    # Where it stands in line: claimed entries, then expired leases, then new entries,
+    # each kind by stream id (what orders the leases of several partitions).
+    order: tuple[int, int, int] = (1, 0, 0)
 
     @property
     def ref(self) -> _Ref:
         return _Ref.of(self.ref_text)
+
+    @classmethod
+    def entry_of(cls, ref_text: str, entry: str, kind: int) -> _Found:
+        ms, seq = entry.split("-")
+        return cls(ref_text, entry, (kind, int(ms), int(seq)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,10 +233,15 @@ class RedisBackend:
         clock: Clock | None = None,
         consumer: str | None = None,
         cluster: bool = False,
+        partitions: int = 1,
     ) -> None:
         if retention_s < 2:
             raise ValueError("retention_s must be at least 2 seconds")
-        self._keys = RedisKeys(prefix, tagged=cluster)
+        self._keys = RedisKeys(prefix, tagged=cluster, partitions=partitions)
+        self._parts = [self._keys.at(p) for p in range(partitions)]
+        # Each handle leases from the partitions in turn, starting at a partition of its
+        # own, so that workers spread over them.
+        self._next_part = secrets.randbelow(partitions)
         self._retention_s = int(retention_s)
         self._clock = clock if clock is not None else SystemClock()
         self._consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -237,7 +254,7 @@ class RedisBackend:
         self._scripts_loaded = False
         self._claim_cursors: dict[str, str] = {}
         self._rotation = 0  # which app is first in line for this handle's next read
-        self._status_indexes = [self._keys.index_status(status) for status in Status]
+        self._status_indexes = [[k.index_status(status) for status in Status] for k in self._parts]
         # A restart or failover is StorageUnavailable here too, as for every queue call.
         self._tokens = GuardedTokenStore(RedisTokenStore(self._client, self._keys), _UNAVAILABLE)
         self._templates = RedisTemplateStore(self._client, self._keys)
@@ -314,10 +331,15 @@ class RedisBackend:
         [result] = await pipe.execute()
         return result
 
-    def _book(self, app: str, batch_id: str | None, message_key: str) -> list[str]:
-        """Counters and status indexes a status change updates (see redis_scripts)."""
-        batch = self._keys.batch(batch_id) if batch_id else message_key
-        return [self._keys.counts, self._keys.app_counts(app), batch, *self._status_indexes]
+    def _at(self, message_id: str) -> RedisKeys:
+        """The keys of the partition a message lives in."""
+        return self._parts[self._keys.partition_of(message_id)]
+
+    def _book(self, k: RedisKeys, app: str, batch_id: str | None, message_key: str) -> list[str]:
+        """Counters and status indexes a status change updates (see redis_scripts), in
+        partition `k`."""
+        batch = k.batch(batch_id) if batch_id else message_key
+        return [k.counts, k.app_counts(app), batch, *self._status_indexes[k.partition]]
 
     # -- intake ------------------------------------------------------------------------
 
@@ -327,6 +349,8 @@ class RedisBackend:
     ) -> list[Enqueued]:
         if not messages:
             return []
+        if self._keys.partitioned:
+            return await self._enqueue_partitioned(messages, now, batch)
         chunks = range(0, len(messages), ENQUEUE_CHUNK)
         if len(chunks) > 1:
             # MULTI/EXEC does not undo the chunks before a refused one: every key is
@@ -336,7 +360,7 @@ class RedisBackend:
         pipe = await self._pipeline(transaction=len(chunks) > 1)
         for start in chunks:
             chunk = messages[start : start + ENQUEUE_CHUNK]
-            keys, args = self._enqueue_call(chunk, now, batch)
+            keys, args = self._enqueue_call(self._keys, chunk, now, batch)
             self._queue(pipe, lua.ENQUEUE, keys, args)
         firsts: list[str] = []
         for start, answer in zip(chunks, await pipe.execute(), strict=True):
@@ -354,23 +378,110 @@ class RedisBackend:
         return None
 
     def _enqueue_call(
-        self, messages: Sequence[NewMessage], now: float, batch: NewBatch | None
+        self,
+        k: RedisKeys,
+        messages: Sequence[NewMessage],
+        now: float,
+        batch: NewBatch | None,
+        claimed: bool = False,
     ) -> tuple[list[str], list[object]]:
-        k = self._keys
+        """ENQUEUE's keys and values for `messages`, all of partition `k`; `claimed`: their
+        dedupe keys were claimed before (a partitioned queue), each is stored by its id."""
         batch_hash = k.batch(batch.id) if batch is not None else k.counts
-        keys = [k.counts, k.apps, batch_hash, k.settled, *self._status_indexes]
+        keys = [k.counts, k.apps, batch_hash, k.settled, *self._status_indexes[k.partition]]
         args: list[object] = [_num(now), self._retention_s, self._retention_s]
-        args.append(batch.digest if batch is not None else "")
+        args.append(batch.digest if batch is not None and not claimed else "")
         for m in messages:
             message_key = k.message(m.id)
-            dedupe = self._dedupe_key(m, batch)
+            dedupe = None if claimed else self._dedupe_key(m, batch)
             batch_key = k.batch(m.batch_id) if m.batch_id else message_key
             batch_index = k.index_batch(m.batch_id) if m.batch_id else message_key
             keys += [message_key, dedupe or message_key, k.ready(m.app), k.retry(m.app)]
             keys += [k.app_counts(m.app), k.index_app(m.app), batch_key, batch_index]
             keys.append(k.hooks(m.app))
-            args += _enqueue_args(m, now, dedupe is not None)
+            args += _enqueue_args(m, now, "x" if claimed else "1" if dedupe else "")
         return keys, args
+
+    async def _enqueue_partitioned(
+        self, messages: Sequence[NewMessage], now: float, batch: NewBatch | None
+    ) -> list[Enqueued]:
+        """Each message into its id's partition: its dedupe key claimed first, in a slot of
+        its own, naming the id; then each partition's messages stored by id (a message
+        whose key names another id takes that id: a repeat, stored unless it is). A crash
+        between the steps leaves claims whose retry stores their messages."""
+        stored = await self._claim_dedupe(messages, batch)
+        parts: dict[int, list[int]] = {}
+        for n, m in enumerate(stored):
+            parts.setdefault(self._keys.partition_of(m.id), []).append(n)
+        pipe = await self._pipeline()
+        calls: list[list[int]] = []
+        for p, members in parts.items():
+            for start in range(0, len(members), ENQUEUE_CHUNK):
+                chunk = members[start : start + ENQUEUE_CHUNK]
+                keys, args = self._enqueue_call(
+                    self._parts[p], [stored[n] for n in chunk], now, batch, claimed=True
+                )
+                self._queue(pipe, lua.ENQUEUE, keys, args)
+                calls.append(chunk)
+        firsts = [""] * len(stored)
+        for chunk, answer in zip(calls, await pipe.execute(), strict=True):
+            for n, first in zip(chunk, answer, strict=True):
+                firsts[n] = first
+        return await self._enqueued(stored, firsts)
+
+    async def _claim_dedupe(
+        self, messages: Sequence[NewMessage], batch: NewBatch | None
+    ) -> list[NewMessage]:
+        """Claim the batch's digest and each message's dedupe key; the messages, each
+        with the id its key names. IdempotencyConflict (and this call's claims let go)
+        when one is held for a request with another digest."""
+        k, ttl = self._keys, self._retention_s
+        pipe = await self._pipeline()
+        claims: list[tuple[int | None, str, str]] = []  # (message index, key, value)
+        if batch is not None and batch.digest:
+            claims.append((None, k.batch_digest(batch.id), batch.digest))
+        for n, m in enumerate(messages):
+            if (key := self._dedupe_key(m, batch)) is not None:
+                claims.append((n, key, m.id + DIGEST_SEPARATOR + m.digest))
+        if not claims:
+            return list(messages)
+        for _, key, value in claims:
+            self._queue(pipe, lua.CLAIM, [key], [value, ttl])
+        held = await pipe.execute()
+        stored = list(messages)
+        conflict: IdempotencyConflict | None = None
+        for (n, _, _), value in zip(claims, held, strict=True):
+            if not value:
+                continue
+            if n is None:
+                if batch is not None and value != batch.digest:
+                    conflict = IdempotencyConflict(batch.key)
+                continue
+            m = messages[n]
+            first, _, digest = value.partition(DIGEST_SEPARATOR)
+            if digest and m.digest and digest != m.digest:
+                conflict = conflict or IdempotencyConflict(
+                    m.idempotency_key or (batch.key if batch else "")
+                )
+            stored[n] = replace(m, id=first)
+        if conflict is not None:
+            mine = [
+                (key, value.partition(DIGEST_SEPARATOR)[0])
+                for (_, key, value), answer in zip(claims, held, strict=True)
+                if not answer
+            ]
+            await self._touch_claims(mine, None)
+            raise conflict
+        return stored
+
+    async def _touch_claims(self, claims: Sequence[tuple[str, str]], ttl: int | None) -> None:
+        """Renew (`ttl`) or delete (None) claimed dedupe keys, each while it names its id."""
+        if not claims:
+            return
+        pipe = await self._pipeline()
+        for key, message_id in claims:
+            self._queue(pipe, lua.TOUCH_CLAIM, [key], [message_id, "" if ttl is None else ttl])
+        await pipe.execute()
 
     async def _check_dedupe(self, messages: Sequence[NewMessage], batch: NewBatch | None) -> None:
         """IdempotencyConflict when a key of the call is stored for another request."""
@@ -438,70 +549,92 @@ class RedisBackend:
             deadline_at=now + lease_s,
             excluded=exclude_apps,
         )
+        # The partitions in turn, from the one after where this handle's last call began.
+        start = self._next_part
+        self._next_part = (start + 1) % len(self._parts)
+        leases: list[tuple[tuple[int, int, int], Lease]] = []
+        for step in range(len(self._parts)):
+            k = self._parts[(start + step) % len(self._parts)]
+            leases += await self._lease_in(k, call, limit - len(leases), lease_s)
+            if len(leases) >= limit:
+                break
+        if len(self._parts) > 1:
+            leases.sort(key=lambda item: item[0])  # stable: one partition's line as it was
+        return [lease for _, lease in leases]
+
+    async def _lease_in(
+        self, k: RedisKeys, call: _LeaseCall, limit: int, lease_s: float
+    ) -> list[tuple[tuple[int, int, int], Lease]]:
+        """Up to `limit` leases from partition `k`, each with its place in line."""
         pipe = await self._pipeline()
-        pipe.smembers(self._keys.apps)
-        pipe.zrangebyscore(self._keys.leases, "-inf", call.now, start=0, num=limit)
+        pipe.smembers(k.apps)
+        pipe.zrangebyscore(k.leases, "-inf", call.now, start=0, num=limit)
         apps, expired = await pipe.execute()
-        open_apps = sorted(set(apps) - exclude_apps)
-        claimed = await self._promote_and_claim(open_apps, call, limit, lease_s)
+        open_apps = sorted(set(apps) - call.excluded)
+        claimed = await self._promote_and_claim(k, open_apps, call, limit, lease_s)
         # Claimed entries are the oldest, then the expired leases, then new entries.
         leases = await self._lease_found(call, claimed + [_Found(ref) for ref in expired], limit)
         for _ in range(MAX_READ_ROUNDS):
             if len(leases) >= limit or not open_apps:
                 break
-            found, open_apps = await self._read_new(open_apps, limit - len(leases))
+            found, open_apps = await self._read_new(k, open_apps, limit - len(leases))
             leases += await self._lease_found(call, found, limit - len(leases))
         return leases
 
     async def _promote_and_claim(
-        self, apps: list[str], call: _LeaseCall, limit: int, lease_s: float
+        self, k: RedisKeys, apps: list[str], call: _LeaseCall, limit: int, lease_s: float
     ) -> list[_Found]:
         """Move due retries to their streams; take over entries idle past a lease."""
         if not apps:
             return []
-        k = self._keys
         pipe = await self._pipeline()
         for app in apps:
             self._queue(pipe, lua.PROMOTE, [k.retry(app), k.ready(app)], [call.now, PROMOTE_MAX])
         idle_ms = max(1, int(lease_s * 1000))
         for app in apps:
-            cursor = self._claim_cursors.get(app, "0-0")
+            cursor = self._claim_cursors.get(k.ready(app), "0-0")
             pipe.xautoclaim(k.ready(app), GROUP, self._consumer, idle_ms, cursor, count=limit)
         answers = await pipe.execute()
         found: list[_Found] = []
         for app, (cursor, entries, _deleted) in zip(apps, answers[len(apps) :], strict=True):
-            self._claim_cursors[app] = cursor
-            found += [_Found(fields["ref"], entry) for entry, fields in entries if fields]
+            self._claim_cursors[k.ready(app)] = cursor
+            found += [
+                _Found.entry_of(fields["ref"], entry, 0) for entry, fields in entries if fields
+            ]
         return found
 
-    async def _read_new(self, apps: list[str], room: int) -> tuple[list[_Found], list[str]]:
+    async def _read_new(
+        self, k: RedisKeys, apps: list[str], room: int
+    ) -> tuple[list[_Found], list[str]]:
         """New entries, `room` at most, shared among the apps; and the apps that may have
         more. One XREADGROUP per app, each with its own count, in one round trip."""
         shares = _shares(apps, room, self._rotation)
         self._rotation += len(shares)
         pipe = self._client.pipeline(transaction=False)
         for app, share in shares:
-            streams = {self._keys.ready(app): ">"}
+            streams = {k.ready(app): ">"}
             pipe.xreadgroup(GROUP, self._consumer, streams, count=share)
-        found: list[tuple[tuple[int, int], _Found]] = []
+        found: list[_Found] = []
         more: list[str] = []
         for (app, share), answer in zip(shares, await pipe.execute(), strict=True):
             entries = answer[0][1] if answer else []
             if len(entries) == share:
                 more.append(app)
-            for entry, fields in entries:
-                ms, seq = entry.split("-")
-                found.append(((int(ms), int(seq)), _Found(fields["ref"], entry)))
-        found.sort(key=lambda item: item[0])  # oldest first across the apps
-        return [item for _, item in found], more
+            found += [_Found.entry_of(fields["ref"], entry, 2) for entry, fields in entries]
+        found.sort(key=lambda item: item.order)  # oldest first across the apps
+        return found, more
 
-    async def _lease_found(self, call: _LeaseCall, found: list[_Found], room: int) -> list[Lease]:
-        """Lease up to `room` of `found`; the stream entries past it are set aside (back to
-        their retry set, due now); an expired lease of an excluded app goes back to queued."""
+    async def _lease_found(
+        self, call: _LeaseCall, found: list[_Found], room: int
+    ) -> list[tuple[tuple[int, int, int], Lease]]:
+        """Lease up to `room` of `found` (each with its place in line); the stream entries
+        past it are set aside (back to their retry set, due now); an expired lease of an
+        excluded app goes back to queued."""
         if not found:
             return []
         pipe = await self._pipeline()
         taken = 0
+        queued = []
         for item in found:
             ref = item.ref  # parsed once: the keys and the arguments both need it
             if ref.app in call.excluded:
@@ -516,22 +649,23 @@ class RedisBackend:
             self._queue(
                 pipe, lua.LEASE, self._lease_keys(ref), self._lease_args(call, item, ref, mode)
             )
+            queued.append(item.order)
         leases = []
-        for fields in await pipe.execute():
+        for order, fields in zip(queued, await pipe.execute(), strict=True):
             if fields:
                 record = _decoded(fields)
-                leases.append(Lease(record, call.token, call.deadline_at))
+                leases.append((order, Lease(record, call.token, call.deadline_at)))
         return leases
 
     def _lease_keys(self, ref: _Ref) -> list[str]:
-        k = self._keys
+        k = self._at(ref.id)
         message_key = k.message(ref.id)
         return [
             message_key,
             k.ready(ref.app),
             k.retry(ref.app),
             k.leases,
-            *self._book(ref.app, ref.batch_id, message_key),
+            *self._book(k, ref.app, ref.batch_id, message_key),
         ]
 
     @staticmethod
@@ -548,12 +682,30 @@ class RedisBackend:
         pipe = await self._pipeline()
         for s in settlements:
             self._queue(pipe, lua.SETTLE, self._settle_keys(s), self._settle_args(s, now))
-        return [written == 1 for written in await pipe.execute()]
+        written = [answer == 1 for answer in await pipe.execute()]
+        if self._keys.partitioned:
+            # A settled message's claimed dedupe key lives as long as it does.
+            renew = []
+            for s, done in zip(settlements, written, strict=True):
+                record = s.lease.record
+                key = self._stored_dedupe_key(
+                    record.app, record.idempotency_key, record.batch_id, record.batch_position
+                )
+                if done and key and settle_change(s, now).status in SETTLED:
+                    renew.append((key, record.id))
+            await self._touch_claims(renew, self._retention_s)
+        return written
 
     def _settle_keys(self, s: Settlement) -> list[str]:
-        k, record = self._keys, s.lease.record
+        record = s.lease.record
+        k = self._at(record.id)
         message_key = k.message(record.id)
         stores_msgid = s.outcome.keeps_msgid and s.msgid is not None
+        dedupe = None
+        if not self._keys.partitioned:
+            dedupe = self._stored_dedupe_key(
+                record.app, record.idempotency_key, record.batch_id, record.batch_position
+            )
         return [
             message_key,
             k.ready(record.app),
@@ -561,10 +713,7 @@ class RedisBackend:
             k.leases,
             k.dead,
             k.settled,
-            self._stored_dedupe_key(
-                record.app, record.idempotency_key, record.batch_id, record.batch_position
-            )
-            or message_key,
+            dedupe or message_key,
             k.msgid(record.app, s.msgid) if stores_msgid and s.msgid is not None else message_key,
             k.pending_report(record.app, s.msgid)
             if stores_msgid and s.msgid is not None
@@ -572,7 +721,7 @@ class RedisBackend:
             k.hooks(record.app),
             k.recent_sends(record.app, record.touser),
             k.pause(record.app),
-            *self._book(record.app, record.batch_id, message_key),
+            *self._book(k, record.app, record.batch_id, message_key),
         ]
 
     def _settle_args(self, s: Settlement, now: float) -> list[object]:
@@ -608,9 +757,10 @@ class RedisBackend:
         for message_id, (app, batch_id) in zip(ids, found, strict=True):
             if app is None:
                 continue
-            k, message_key = self._keys, self._keys.message(message_id)
+            k = self._at(message_id)
+            message_key = k.message(message_id)
             keys = [message_key, k.retry(app), k.settled, k.hooks(app)]
-            keys += self._book(app, batch_id, message_key)
+            keys += self._book(k, app, batch_id, message_key)
             self._queue(pipe, lua.CANCEL, keys, [message_id, _num(now), line, self._retention_s])
         answers = iter(await pipe.execute())
         results = []
@@ -649,30 +799,43 @@ class RedisBackend:
             return 0
         event = _line(Event(now, EventKind.REPLAYED))
         pipe = await self._pipeline()
+        dedupes = []
         for message_id, app, batch_id, key, position in found:
             dedupe = self._stored_dedupe_key(
                 app, key, batch_id, None if position is None else int(position)
             )
+            dedupes.append(dedupe)
             self._queue(
                 pipe,
                 lua.REPLAY,
                 self._replay_keys(message_id, app, batch_id, dedupe),
                 [message_id, _num(now), event, self._retention_s],
             )
-        return sum(await pipe.execute())
+        moved = await pipe.execute()
+        if self._keys.partitioned:
+            # The claimed key of a message queued again lives as long as it does.
+            renew = [
+                (dedupe, item[0])
+                for item, dedupe, done in zip(found, dedupes, moved, strict=True)
+                if done and dedupe
+            ]
+            await self._touch_claims(renew, self._retention_s)
+        return sum(moved)
 
     def _replay_keys(
         self, message_id: str, app: str, batch_id: str | None, dedupe: str | None
     ) -> list[str]:
-        k = self._keys
+        k = self._at(message_id)
         message_key = k.message(message_id)
+        if self._keys.partitioned:
+            dedupe = None  # in a slot of its own: renewed after the script
         return [
             message_key,
             k.ready(app),
             k.settled,
             k.dead,
             dedupe or message_key,
-            *self._book(app, batch_id, message_key),
+            *self._book(k, app, batch_id, message_key),
         ]
 
     def _stored_dedupe_key(
@@ -690,18 +853,21 @@ class RedisBackend:
     async def replay_dead(self, flt: DeadLetterFilter, now: float) -> int:
         low = "-inf" if flt.since is None else _num(flt.since)
         high = "+inf" if flt.until is None else _num(flt.until)
-        moved = skipped = 0
-        while True:
-            refs = await self._client.zrangebyscore(
-                self._keys.dead, low, high, start=skipped, num=REPLAY_CHUNK
-            )
-            if not refs:
-                return moved
-            chosen = await self._dead_matching([_Ref.of(text) for text in refs], flt)
-            count = await self._replay(chosen, now)
-            moved += count
-            # What was replayed left the set; what was not is stepped over next time.
-            skipped += len(refs) - count
+        moved = 0
+        for k in self._parts:
+            skipped = 0
+            while True:
+                refs = await self._client.zrangebyscore(
+                    k.dead, low, high, start=skipped, num=REPLAY_CHUNK
+                )
+                if not refs:
+                    break
+                chosen = await self._dead_matching([_Ref.of(text) for text in refs], flt)
+                count = await self._replay(chosen, now)
+                moved += count
+                # What was replayed left the set; what was not is stepped over next time.
+                skipped += len(refs) - count
+        return moved
 
     async def _dead_matching(self, refs: list[_Ref], flt: DeadLetterFilter) -> list[str]:
         refs = [ref for ref in refs if flt.app is None or ref.app == flt.app]
@@ -720,17 +886,14 @@ class RedisBackend:
     async def apply_report(self, report: Report, now: float) -> ReportApplied:
         app, target = report.app, report.status
         kept = {"status": report.text, "target": target.value, "received_at": _num(now)}
-        message_id = await self._run(
-            lua.KEEP_REPORT,
-            [self._keys.msgid(app, report.msgid), self._keys.pending_report(app, report.msgid)],
-            [orjson.dumps(kept).decode(), PENDING_REPORT_TTL_S],
-        )
+        message_id = await self._find_or_keep_report(app, report.msgid, orjson.dumps(kept))
         if message_id is None:
             return ReportApplied(None, None, False)
-        message_key = self._keys.message(message_id)
+        k = self._at(message_id)
+        message_key = k.message(message_id)
         batch_id = await self._client.hget(message_key, "batch_id")
-        keys = [message_key, self._keys.settled, self._keys.hooks(app)]
-        keys += self._book(app, batch_id, message_key)
+        keys = [message_key, k.settled, k.hooks(app)]
+        keys += self._book(k, app, batch_id, message_key)
         args = [message_id, report.text, target.value, _num(now), self._retention_s]
         answer = await self._run(lua.REPORT, keys, args)
         if answer is None:  # the message was purged; its msgid key was going with it
@@ -738,18 +901,50 @@ class RedisBackend:
         status, changed = answer
         return ReportApplied(message_id, Status(status), changed == 1)
 
+    async def _find_or_keep_report(self, app: str, msgid: int, kept: bytes) -> str | None:
+        """The id of the message WeChat answered `msgid` for; else the report is kept for
+        the settle that stores the msgid. A partitioned queue looks in every partition (a
+        msgid is in one at most) and keeps the report in each, as the settle of whichever
+        partition holds the message takes it from its own (the others expire)."""
+        if not self._keys.partitioned:
+            k = self._keys
+            return await self._run(
+                lua.KEEP_REPORT,
+                [k.msgid(app, msgid), k.pending_report(app, msgid)],
+                [kept.decode(), PENDING_REPORT_TTL_S],
+            )
+        pipe = self._client.pipeline(transaction=False)
+        for k in self._parts:
+            pipe.get(k.msgid(app, msgid))
+        found = [message_id for message_id in await pipe.execute() if message_id]
+        if found:
+            return str(found[0])
+        # Per partition, KEEP_REPORT is atomic with the settle: either the settle finds
+        # the report, or the report finds the msgid.
+        pipe = await self._pipeline()
+        for k in self._parts:
+            self._queue(
+                pipe,
+                lua.KEEP_REPORT,
+                [k.msgid(app, msgid), k.pending_report(app, msgid)],
+                [kept.decode(), PENDING_REPORT_TTL_S],
+            )
+        found = [message_id for message_id in await pipe.execute() if message_id]
+        return str(found[0]) if found else None
+
     @_storage_call
     async def apply_sent_result(
         self, message_id: str, status: Status, text: str, now: float
     ) -> ReportApplied:
         if status not in SENT_RESULTS:
             raise ValueError(f"a sent event settles a message delivered or failed, not {status}")
-        message_key = self._keys.message(message_id)
+        k = self._at(message_id)
+        message_key = k.message(message_id)
         app, batch_id = await self._client.hmget(message_key, ["app", "batch_id"])
         if app is None:
             return ReportApplied(None, None, False)
-        keys = [message_key, self._keys.settled, self._keys.hooks(app)]
-        keys += self._book(app, batch_id, message_key)
+        keys = [message_key, k.settled, k.hooks(app)]
+        keys += self._book(k, app, batch_id, message_key)
         args = [message_id, text, status.value, _num(now), self._retention_s, "1"]
         answer = await self._run(lua.REPORT, keys, args)
         if answer is None:
@@ -777,28 +972,35 @@ class RedisBackend:
         )
         # A timed pause's key outlives its end; pauses() compares `until` with `now`.
         ttl = None if pause.until is None else max(1, math.ceil(pause.until - pause.since)) + 1
-        pipe = self._client.pipeline(transaction=True)
-        pipe.set(self._keys.pause(pause.app), value, ex=ttl)
-        pipe.sadd(self._keys.paused, pause.app)
-        await pipe.execute()
+        # Each partition keeps a copy, which its settle script reads; the first partition's
+        # is the one pauses() reads.
+        for k in reversed(self._parts):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.set(k.pause(pause.app), value, ex=ttl)
+            if k.partition == 0:
+                pipe.sadd(k.paused, pause.app)
+            await pipe.execute()
 
     @_storage_call
     async def resume_app(self, app: str, now: float) -> bool:
         raw = await self._client.get(self._keys.pause(app))
+        for k in self._parts[1:]:
+            await self._client.delete(k.pause(app))
         if raw is None or not await self._client.delete(self._keys.pause(app)):
             return False
         until = orjson.loads(raw).get("until")
         if until is not None:
-            await self._make_due(app, until, now)
+            for k in self._parts:
+                await self._make_due(k, app, until, now)
         return True
 
-    async def _make_due(self, app: str, since: float, now: float) -> None:
+    async def _make_due(self, k: RedisKeys, app: str, since: float, now: float) -> None:
         """What a timed pause held back (retry time >= its end) becomes due at `now`."""
-        retry = self._keys.retry(app)
+        retry = k.retry(app)
         refs = await self._client.zrangebyscore(retry, since, "+inf")
         for start in range(0, len(refs), RESUME_CHUNK):
             chunk = refs[start : start + RESUME_CHUNK]
-            keys = [retry, *(self._keys.message(_Ref.of(ref).id) for ref in chunk)]
+            keys = [retry, *(k.message(_Ref.of(ref).id) for ref in chunk)]
             await self._run(lua.MAKE_DUE, keys, [now, *chunk])
 
     @_storage_call
@@ -885,10 +1087,11 @@ class RedisBackend:
         creation), at most LIST_SCAN records each: an app whose oldest waiting message
         lies beyond that is left out."""
         wanted, oldest = set(apps), {}
-        for status in (Status.QUEUED, Status.SENDING):
-            found = await self._oldest_in(self._keys.index_status(status), wanted)
-            for app, created in found.items():
-                oldest[app] = min(created, oldest.get(app, created))
+        for k in self._parts:
+            for status in (Status.QUEUED, Status.SENDING):
+                found = await self._oldest_in(k.index_status(status), wanted)
+                for app, created in found.items():
+                    oldest[app] = min(created, oldest.get(app, created))
         return oldest
 
     async def _oldest_in(self, index: str, wanted: set[str]) -> dict[str, float]:
@@ -908,35 +1111,50 @@ class RedisBackend:
     @_storage_call
     async def purge(self, older_than: float) -> int:
         total = 0
+        for k in self._parts:
+            total += await self._purge_in(k, older_than)
+        return total
+
+    async def _purge_in(self, k: RedisKeys, older_than: float) -> int:
+        total = 0
         while True:
             members = await self._client.zrangebyscore(
-                self._keys.settled, "-inf", f"({_num(older_than)}", start=0, num=PURGE_CHUNK
+                k.settled, "-inf", f"({_num(older_than)}", start=0, num=PURGE_CHUNK
             )
             if not members:
                 return total
             pipe = await self._pipeline()
             for member in members:
-                keys, args = self._purge_call(member)
+                keys, args = self._purge_call(k, member)
                 self._queue(pipe, lua.PURGE, keys, args)
-            total += sum(await pipe.execute())
+            purged = await pipe.execute()
+            total += sum(purged)
+            if self._keys.partitioned:
+                # A purged message's claimed key goes with it (in a slot of its own).
+                gone = []
+                for member, done in zip(members, purged, strict=True):
+                    ref_text, _, key, _ = orjson.loads(member)
+                    ref = _Ref.of(ref_text)
+                    if done and key:
+                        gone.append((k.idempotency(ref.app, key), ref.id))
+                await self._touch_claims(gone, None)
             if len(members) < PURGE_CHUNK:
                 return total
 
-    def _purge_call(self, member: str) -> tuple[list[str], list[object]]:
+    def _purge_call(self, k: RedisKeys, member: str) -> tuple[list[str], list[object]]:
         ref_text, status, key, msgid = orjson.loads(member)
         ref = _Ref.of(ref_text)
-        k = self._keys
         message_key = k.message(ref.id)
         keys = [
             message_key,
             k.settled,
             k.dead,
-            k.idempotency(ref.app, key) if key else message_key,
+            k.idempotency(ref.app, key) if key and not k.partitioned else message_key,
             k.msgid(ref.app, int(msgid)) if msgid else message_key,
             k.index_all,
             k.index_app(ref.app),
             k.index_batch(ref.batch_id) if ref.batch_id else message_key,
-            *self._book(ref.app, ref.batch_id, message_key),
+            *self._book(k, ref.app, ref.batch_id, message_key),
         ]
         return keys, [member, ref.id, status, ref_text, "1" if ref.batch_id else ""]
 
@@ -951,8 +1169,12 @@ class RedisBackend:
 
     @_storage_call
     async def recent_sends(self, app: str, touser: str, since: float) -> list[MessageRecord]:
-        key = self._keys.recent_sends(app, touser)
-        ids = await self._client.zrevrangebyscore(key, "+inf", _num(since), start=0, num=100)
+        pipe = self._client.pipeline(transaction=False)
+        for k in self._parts:
+            key = k.recent_sends(app, touser)
+            pipe.zrevrangebyscore(key, "+inf", _num(since), start=0, num=100, withscores=True)
+        scored = [item for found in await pipe.execute() for item in found]
+        ids = [message_id for message_id, _ in sorted(scored, key=lambda item: -item[1])[:100]]
         return [
             record
             for record in await self._records(ids)
@@ -961,12 +1183,25 @@ class RedisBackend:
 
     @_storage_call
     async def batch_counts(self, batch_id: str) -> dict[Status, int] | None:
-        fields = await self._client.hgetall(self._keys.batch(batch_id))
-        return _per_status(fields) if fields else None
+        found = [fields for fields in await self._each(lambda k: k.batch(batch_id)) if fields]
+        return _summed(found) if found else None
+
+    async def _each(self, key: Callable[[RedisKeys], str]) -> list[dict[str, str]]:
+        """HGETALL of one hash in every partition."""
+        if len(self._parts) == 1:
+            return [await self._client.hgetall(key(self._keys))]
+        pipe = self._client.pipeline(transaction=False)
+        for k in self._parts:
+            pipe.hgetall(key(k))
+        return list(await pipe.execute())
 
     @_storage_call
     async def oldest(self, status: Status) -> MessageRecord | None:
-        index = self._keys.index_status(status)
+        found = [await self._oldest_at(k, status) for k in self._parts]
+        return min((r for r in found if r is not None), key=lambda r: r.id, default=None)
+
+    async def _oldest_at(self, k: RedisKeys, status: Status) -> MessageRecord | None:
+        index = k.index_status(status)
         lower = "-"
         for _ in range(LIST_SCAN // LIST_STEP):
             ids = await self._client.zrangebylex(index, lower, "+", start=0, num=LIST_STEP)
@@ -980,8 +1215,7 @@ class RedisBackend:
 
     @_storage_call
     async def counts(self, app: str | None = None) -> dict[Status, int]:
-        key = self._keys.counts if app is None else self._keys.app_counts(app)
-        return _per_status(await self._client.hgetall(key))
+        return _summed(await self._each(lambda k: k.counts if app is None else k.app_counts(app)))
 
     @_storage_call
     async def list(self, flt: ListFilter, limit: int, cursor: str | None = None) -> Page:
@@ -1008,27 +1242,38 @@ class RedisBackend:
 
     async def _list_indexes(self, flt: ListFilter) -> list[str]:
         """The index `list()` walks: one, or with no filter the app indexes of every app."""
-        k = self._keys
+        parts = self._parts
         if flt.batch_id is not None:
-            return [k.index_batch(flt.batch_id)]
+            return [k.index_batch(flt.batch_id) for k in parts]
         candidates = []
         if flt.status is not None:
-            candidates.append(k.index_status(Status(flt.status)))
+            candidates.append([k.index_status(Status(flt.status)) for k in parts])
         if flt.app is not None:
-            candidates.append(k.index_app(flt.app))
+            candidates.append([k.index_app(flt.app) for k in parts])
         if not candidates:
-            return [k.index_app(app) for app in sorted(await self._client.smembers(k.apps))]
+            pipe = self._client.pipeline(transaction=False)
+            for k in parts:
+                pipe.smembers(k.apps)
+            return [
+                k.index_app(app)
+                for k, apps in zip(parts, await pipe.execute(), strict=True)
+                for app in sorted(apps)
+            ]
         if len(candidates) < 2:
-            return candidates
+            return candidates[0]
         pipe = self._client.pipeline(transaction=False)
         for candidate in candidates:
-            pipe.zcard(candidate)
+            for index in candidate:
+                pipe.zcard(index)
         sizes = await pipe.execute()
-        return [min(zip(sizes, candidates, strict=True))[1]]
+        n = len(parts)
+        totals = [sum(sizes[i * n : (i + 1) * n]) for i in range(len(candidates))]
+        return candidates[totals.index(min(totals))]
 
     async def _newest(self, indexes: list[str], upper: str) -> list[str]:
         """The LIST_STEP newest ids below `upper` in the union of `indexes` (an id is in
-        one app's index only: the newest of the union are among each one's newest)."""
+        one app's index of one partition only: the newest of the union are among each
+        one's newest)."""
         if len(indexes) == 1:
             return list(
                 await self._client.zrevrangebylex(indexes[0], upper, "-", start=0, num=LIST_STEP)
@@ -1050,14 +1295,14 @@ class RedisBackend:
         ]
 
 
-def _enqueue_args(m: NewMessage, now: float, deduped: bool) -> list[object]:
+def _enqueue_args(m: NewMessage, now: float, dedupe: str) -> list[object]:
     """ENQUEUE's values for one message (redis_scripts, in that order)."""
     events = first_events(m, now)
     verdict = m.verdict
     return [
         m.id, m.app, m.touser, m.template_id, orjson.dumps(m.payload).decode(),
         _opt(m.idempotency_key), _opt(m.trace_id), _opt(m.batch_id),
-        _Ref(m.id, m.app, m.batch_id).text(), "1" if deduped else "", m.digest,
+        _Ref(m.id, m.app, m.batch_id).text(), dedupe, m.digest,
         _opt(m.batch_position), m.status.value,
         _num(m.send_at if m.send_at is not None else now),
         "\n".join(_line(event) for event in events), len(events),
@@ -1101,6 +1346,15 @@ def _matches(record: MessageRecord, flt: ListFilter) -> bool:
 
 def _per_status(fields: dict[str, str]) -> dict[Status, int]:
     return {status: int(fields.get(status.value, 0)) for status in Status}
+
+
+def _summed(hashes: Iterable[dict[str, str]]) -> dict[Status, int]:
+    """Messages per status, summed over the partitions' counters."""
+    total = dict.fromkeys(Status, 0)
+    for fields in hashes:
+        for status, count in _per_status(fields).items():
+            total[status] += count
+    return total
 
 
 def _decoded(values: Sequence[Any], events: list[Event] | None = None) -> MessageRecord:

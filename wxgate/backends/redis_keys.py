@@ -7,24 +7,34 @@ transaction touches lies in one slot (docs/design.md, "Redis Cluster"). The tags
 
 - `{q}`: the queue — records, their counters and indexes, the ready streams and
   retry sets, leases, dead letters, settled records, the webhook outbox, dedupe keys,
-  msgids and pending reports, pauses: everything a message's scripts touch;
+  msgids and pending reports, pauses: everything a message's scripts touch. With
+  `partitions` > 1 the queue is that many queues, partition p tagged `{q<p>.<i>}`
+  (`queue_tag`: its slot in the p-th of `partitions` equal shares of the slots, so
+  the partitions spread over the primaries), a message in partition
+  `partition_of(id)`; its dedupe keys then leave the queue for slots of their own
+  (claimed before the message is stored: redis.py, `_enqueue_partitioned`);
 - `{app=<app>}`: one app's access token, its fetch lock and fence, its send budget,
   its template registry and its suppression list;
 - `{cap=<app>:<touser>}`: one recipient's send caps;
 - `{apikeys}`: the API keys.
 
 Keys only ever touched one at a time (grants, the dedupe window, nonces, the audit
-log) carry no tag and spread over the cluster. On one redis-server the keys carry no
-tags: the names are those of the versions before cluster support. Free-form parts
-(app names, idempotency keys, batch ids, nonces) are escaped so that no two different
-part lists can ever spell the same key: `%` becomes `%25` and `:` `%3A` (and, inside a
-tag, `{` `%7B` and `}` `%7D`, so that no part can end the tag).
+log; a partitioned queue's dedupe keys) carry no tag and spread over the cluster. On
+one redis-server the keys carry no tags: the names are those of the versions before
+cluster support. Free-form parts (app names, idempotency keys, batch ids, nonces) are
+escaped so that no two different part lists can ever spell the same key: `%` becomes
+`%25` and `:` `%3A` (and, inside a tag, `{` `%7B` and `}` `%7D`, so that no part can
+end the tag).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import zlib
+from dataclasses import dataclass, replace
 from typing import Final
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 # The consumer group every worker of every process reads the ready streams in.
 GROUP: Final = "wxgate-workers"
@@ -43,6 +53,24 @@ def _tag_part(part: str) -> str:
 
 QUEUE_TAG: Final = "q"
 API_KEYS_TAG: Final = "apikeys"
+MAX_PARTITIONS: Final = 256
+
+
+@functools.cache
+def queue_tag(partition: int, partitions: int) -> str:
+    """The hash tag of one partition of the queue: `q` for a queue of one (the names of
+    before); else the first `q<p>.<i>` whose slot lies in the p-th of `partitions` equal
+    shares of the slots. `q0`, `q1`, ... themselves bunch up (their CRC16s differ in few
+    bits: four of them put three on one primary of three), while a cluster's primaries
+    usually serve equal ranges of slots, so these spread as evenly as the ranges do."""
+    if partitions == 1:
+        return QUEUE_TAG
+    share = REDIS_CLUSTER_HASH_SLOTS / partitions
+    for i in range(1_000_000):
+        tag = f"{QUEUE_TAG}{partition}.{i}"
+        if int(key_slot(tag.encode()) // share) == partition:
+            return tag
+    raise RuntimeError(f"no hash tag found for partition {partition} of {partitions}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +80,37 @@ class RedisKeys:
 
     prefix: str = "wxgate"
     tagged: bool = False
+    partitions: int = 1  # the queue's partitions (a Redis Cluster only)
+    partition: int = 0  # the partition whose queue keys these are (`at`)
 
     def __post_init__(self) -> None:
         if "{" in self.prefix or "}" in self.prefix:
             raise ValueError("a Redis key prefix cannot contain { or } (hash tags)")
+        if not 1 <= self.partitions <= MAX_PARTITIONS:
+            raise ValueError(f"a queue has 1 to {MAX_PARTITIONS} partitions")
+        if self.partitions > 1 and not self.tagged:
+            raise ValueError("partitions are for a Redis Cluster: one server has one queue")
+        if not 0 <= self.partition < self.partitions:
+            raise ValueError(f"no partition {self.partition} of {self.partitions}")
+
+    @property
+    def partitioned(self) -> bool:
+        return self.partitions > 1
+
+    def at(self, partition: int) -> RedisKeys:
+        """The keys of queue partition `partition` (the keys outside the queue are the same)."""
+        return replace(self, partition=partition)
+
+    def partition_of(self, message_id: str) -> int:
+        """The partition a message lives in: a pure function of its id, so that a record
+        is found by its id alone (CRC-32 spreads ULIDs evenly)."""
+        if self.partitions == 1:
+            return 0
+        return zlib.crc32(message_id.encode()) % self.partitions
+
+    def queue_tag(self, partition: int) -> str:
+        """The hash tag of queue partition `partition` (module `queue_tag`)."""
+        return queue_tag(partition, self.partitions)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -65,8 +120,15 @@ class RedisKeys:
         return ":".join((self.prefix, "{" + tag + "}", *parts))
 
     def _q(self, *parts: str) -> str:
-        """A key of the queue, which every message script touches."""
-        return self._tagged(QUEUE_TAG, *parts) if self.tagged else self._key(*parts)
+        """A key of this partition of the queue, which every message script touches."""
+        if not self.tagged:
+            return self._key(*parts)
+        return self._tagged(self.queue_tag(self.partition), *parts)
+
+    def _claim(self, *parts: str) -> str:
+        """A dedupe key: in the queue, or in a slot of its own when the queue is
+        partitioned (a message's partition is not known before its key is claimed)."""
+        return self._key(*parts) if self.partitioned else self._q(*parts)
 
     def _app(self, kind: str, app: str, *parts: str) -> str:
         """A key in the slot of one app (its token, lock, fence, budget, ...)."""
@@ -77,8 +139,12 @@ class RedisKeys:
     # -- records and their indexes ----------------------------------------------------
 
     def message(self, message_id: str) -> str:
-        """Hash: one message record (fields as in `MessageRecord`, events as JSON lines)."""
-        return self._q("msg", escape(message_id))
+        """Hash: one message record (fields as in `MessageRecord`, events as JSON lines),
+        in its own partition whichever partition's keys these are."""
+        if not self.tagged:
+            return self._key("msg", escape(message_id))
+        tag = self.queue_tag(self.partition_of(message_id))
+        return self._tagged(tag, "msg", escape(message_id))
 
     @property
     def counts(self) -> str:
@@ -180,12 +246,17 @@ class RedisKeys:
 
     def idempotency(self, app: str, key: str) -> str:
         """String: "<id>\\x1f<digest>" of the first message with this key."""
-        return self._q("idem", escape(app), escape(key))
+        return self._claim("idem", escape(app), escape(key))
 
     def batch_position(self, batch_id: str, position: int) -> str:
         """String: like an idempotency key, for a keyed batch's member without a key of
         its own (a namespace of its own: no caller key can name it)."""
-        return self._q("bpos", escape(batch_id), str(position))
+        return self._claim("bpos", escape(batch_id), str(position))
+
+    def batch_digest(self, batch_id: str) -> str:
+        """String: a keyed batch's digest, claimed before its members are stored (a
+        partitioned queue only: one partition keeps it in the batch hash)."""
+        return self._claim("bdigest", escape(batch_id))
 
     def msgid(self, app: str, msgid: int) -> str:
         """String: the id of the message WeChat answered `msgid` for."""

@@ -226,7 +226,9 @@ end
 # ARGV: now, dedupe ttl, retention, the batch's digest ('' for none); then per message
 #   PER values: id, app, touser, template_id (not stored: the payload has it), payload,
 #   idempotency_key, trace_id, batch_id, ref, dedupe ('1' when the message has a dedupe
-#   key), digest, batch_position, status (queued, scheduled, or a settled verdict), next_attempt_at,
+#   key; 'x' when its key was claimed before, in a slot of its own: the message is then
+#   stored unless its record exists, and answered as a repeat if it does), digest,
+#   batch_position, status (queued, scheduled, or a settled verdict), next_attempt_at,
 #   events (JSON lines), event count, kind, urgent ('1'/''), send_at, errcode, errmsg,
 #   notify ('1'/''), callback_url ('' for an absent optional value).
 # Every key is checked before anything is written. Returns per message '' (stored) or
@@ -268,6 +270,13 @@ for i = 0, count - 1 do
       firsts[i + 1] = first
     else
       pending[idem] = ARGV[a + 1] .. '\\31' .. digest
+    end
+  elseif ARGV[a + 10] == 'x' then
+    local msg = KEYS[FIRST + i * 9 + 1]
+    if pending[msg] or redis.call('EXISTS', msg) == 1 then
+      firsts[i + 1] = ARGV[a + 1]
+    else
+      pending[msg] = true
     end
   end
 end
@@ -633,6 +642,29 @@ return 1
 """
 )
 
+# A dedupe key of a partitioned queue, claimed before its message is stored
+# (docs/design.md, "Redis Cluster"). KEYS: the key. ARGV: value ("<id>\\31<digest>",
+# or a batch's digest), ttl seconds. Returns the value held already (nothing written),
+# or false once stored.
+CLAIM: Final = """#!lua
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return false
+"""
+
+# A claimed dedupe key follows its message (what SETTLE, REPLAY and PURGE do to a key
+# in the message's slot): KEYS: the key. ARGV: id, ttl seconds ('' deletes it).
+# Touches the key only while it names that id. Returns 1 if touched.
+TOUCH_CLAIM: Final = (
+    _PRELUDE
+    + """
+if not owned_by(KEYS[1], ARGV[1]) then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+)
+
 # KEYS: nonce. ARGV: now, expires_at, ttl seconds (whole, for Redis to forget it).
 # The stored expiry decides, so `now` is the caller's clock. Returns 1 if fresh.
 REMEMBER_NONCE: Final = """#!lua
@@ -858,7 +890,8 @@ end
 
 # ARGV: now, deadline, limit, adopt (entries taken from the stream at most), token.
 # New stream entries are adopted first (each leaves the stream in the same step), then
-# up to `limit` due events are claimed. Returns {seq, JSON} per claimed event.
+# up to `limit` due events are claimed. Returns {seq, JSON, due} per claimed event, oldest
+# due first (due: the score it was claimed at).
 CLAIM_HOOKS: Final = (
     _HOOK_PRELUDE
     + """
@@ -876,13 +909,15 @@ for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[4])
 end
 local claimed = {}
 if limit <= 0 then return claimed end
-for _, seq in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, limit)) do
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
+for i = 1, #due, 2 do
+  local seq = due[i]
   local ev = cjson.decode(redis.call('HGET', KEYS[2], seq))
   ev.state, ev.token, ev.next = 'sending', ARGV[5], deadline
   local text = cjson.encode(ev)
   redis.call('HSET', KEYS[2], seq, text)
   redis.call('ZADD', KEYS[4], deadline, seq)
-  table.insert(claimed, {seq, text})
+  table.insert(claimed, {seq, text, due[i + 1]})
 end
 return claimed
 """

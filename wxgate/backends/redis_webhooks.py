@@ -7,11 +7,17 @@ in `hook_chains` (only a chain's head is ever in `hook_due`, which is what keeps
 message's events in order) and `hook_pending` (for the backlog and its age). Each
 claim, finish and replay is one script over the app's six keys (redis_scripts);
 key shapes are redis_keys'. The rules are webhook_outbox.py's.
+
+A partitioned queue (redis_keys) has an outbox in each partition, written by the
+scripts of the messages there (a message's events all in its own, so its chain keeps
+them in order); an event's seq is then its partition and stream id, "<p>-<stream id>"
+(no `/`: the seq is part of the webhook-id receivers see).
 """
 
 from __future__ import annotations
 
 import functools
+import heapq
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
@@ -69,9 +75,26 @@ class RedisWebhookOutbox:
         self._finish = client.register_script(lua.FINISH_HOOK)
         self._replay = client.register_script(lua.REPLAY_HOOKS)
         self._purge = client.register_script(lua.PURGE_HOOKS)
+        self._parts = [keys.at(p) for p in range(keys.partitions)]
+        self._next_part = 0  # which partition a claim tries first: each in turn
 
-    def _app_keys(self, app: str) -> list[str]:
-        k = self._keys
+    def _seq(self, partition: int, entry: str) -> str:
+        """An event's seq: its stream id, qualified with its partition when there are many."""
+        return f"{partition}-{entry}" if self._keys.partitioned else entry
+
+    def _entry(self, seq: str) -> tuple[int, str] | None:
+        """The partition and stream id a seq names, or None for one that names none."""
+        if not self._keys.partitioned:
+            return 0, seq
+        partition, dash, entry = seq.partition("-")
+        if not (dash and partition.isascii() and partition.isdigit()):
+            return None
+        if int(partition) >= self._keys.partitions:
+            return None
+        return int(partition), entry
+
+    def _app_keys(self, app: str, partition: int = 0) -> list[str]:
+        k = self._parts[partition]
         return [
             k.hooks(app),
             k.hook_events(app),
@@ -88,14 +111,26 @@ class RedisWebhookOutbox:
         deadline = now + lease_s
         token = secrets.token_hex(8)
         claimed: list[tuple[WebhookEvent, dict[str, Any]]] = []
+        count = len(self._parts)
+        first = self._next_part
+        self._next_part = (first + 1) % count
         for app in apps:
-            room = limit - len(claimed)
-            if room <= 0:
-                break
-            args = [repr(float(now)), repr(float(deadline)), room, ADOPT_MAX, token]
-            for seq, text in await self._claim(self._app_keys(app), args):
-                fields = orjson.loads(text)
-                claimed.append((_event(app, seq, fields), fields))
+            # Each partition's claims come oldest due first; an app's, merged by due time
+            # (then stream id: events due together go in the order they were written).
+            mine: list[tuple[tuple[float, int, int], WebhookEvent, dict[str, Any]]] = []
+            for step in range(count):
+                room = limit - len(claimed) - len(mine)
+                if room <= 0:
+                    break
+                p = (first + step) % count
+                args = [repr(float(now)), repr(float(deadline)), room, ADOPT_MAX, token]
+                for entry, text, due in await self._claim(self._app_keys(app, p), args):
+                    fields = orjson.loads(text)
+                    ms, _, n = entry.partition("-")
+                    event = _event(app, self._seq(p, entry), fields)
+                    mine.append(((float(due), int(ms), int(n)), event, fields))
+            mine.sort(key=lambda item: item[0])
+            claimed += [(event, fields) for _, event, fields in mine]
         if not claimed:
             return []
         pipe = self._client.pipeline(transaction=False)
@@ -125,42 +160,57 @@ class RedisWebhookOutbox:
             return []
         await preload(self._client, self._finish)
         pipe = self._client.pipeline(transaction=False)
+        answered = []
         for result in results:
             event = result.claim.event
+            found = self._entry(event.seq)
+            answered.append(found is not None)
+            if found is None:
+                continue
+            partition, entry = found
             retry_at = now if result.next_attempt_at is None else result.next_attempt_at
             args = [
-                event.seq,
+                entry,
                 result.claim.token,
                 result.outcome.value,
                 repr(float(now)),
                 repr(float(retry_at)),
                 result.error or "",
             ]
-            await self._finish(self._app_keys(event.app), args, client=pipe)
-        return [answer == 1 for answer in await pipe.execute()]
+            await self._finish(self._app_keys(event.app, partition), args, client=pipe)
+        answers = iter(await pipe.execute())
+        return [ok and next(answers) == 1 for ok in answered]
 
     @_guarded
     async def entries(self, app: str, state: HookState, limit: int) -> list[HookEntry]:
         if limit <= 0:
             return []
-        keys = self._app_keys(app)
-        if state is HookState.DEAD:
-            index = keys[5]
-        else:
-            await self._claim(keys, ["0", "0", 0, ADOPT_MAX, ""])  # adopt only, claim none
-            index = keys[4]
-        seqs = await self._client.zrange(index, 0, limit - 1)
-        if not seqs:
+        # The first `limit` of each partition's index, merged by score.
+        scored: list[list[tuple[float, int, str]]] = []
+        for p in range(len(self._parts)):
+            keys = self._app_keys(app, p)
+            if state is HookState.DEAD:
+                index = keys[5]
+            else:
+                await self._claim(keys, ["0", "0", 0, ADOPT_MAX, ""])  # adopt only, claim none
+                index = keys[4]
+            found = await self._client.zrange(index, 0, limit - 1, withscores=True)
+            scored.append([(score, p, entry) for entry, score in found])
+        chosen = list(heapq.merge(*scored))[:limit]
+        if not chosen:
             return []
-        texts = await self._client.hmget(keys[1], seqs)
+        pipe = self._client.pipeline(transaction=False)
+        for _, p, entry in chosen:
+            pipe.hget(self._app_keys(app, p)[1], entry)
+        texts = await pipe.execute()
         entries = []
-        for seq, text in zip(seqs, texts, strict=True):
+        for (_, p, entry), text in zip(chosen, texts, strict=True):
             if text is None:
                 continue
             fields = orjson.loads(text)
             entries.append(
                 HookEntry(
-                    _event(app, seq, fields),
+                    _event(app, self._seq(p, entry), fields),
                     HookState(fields["state"]),
                     int(fields["attempts"]),
                     float(fields["next"]),
@@ -171,43 +221,58 @@ class RedisWebhookOutbox:
 
     @_guarded
     async def replay(self, app: str, seqs: Sequence[str] | None, now: float) -> int:
-        keys = self._app_keys(app)
-        if seqs is not None:
-            return int(await self._replay(keys, [repr(float(now)), *seqs])) if seqs else 0
         moved = 0
-        while chunk := await self._client.zrange(keys[5], 0, PURGE_CHUNK - 1):
-            moved += int(await self._replay(keys, [repr(float(now)), *chunk]))
+        if seqs is not None:
+            chosen: dict[int, list[str]] = {}
+            for seq in seqs:
+                if (found := self._entry(seq)) is not None:
+                    chosen.setdefault(found[0], []).append(found[1])
+            for p, entries in chosen.items():
+                keys = self._app_keys(app, p)
+                moved += int(await self._replay(keys, [repr(float(now)), *entries]))
+            return moved
+        for p in range(len(self._parts)):
+            keys = self._app_keys(app, p)
+            while chunk := await self._client.zrange(keys[5], 0, PURGE_CHUNK - 1):
+                moved += int(await self._replay(keys, [repr(float(now)), *chunk]))
         return moved
 
     @_guarded
     async def backlog(self, apps: Sequence[str]) -> list[HookBacklog]:
         pipe = self._client.pipeline(transaction=False)
         for app in apps:
-            keys = self._app_keys(app)
-            pipe.zcard(keys[4])
-            pipe.zrange(keys[4], 0, 0, withscores=True)
-            pipe.zcard(keys[5])
-            pipe.xlen(keys[0])
-            pipe.xrange(keys[0], count=1)
+            for p in range(len(self._parts)):
+                keys = self._app_keys(app, p)
+                pipe.zcard(keys[4])
+                pipe.zrange(keys[4], 0, 0, withscores=True)
+                pipe.zcard(keys[5])
+                pipe.xlen(keys[0])
+                pipe.xrange(keys[0], count=1)
         answers = iter(await pipe.execute())
         backlogs = []
         for app in apps:
-            adopted, first, dead, fresh, first_fresh = (next(answers) for _ in range(5))
-            oldest = [score for _, score in first]
-            oldest += [float(fields["at"]) for _, fields in first_fresh]
-            backlogs.append(HookBacklog(app, adopted + fresh, dead, min(oldest, default=None)))
+            pending = dead = 0
+            oldest: list[float] = []
+            for _ in self._parts:
+                adopted, first, died, fresh, first_fresh = (next(answers) for _ in range(5))
+                pending += adopted + fresh
+                dead += died
+                oldest += [score for _, score in first]
+                oldest += [float(fields["at"]) for _, fields in first_fresh]
+            backlogs.append(HookBacklog(app, pending, dead, min(oldest, default=None)))
         return backlogs
 
     @_guarded
     async def purge(self, apps: Sequence[str], older_than: float) -> int:
         total = 0
         for app in apps:
-            while True:
-                args = [repr(float(older_than)), PURGE_CHUNK]
-                purged = int(await self._purge(self._app_keys(app), args))
-                total += purged
-                if purged < PURGE_CHUNK:
-                    break
+            for p in range(len(self._parts)):
+                while True:
+                    args = [repr(float(older_than)), PURGE_CHUNK]
+                    purged = int(await self._purge(self._app_keys(app, p), args))
+                    total += purged
+                    if purged < PURGE_CHUNK:
+                        break
         return total
 
 
