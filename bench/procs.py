@@ -306,13 +306,14 @@ class Sandbox:
 class Storage:
     """Where a gateway keeps its messages: a fresh SQLite file, or a Redis key prefix
     (on the default redis_url, or on `redis_url`, a Redis Cluster's seed with
-    `redis_cluster`)."""
+    `redis_cluster`, its queue in `redis_partitions` slots)."""
 
     engine: str  # "sqlite" | "redis"
     sqlite_path: Path
     redis_prefix: str
     redis_url: str = ""  # "": the settings' default
     redis_cluster: bool = False
+    redis_partitions: int = 1  # the queue's slots on a cluster
 
     @classmethod
     def fresh(cls, workdir: Path, engine: str) -> Storage:
@@ -329,6 +330,8 @@ class Storage:
             text += f'redis_url = "{self.redis_url}"\n'
         if self.redis_cluster:
             text += "redis_cluster = true\n"
+        if self.redis_partitions != 1:
+            text += f"redis_partitions = {self.redis_partitions}\n"
         return text
 
 

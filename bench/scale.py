@@ -10,7 +10,8 @@ and of each core, so the table can say what the figure ran out of.
 
 The cluster rows run the same drains (one worker on the measured core, two unpinned)
 on a three-primary Redis Cluster started on loopback for the case (`redis_cluster =
-true`), noting each primary's CPU seconds and commands per message: the capacity
+true`), with the queue in one partition and in three (`redis_partitions`, one per
+primary), noting each primary's CPU seconds and commands per message: the capacity
 model of docs/performance.md, "Redis Cluster", is built from them. Skipped, saying why,
 without redis-server and redis-cli.
 """
@@ -46,37 +47,21 @@ VARIANTS: dict[str, tuple[str, tuple[int | None, ...]]] = {
 CASE_LABEL = "3b scale-out"
 
 
-def _specs(variant: str, what: str) -> tuple[Spec, ...]:
-    key = f"scale.{ENGINE}.{variant}"
-    specs = (
-        Spec(key, CASE_LABEL, f"{what}, from a full queue, {ENGINE}", "msgs/s", ratio_to="ceiling"),
-        Spec(
-            f"{key}.per_cpu",
-            CASE_LABEL,
-            f"{what}, per worker CPU-second, {ENGINE}",
-            "msgs/CPU-s",
-            ratio_to="ceiling.per_cpu",
-            chart="per_cpu",
-        ),
-    )
-    if variant == "1":
-        return specs
-    scaling = Spec(
-        f"{key}.vs1", CASE_LABEL, f"{what} over 1 worker, same round", "×", chart="scaling"
-    )
-    return (*specs, scaling)
-
-
-CLUSTER_VARIANTS: dict[str, tuple[str, tuple[int | None, ...]]] = {
-    "1": (f"1 worker on core {MEASURED_CORE}", (MEASURED_CORE,)),
-    "2": ("2 workers, unpinned", (None, None)),
+CLUSTER = "3-primary Redis Cluster"
+# figure key suffix -> (what it is, the cores of its workers, the queue's partitions)
+CLUSTER_VARIANTS: dict[str, tuple[str, tuple[int | None, ...], int]] = {
+    "1": (f"1 worker on core {MEASURED_CORE}, 1 partition", (MEASURED_CORE,), 1),
+    "2": ("2 workers, unpinned, 1 partition", (None, None), 1),
+    "1.p3": (f"1 worker on core {MEASURED_CORE}, 3 partitions", (MEASURED_CORE,), 3),
+    "2.p3": ("2 workers, unpinned, 3 partitions", (None, None), 3),
 }
 
 
-def _cluster_specs(variant: str, what: str) -> tuple[Spec, ...]:
-    key = f"scale.cluster.{variant}"
-    where = "3-primary Redis Cluster"
-    specs = (
+def _specs(key: str, what: str, where: str, *, one_worker: bool, cluster: bool) -> list[Spec]:
+    """The rows of one drain: its rate and per-CPU rate; on the cluster, its rate over
+    one Redis's with the same workers and its busiest primary's CPU per message; with
+    more than one worker, its rate over one worker's."""
+    specs = [
         Spec(key, CASE_LABEL, f"{what}, from a full queue, {where}", "msgs/s", ratio_to="ceiling"),
         Spec(
             f"{key}.per_cpu",
@@ -86,21 +71,42 @@ def _cluster_specs(variant: str, what: str) -> tuple[Spec, ...]:
             ratio_to="ceiling.per_cpu",
             chart="per_cpu",
         ),
-        Spec(f"{key}.vs_redis", CASE_LABEL, f"{what}: cluster over one Redis, same round", "×"),
-    )
-    if variant == "1":
-        return specs
-    scaling = Spec(
-        f"{key}.vs1", CASE_LABEL, f"{what} over 1 worker, {where}, same round", "×", chart="scaling"
-    )
-    return (*specs, scaling)
+    ]
+    if cluster:
+        specs += [
+            Spec(f"{key}.vs_redis", CASE_LABEL, f"{what}: cluster over one Redis, same round", "×"),
+            Spec(
+                f"{key}.busiest_primary",
+                CASE_LABEL,
+                f"{what}: the busiest primary's CPU per message, {where}",
+                "ms",
+            ),
+        ]
+    if not one_worker:
+        specs.append(
+            Spec(
+                f"{key}.vs1",
+                CASE_LABEL,
+                f"{what} over 1 worker, {where}, same round",
+                "×",
+                chart="scaling",
+            )
+        )
+    return specs
 
 
-SPECS = tuple(spec for variant, (what, _) in VARIANTS.items() for spec in _specs(variant, what))
-SPECS += tuple(
+SPECS = tuple(
     spec
-    for variant, (what, _) in CLUSTER_VARIANTS.items()
-    for spec in _cluster_specs(variant, what)
+    for variant, (what, cores, *_) in VARIANTS.items()
+    for spec in _specs(
+        f"scale.{ENGINE}.{variant}", what, ENGINE, one_worker=len(cores) == 1, cluster=False
+    )
+) + tuple(
+    spec
+    for variant, (what, cores, _) in CLUSTER_VARIANTS.items()
+    for spec in _specs(
+        f"scale.cluster.{variant}", what, CLUSTER, one_worker=len(cores) == 1, cluster=True
+    )
 )
 
 
@@ -240,13 +246,19 @@ async def _drop_cluster_keys(ports: list[int], prefix: str) -> None:
 
 
 async def _drain_cluster(
-    bench: Bench, variant: str, cores: tuple[int | None, ...], ports: list[int]
-) -> tuple[float, float]:
-    """As `_drain`, on the cluster at `ports`."""
+    bench: Bench, variant: str, cores: tuple[int | None, ...], partitions: int, ports: list[int]
+) -> tuple[float, float, float]:
+    """As `_drain`, on the cluster at `ports` with the queue in `partitions` slots; and
+    the busiest primary's CPU milliseconds per message."""
     count = bench.sizes.deliveries
     timeout = 60 + count / 500
     seed = f"redis://127.0.0.1:{ports[0]}/0"
-    storage = replace(Storage.fresh(bench.workdir, ENGINE), redis_url=seed, redis_cluster=True)
+    storage = replace(
+        Storage.fresh(bench.workdir, ENGINE),
+        redis_url=seed,
+        redis_cluster=True,
+        redis_partitions=partitions,
+    )
     config = GatewayConfig.write(bench.workdir, bench.sandbox.url, storage)
     await bench.sandbox.control.reset()
     try:
@@ -284,6 +296,7 @@ async def _drain_cluster(
         "scale",
         variant=f"cluster.{variant}",
         cores=["unpinned" if core is None else core for core in cores],
+        partitions=partitions,
         messages=count,
         sent_before_window=before_window,
         seconds=round(seconds, 3),
@@ -291,26 +304,29 @@ async def _drain_cluster(
         workers_cpu_ms_per_message=round(1000 * workers_cpu / delivered, 4),
         primaries=per_primary,
     )
-    return delivered / seconds, delivered / workers_cpu
+    busiest = max(primary["cpu_ms_per_message"] for primary in per_primary.values())
+    return delivered / seconds, delivered / workers_cpu, busiest
 
 
 async def _cluster_figures(bench: Bench, single: dict[str, float]) -> dict[str, float]:
     if (why := cluster_missing()) is not None:
         print(f"scale: cluster rows skipped: {why}")
         return {}
-    figures, one_worker = {}, 0.0
+    figures: dict[str, float] = {}
+    one_worker: dict[int, float] = {}  # partitions -> one worker's rate, this round
     directory = bench.workdir / f"cluster-{time.monotonic_ns()}"
     directory.mkdir()
     with running_cluster(directory) as ports:
-        for variant, (_, cores) in CLUSTER_VARIANTS.items():
-            rate, per_cpu = await _drain_cluster(bench, variant, cores, ports)
+        for variant, (_, cores, partitions) in CLUSTER_VARIANTS.items():
+            rate, per_cpu, busiest = await _drain_cluster(bench, variant, cores, partitions, ports)
             key = f"scale.cluster.{variant}"
             figures[key], figures[f"{key}.per_cpu"] = rate, per_cpu
-            figures[f"{key}.vs_redis"] = rate / single[f"scale.{ENGINE}.{variant}"]
-            if variant == "1":
-                one_worker = rate
+            figures[f"{key}.busiest_primary"] = busiest
+            figures[f"{key}.vs_redis"] = rate / single[f"scale.{ENGINE}.{len(cores)}"]
+            if len(cores) == 1:
+                one_worker[partitions] = rate
             else:
-                figures[f"{key}.vs1"] = rate / one_worker
+                figures[f"{key}.vs1"] = rate / one_worker[partitions]
     return figures
 
 

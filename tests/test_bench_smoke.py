@@ -63,10 +63,13 @@ def test_quick_scale_case_reports_one_and_two_workers_on_redis(tmp_path: Path) -
     }
     variants = ["1", "2", "2.core1"]
     if "cluster rows skipped" not in stdout:  # redis-cli is there: the cluster rows too
-        on_cluster = ["scale.cluster.1", "scale.cluster.2"]
+        cluster_variants = ["1", "2", "1.p3", "2.p3"]  # 1 and 3 partitions
+        on_cluster = [f"scale.cluster.{variant}" for variant in cluster_variants]
         expected |= {*on_cluster, *(f"{key}.per_cpu" for key in on_cluster)}
-        expected |= {*(f"{key}.vs_redis" for key in on_cluster), "scale.cluster.2.vs1"}
-        variants += ["cluster.1", "cluster.2"]
+        expected |= {f"{key}.vs_redis" for key in on_cluster}
+        expected |= {f"{key}.busiest_primary" for key in on_cluster}
+        expected |= {"scale.cluster.2.vs1", "scale.cluster.2.p3.vs1"}
+        variants += [f"cluster.{variant}" for variant in cluster_variants]
     assert set(figures) == expected
     assert all(figures[key]["median"] > 0 for key in figures)
     notes = report["details"]["scale"]
@@ -76,6 +79,9 @@ def test_quick_scale_case_reports_one_and_two_workers_on_redis(tmp_path: Path) -
     for note in notes[3:]:  # every primary's CPU and commands, for the capacity model
         assert len(note["primaries"]) == 3
         assert sum(p["redis_commands_per_message"] for p in note["primaries"].values()) > 1
+    for note in notes[5:]:  # three partitions, one per primary: every primary works
+        assert note["partitions"] == 3
+        assert all(p["redis_commands_per_message"] > 1 for p in note["primaries"].values())
 
 
 @pytest.mark.timeout(RUN_TIMEOUT_S)
