@@ -187,6 +187,44 @@ async def test_a_sent_event_that_beat_its_settle_is_kept_and_taken_once(backend:
     assert await backend.take_sent_result("shop", "o-a", "tpl-sub", T0 + 3) is None
 
 
+async def test_a_kept_event_whose_message_another_event_settled_goes_to_the_other_message(
+    backend: Backend,
+) -> None:
+    # Two sends to one user with one template; event 1 beats both settles and is kept;
+    # both settles are written; event 2 arrives and settles the first message (the
+    # oldest match) before the worker takes the kept event for it.
+    kept = await apply_sent_event(backend, result(), T0, keep_s=30)
+    assert kept.message_id is None
+    first = await subscribe_sent(backend, Outcome.SENT, T0 + 1)
+    second = await subscribe_sent(backend, Outcome.SENT, T0 + 1)
+    assert (await apply_sent_event(backend, result(), T0 + 2, keep_s=30)).message_id == first
+    record = await backend.get(first)
+    assert record is not None
+    applied = await apply_kept_result(backend, record, T0 + 3, keep_s=30)
+    assert applied is not None and (applied.message_id, applied.changed) == (second, True)
+    for message_id in (first, second):
+        settled = await backend.get(message_id)
+        assert settled is not None and settled.status is Status.DELIVERED
+
+
+async def test_a_kept_event_for_a_message_not_yet_settled_is_kept_again_for_it(
+    backend: Backend,
+) -> None:
+    # As above, but the second send's settle is not written when the kept event is taken.
+    await apply_sent_event(backend, result(), T0, keep_s=30)
+    first = await subscribe_sent(backend, Outcome.SENT, T0 + 1)
+    assert (await apply_sent_event(backend, result(), T0 + 2, keep_s=30)).message_id == first
+    record = await backend.get(first)
+    assert record is not None
+    applied = await apply_kept_result(backend, record, T0 + 3, keep_s=30)
+    assert applied is not None and applied.message_id is None  # kept again
+    second = await subscribe_sent(backend, Outcome.SENT, T0 + 4)
+    later = await backend.get(second)
+    assert later is not None
+    taken = await apply_kept_result(backend, later, T0 + 5, keep_s=30)
+    assert taken is not None and (taken.message_id, taken.status) == (second, Status.DELIVERED)
+
+
 async def test_kept_sent_results_are_taken_oldest_first_until_they_expire(backend: Backend) -> None:
     for status, text in ((Status.FAILED, "failed:user block"), (Status.DELIVERED, "success")):
         await backend.keep_sent_result("shop", "o-a", "tpl-sub", (status, text), T0, 30)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from wxgate.api.state import ApiState
 from wxgate.backends.base import Status
-from wxgate.backends.sent_events import SentResult, apply_sent_event
+from wxgate.backends.sent_events import SentResult, apply_sent_event, keep_seconds
 from wxgate.wechat.callback import (
     SubscribeChangeEvent,
     SubscribePopupEvent,
@@ -19,7 +19,6 @@ from wxgate.wechat.callback import (
 from wxgate.wechat.errors import revokes_grant
 
 SubscribeEvent = SubscribePopupEvent | SubscribeChangeEvent | SubscribeSentEvent
-KEEP_MARGIN_S = 10.0
 SUBSCRIBE_EVENTS = (SubscribePopupEvent, SubscribeChangeEvent, SubscribeSentEvent)
 
 
@@ -44,8 +43,7 @@ async def apply_subscribe_event(
 async def _sent(state: ApiState, app: str, event: SubscribeSentEvent, now: float) -> str:
     window_s = state.settings.apps[app].sent_event_window_s
     delivery = state.settings.delivery
-    # An event beats the worker's settle by at most the send's timeouts.
-    keep_s = delivery.connect_timeout_s + delivery.read_timeout_s + KEEP_MARGIN_S
+    keep_s = keep_seconds(delivery.connect_timeout_s, delivery.read_timeout_s)
     matched = False
     for item in event.items:
         status = Status.DELIVERED if item.delivered else Status.FAILED

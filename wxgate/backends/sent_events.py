@@ -23,6 +23,13 @@ from wxgate.backends.base import RECENT_SENDS_S, Backend, MessageRecord, ReportA
 from wxgate.wechat.subscribe import SUBSCRIBE_KINDS
 
 SENT_EVENT_WINDOW_S: Final = 600.0  # how long after a send its sent event is looked for
+KEEP_MARGIN_S: Final = 10.0
+
+
+def keep_seconds(connect_timeout_s: float, read_timeout_s: float) -> float:
+    """How long an event that matched nothing is kept: it beats the worker's settle by
+    at most the send's timeouts."""
+    return connect_timeout_s + read_timeout_s + KEEP_MARGIN_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,17 +76,26 @@ async def apply_sent_event(
 
 
 async def apply_kept_result(
-    backend: Backend, record: MessageRecord, now: float
+    backend: Backend, record: MessageRecord, now: float, keep_s: float = 0.0
 ) -> ReportApplied | None:
     """For a subscribe message whose settle as sent or unknown is written: the kept sent
-    event of its (app, touser, template_id) applied to it; None when none was kept."""
+    event of its (app, touser, template_id) applied to it; None when none was kept.
+
+    An event for another message to the same user and template may have settled this
+    one meanwhile (two sends, their events crossing the two settles): the kept event is
+    then that other message's, and is matched as a new event would be (kept again for
+    `keep_s` when that message's settle is not written yet), never dropped."""
     if record.kind not in SUBSCRIBE_KINDS:
         return None
     kept = await backend.take_sent_result(record.app, record.touser, record.template_id, now)
     if kept is None:
         return None
     status, text = kept
-    return await backend.apply_sent_result(record.id, status, text, now)
+    applied = await backend.apply_sent_result(record.id, status, text, now)
+    if applied.changed:
+        return applied
+    result = SentResult(record.app, record.touser, record.template_id, status, text)
+    return await apply_sent_event(backend, result, now, keep_s=keep_s)
 
 
 async def _grant_used(backend: Backend, record: MessageRecord, now: float) -> None:

@@ -42,10 +42,13 @@ def _noted(settlement: Settlement, note: str) -> Settlement:
 class SubscribeKeeper:
     """Keeps the ledger and the sent events in step with subscribe sends."""
 
-    def __init__(self, backend: Backend, clock: Clock) -> None:
+    def __init__(self, backend: Backend, clock: Clock, keep_s: float) -> None:
+        """`keep_s`: how long a kept sent event that turns out to be another message's
+        is kept again for it (sent_events.keep_seconds)."""
         self._backend = backend
         self._grants = backend.grant_store()
         self._clock = clock
+        self._keep_s = keep_s
 
     async def after_send(
         self, record: MessageRecord, settlement: Settlement, log: MessageLog
@@ -72,7 +75,10 @@ class SubscribeKeeper:
         if record.kind not in SUBSCRIBE_KINDS or settlement.outcome.status not in RECENTLY_SENT:
             return
         try:
-            applied = await apply_kept_result(self._backend, record, self._clock.now())
+            now = self._clock.now()
+            applied = await apply_kept_result(self._backend, record, now, self._keep_s)
+            if applied is not None and applied.message_id != record.id:
+                applied = None  # another message's event, settled there (grant included)
             delivered = (
                 applied is not None and applied.changed and applied.status is Status.DELIVERED
             )

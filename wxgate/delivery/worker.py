@@ -32,6 +32,7 @@ from wxgate.backends.base import (
     Settlement,
     StorageUnavailable,
 )
+from wxgate.backends.sent_events import keep_seconds
 from wxgate.clock import Clock, SystemClock
 from wxgate.config import AppSettings, DeliverySettings
 from wxgate.delivery import policy
@@ -131,7 +132,9 @@ class Worker:
         app_settings = {name: app.settings for name, app in self._apps.items()}
         self._gate = Gate(backend, app_settings, settings, self._clock, self._emit)
         self._writer = SettlementWriter(backend, self._clock, self._emit)
-        self._subscribe = SubscribeKeeper(backend, self._clock)
+        self._subscribe = SubscribeKeeper(
+            backend, self._clock, keep_seconds(settings.connect_timeout_s, settings.read_timeout_s)
+        )
         rates = [app.rate_limit_per_s for app in app_settings.values()]
         self._window = Window(settings.concurrency, settings.max_concurrency, rates)
         self._lag_limit: LagLimit | None = None
