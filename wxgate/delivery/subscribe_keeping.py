@@ -83,7 +83,7 @@ class SubscribeKeeper:
                 applied is not None and applied.changed and applied.status is Status.DELIVERED
             )
             if delivered and settlement.outcome is Outcome.UNKNOWN:  # SENT used it already
-                await self._grants.use(*_who(record), self._clock.now())
+                await self._grants.use(*_who(record), now)
         except StorageUnavailable as exc:
             log.warning("kept sent event not applied: storage unavailable", error=str(exc))
             return
