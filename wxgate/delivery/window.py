@@ -9,9 +9,14 @@ WeChat answers in 1 ms or in 200 ms, without holding a slot per permit it cannot
 
 The time in flight is a send's, from the moment it took its slot to WeChat's answer
 (the event loop's delay in starting it and the send budget's storage call included:
-under load they are part of what a slot needs), less any time it waited for the app's
-rate limit, and smoothed; waiting for the rate limit never widens the window, nor does
-a send that got no answer (a timeout would say nothing about the round trip).
+under load they are part of what a slot needs), less the wait of a send during which
+the app's shared budget ran empty (SendBudget.empty_waits), and smoothed. A send
+that got no answer is not counted (a timeout would say nothing about the round trip).
+Time queued behind other sends for a permit does count: a worker that holds more
+sends than its rate can use grows the window until it reaches the maximum (measured:
+512 at 1, 30 and 200 ms, at 1,000/s). Counting that wait out sized the window by the
+rate, but the ready leases are half the window (worker.py `_prefetch`), and lease calls
+of ~7 then held a Redis worker to 0.39 of its rate at 1 and 30 ms.
 """
 
 from __future__ import annotations
