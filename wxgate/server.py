@@ -196,11 +196,35 @@ def server_config(
     )
 
 
+class _PromptServer(uvicorn.Server):
+    """uvicorn whose main loop ends as soon as `stop` is called, not at its next 0.1 s
+    tick (the demo's and the tests' servers start and stop hundreds of times); its
+    shutdown, which lets open connections finish, is uvicorn's own."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._stopping = asyncio.Event()
+
+    async def main_loop(self) -> None:
+        ticking = asyncio.create_task(super().main_loop(), name="wxgate-http-ticks")
+        stopping = asyncio.create_task(self._stopping.wait(), name="wxgate-http-stop")
+        try:
+            await asyncio.wait((ticking, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (ticking, stopping):
+                task.cancel()
+            await asyncio.gather(ticking, stopping, return_exceptions=True)
+
+    def stop(self) -> None:
+        self.should_exit = True
+        self._stopping.set()
+
+
 @dataclass
 class BackgroundServer:
     """uvicorn serving an app inside the running event loop (demo, tests, benchmarks)."""
 
-    server: uvicorn.Server
+    server: _PromptServer
     task: asyncio.Task[None]
 
     @property
@@ -208,7 +232,7 @@ class BackgroundServer:
         return int(self.server.servers[0].sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
-        self.server.should_exit = True
+        self.server.stop()
         await self.task
 
 
@@ -217,7 +241,7 @@ async def serve_in_background(
 ) -> BackgroundServer:
     """Start serving `app` and return once the socket listens (port 0: any free port);
     `settings` gives the request timeouts."""
-    server = uvicorn.Server(server_config(app, host, port, settings=settings))
+    server = _PromptServer(server_config(app, host, port, settings=settings))
     task = asyncio.create_task(server.serve(), name="wxgate-http")
     # uvicorn offers no start-up event, only this flag.
     while not server.started:
