@@ -10,7 +10,10 @@ the chaos stack starts the same nodes as its own services (tests/chaos/stack.py)
 from __future__ import annotations
 
 import atexit
+import ctypes
+import ctypes.util
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -22,6 +25,19 @@ from pathlib import Path
 PRIMARIES = 3
 BUS_OFFSET = 10_000  # Redis Cluster's bus listens on port + 10000
 START_TIMEOUT_S = 60.0
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_prctl = getattr(ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True), "prctl", None)
+
+
+def _stop_with_parent() -> None:
+    """In the forked child, before exec: SIGTERM the node when the test process dies,
+    so that a test run killed outright (a CI timeout, SIGKILL) leaves no redis-server
+    behind; the normal path still stops the nodes itself. The function pointer is looked
+    up before the fork, so the child only makes the one system call."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def cluster_missing() -> str | None:
@@ -140,7 +156,11 @@ def running_cluster(workdir: Path) -> Iterator[list[int]]:
         for port in ports:
             log = (workdir / f"redis-{port}.log").open("ab")
             argv = node_argv(port, workdir / f"node-{port}")
-            processes.append(subprocess.Popen(argv, stdout=log, stderr=log, cwd=workdir))
+            processes.append(
+                subprocess.Popen(
+                    argv, stdout=log, stderr=log, cwd=workdir, preexec_fn=_stop_with_parent
+                )
+            )
             log.close()
         create(ports)
         yield ports
