@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tests.backends.conftest import (
 from tests.backends.test_contract import BIG_MSGID, T0, message
 from tests.conftest import free_port
 from tests.timing import fastest
+from wxgate.backends import redis_scripts as lua
 from wxgate.backends.base import (
     Enqueued,
     ListFilter,
@@ -528,6 +530,119 @@ async def test_a_record_stored_before_values_were_chunked_reads_leases_and_settl
     assert after is not None and after.status is Status.SENT
     assert [event.kind for event in after.events] == ["accepted", "sent"]
     assert "events" not in await raw.hkeys(key)
+
+
+async def _as_stored_before_short_names(
+    engine: RedisBackend, raw: aioredis.Redis, message_id: str
+) -> None:
+    """Rewrite a record as the version before short field names wrote it: long names,
+    its id, ref and kind in fields of their own, and its `settled` member (if settled)
+    [ref, status, key, msgid]."""
+    key = engine.keys.message(message_id)
+    fields = await raw.hgetall(key)
+    long = {short: name for name, short in lua.SHORT_NAMES.items()}
+    old = {long.get(name, name): value for name, value in fields.items()}
+    ref = orjson.dumps([message_id, old["app"], old.get("batch_id", "")]).decode()
+    old.update(id=message_id, ref=ref, kind=old.get("kind", "template"))
+    ttl = await raw.ttl(key)
+    await raw.delete(key)
+    await raw.hset(key, mapping=old)
+    if ttl > 0:
+        await raw.expire(key, ttl)
+    for member, score in await raw.zrange(engine.keys.settled, 0, -1, withscores=True):
+        items = orjson.loads(member)
+        if items[0] == message_id:
+            status, idem, msgid = items[3:]
+            await raw.zrem(engine.keys.settled, member)
+            before = orjson.dumps([ref, status, idem, msgid]).decode()
+            await raw.zadd(engine.keys.settled, {before: score})
+
+
+async def test_records_stored_before_short_field_names_go_through_every_step(
+    engine: RedisBackend, raw: aioredis.Redis
+) -> None:
+    # An upgrade in place: records of the version before keep their long field names
+    # (and ids, refs, kinds, settled members, delivered index entries) and are read,
+    # listed, leased, settled, reported, replayed, cancelled and purged as they are.
+    sent, dead, waiting = await engine.enqueue(
+        [message(key="k-1"), message(key="k-2", batch="b-1"), message()], T0
+    )
+    [lease] = await engine.lease_batch("w", 1, 30, T0)
+    assert lease.id == sent.id
+    await engine.settle([Settlement(lease, Outcome.SENT, msgid=BIG_MSGID)], T0 + 1)
+    # `sent` was sent by the version before (its settled member too), the others queued.
+    before = {m.id: await engine.get(m.id) for m in (sent, dead, waiting)}
+    for m in (sent, dead, waiting):
+        await _as_stored_before_short_names(engine, raw, m.id)
+        assert await engine.get(m.id) == before[m.id]
+    assert "status" in await raw.hkeys(engine.keys.message(sent.id))
+    assert "[" in (await raw.zrange(engine.keys.settled, 0, 0))[0][1:]  # a ref in a string
+    queued = await engine.list(ListFilter(status=Status.QUEUED, app="shop"), 10)
+    assert [item.id for item in queued.items] == [waiting.id, dead.id]
+
+    [lease] = await engine.lease_batch("w", 1, 30, T0)
+    assert lease.id == dead.id and lease.record == replace(
+        before[dead.id], status=Status.SENDING, next_attempt_at=T0 + 30, updated_at=T0, events=[]
+    )
+    await engine.settle(
+        [Settlement(lease, Outcome.DEAD, errcode=40003, errmsg="invalid openid")], T0 + 1
+    )
+    applied = await engine.apply_report(
+        Report("shop", BIG_MSGID, Status.DELIVERED, "success"), T0 + 2
+    )
+    assert (applied.message_id, applied.status, applied.changed) == (
+        sent.id,
+        Status.DELIVERED,
+        True,
+    )
+    # The version before kept delivered messages in a status index; that entry stays
+    # until purge (listing delivered walks the app index and finds the message once).
+    await raw.zadd(engine.keys.index_status("delivered"), {sent.id: 0})
+    delivered = await engine.get(sent.id)
+    assert delivered is not None and delivered.status is Status.DELIVERED
+    assert delivered.msgid == BIG_MSGID and delivered.delivered_at == T0 + 2
+    assert [e.kind for e in delivered.events] == ["accepted", "sent", "report"]
+    assert "s" not in await raw.hkeys(engine.keys.message(sent.id))  # still long names
+    listed = await engine.list(ListFilter(status=Status.DELIVERED), 10)
+    assert [item.id for item in listed.items] == [sent.id]
+
+    [cancelled] = await engine.cancel([waiting.id], T0 + 3)
+    assert cancelled.status is Status.CANCELLED and cancelled.cancelled
+    assert await engine.replay([dead.id], T0 + 3) == 1
+    [again] = await engine.lease_batch("w", 1, 30, T0 + 3)
+    assert again.id == dead.id and again.record.attempts == 0
+    await engine.settle([Settlement(again, Outcome.FAILED, errcode=43101)], T0 + 4)
+    assert (await engine.counts())[Status.FAILED] == 1
+
+    assert await engine.purge(T0 + 10) == 3
+    assert await engine.counts() == dict.fromkeys(Status, 0)
+    assert (await engine.list(ListFilter(), 10)).items == []
+    k = engine.keys
+    for gone in (
+        k.idempotency("shop", "k-1"), k.idempotency("shop", "k-2"), k.msgid("shop", BIG_MSGID),
+        k.settled, k.dead, k.index_status("delivered"), k.index_app("shop"),
+        k.index_batch("b-1"), k.batch("b-1"),
+    ):  # fmt: skip
+        assert not await raw.exists(gone), gone
+
+
+async def test_a_delivered_message_has_no_status_index_entry_and_is_still_listed(
+    engine: RedisBackend, raw: aioredis.Redis
+) -> None:
+    first, second = await engine.enqueue([message(), message()], T0)
+    leases = await engine.lease_batch("w", 2, 30, T0)
+    await engine.settle(
+        [Settlement(lease, Outcome.SENT, msgid=n) for n, lease in enumerate(leases)], T0
+    )
+    await engine.apply_report(Report("shop", 0, Status.DELIVERED, "success"), T0 + 1)
+    assert not await raw.exists(engine.keys.index_status("delivered"))
+    by_status = await engine.list(ListFilter(status=Status.DELIVERED), 10)
+    assert [item.id for item in by_status.items] == [leases[0].id]
+    by_both = await engine.list(ListFilter(status=Status.DELIVERED, app="shop"), 10)
+    assert [item.id for item in by_both.items] == [leases[0].id]
+    oldest = await engine.oldest(Status.DELIVERED)
+    assert oldest is not None and oldest.id == leases[0].id
+    assert {first.id, second.id} == {lease.id for lease in leases}
 
 
 # -- failures ----------------------------------------------------------------------------

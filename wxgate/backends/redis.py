@@ -133,6 +133,7 @@ BUDGET_IDLE_S: Final = 60  # beyond refilling, how long an idle bucket is kept
 
 _UNAVAILABLE: Final = UNAVAILABLE
 _PAYLOAD_AT: Final = RECORD_FIELDS.index("payload")
+_ID_AT: Final = RECORD_FIELDS.index("id")
 _SCRIPTS: Final = (
     lua.ENQUEUE, lua.PROMOTE, lua.LEASE, lua.SETTLE, lua.KEEP_REPORT, lua.REPORT, lua.REPLAY,
     lua.CANCEL,
@@ -518,8 +519,9 @@ class RedisBackend:
         if repeated:
             pipe = self._client.pipeline(transaction=False)
             for message_id in repeated:
-                pipe.hget(self._keys.message(message_id), "status")
-            for message_id, value in zip(repeated, await pipe.execute(), strict=True):
+                pipe.hmget(self._keys.message(message_id), lua.either("status"))
+            for message_id, found in zip(repeated, await pipe.execute(), strict=True):
+                [value] = lua.picked(found)
                 # None only if the first message was purged in the instant since the
                 # script saw its key; it was queued when it was stored.
                 status[message_id] = Status(value) if value else Status.QUEUED
@@ -726,6 +728,7 @@ class RedisBackend:
 
     def _settle_args(self, s: Settlement, now: float) -> list[object]:
         change = settle_change(s, now)
+        record = s.lease.record
         return [
             change.id,
             change.token,
@@ -742,6 +745,7 @@ class RedisBackend:
             self._retention_s,
             RECENT_SENDS_S,
             "1" if change.while_paused else "",
+            _Ref(record.id, record.app, record.batch_id).text(),
         ]
 
     @_storage_call
@@ -750,8 +754,8 @@ class RedisBackend:
             return []
         pipe = self._client.pipeline(transaction=False)
         for message_id in ids:
-            pipe.hmget(self._keys.message(message_id), "app", "batch_id")
-        found = await pipe.execute()
+            pipe.hmget(self._keys.message(message_id), lua.either("app", "batch_id"))
+        found = [lua.picked(values) for values in await pipe.execute()]
         line = _line(Event(now, EventKind.CANCELLED))
         pipe = await self._pipeline()
         for message_id, (app, batch_id) in zip(ids, found, strict=True):
@@ -761,7 +765,9 @@ class RedisBackend:
             message_key = k.message(message_id)
             keys = [message_key, k.retry(app), k.settled, k.hooks(app)]
             keys += self._book(k, app, batch_id, message_key)
-            self._queue(pipe, lua.CANCEL, keys, [message_id, _num(now), line, self._retention_s])
+            ref = _Ref(message_id, app, batch_id).text()
+            args = [message_id, _num(now), line, self._retention_s, ref]
+            self._queue(pipe, lua.CANCEL, keys, args)
         answers = iter(await pipe.execute())
         results = []
         for message_id, (app, _) in zip(ids, found, strict=True):
@@ -783,15 +789,12 @@ class RedisBackend:
         for message_id in ids:
             pipe.hmget(
                 self._keys.message(message_id),
-                "app",
-                "batch_id",
-                "idempotency_key",
-                "batch_position",
+                lua.either("app", "batch_id", "idempotency_key", "batch_position"),
             )
         found = [
             (message_id, app, batch_id, key, position)
             for message_id, (app, batch_id, key, position) in zip(
-                ids, await pipe.execute(), strict=True
+                ids, map(lua.picked, await pipe.execute()), strict=True
             )
             if app is not None
         ]
@@ -805,11 +808,12 @@ class RedisBackend:
                 app, key, batch_id, None if position is None else int(position)
             )
             dedupes.append(dedupe)
+            ref = _Ref(message_id, app, batch_id).text()
             self._queue(
                 pipe,
                 lua.REPLAY,
                 self._replay_keys(message_id, app, batch_id, dedupe),
-                [message_id, _num(now), event, self._retention_s],
+                [message_id, _num(now), event, self._retention_s, ref],
             )
         moved = await pipe.execute()
         if self._keys.partitioned:
@@ -875,8 +879,8 @@ class RedisBackend:
             return [ref.id for ref in refs]
         pipe = self._client.pipeline(transaction=False)
         for ref in refs:
-            pipe.hget(self._keys.message(ref.id), "last_errcode")
-        codes = await pipe.execute()
+            pipe.hmget(self._keys.message(ref.id), lua.either("last_errcode"))
+        codes = [lua.picked(values)[0] for values in await pipe.execute()]
         wanted = str(flt.errcode)
         return [ref.id for ref, code in zip(refs, codes, strict=True) if code == wanted]
 
@@ -891,10 +895,10 @@ class RedisBackend:
             return ReportApplied(None, None, False)
         k = self._at(message_id)
         message_key = k.message(message_id)
-        batch_id = await self._client.hget(message_key, "batch_id")
+        [batch_id] = lua.picked(await self._client.hmget(message_key, lua.either("batch_id")))
         keys = [message_key, k.settled, k.hooks(app)]
         keys += self._book(k, app, batch_id, message_key)
-        args = [message_id, report.text, target.value, _num(now), self._retention_s]
+        args = [message_id, report.text, target.value, _num(now), self._retention_s, ""]
         answer = await self._run(lua.REPORT, keys, args)
         if answer is None:  # the message was purged; its msgid key was going with it
             return ReportApplied(None, None, False)
@@ -940,7 +944,9 @@ class RedisBackend:
             raise ValueError(f"a sent event settles a message delivered or failed, not {status}")
         k = self._at(message_id)
         message_key = k.message(message_id)
-        app, batch_id = await self._client.hmget(message_key, ["app", "batch_id"])
+        app, batch_id = lua.picked(
+            await self._client.hmget(message_key, lua.either("app", "batch_id"))
+        )
         if app is None:
             return ReportApplied(None, None, False)
         keys = [message_key, k.settled, k.hooks(app)]
@@ -1100,8 +1106,8 @@ class RedisBackend:
             ids = await self._client.zrange(index, start, start + LIST_STEP - 1)
             pipe = self._client.pipeline(transaction=False)
             for message_id in ids:
-                pipe.hmget(self._keys.message(message_id), "app", "created_at")
-            for app, created in await pipe.execute():
+                pipe.hmget(self._keys.message(message_id), lua.either("app", "created_at"))
+            for app, created in map(lua.picked, await pipe.execute()):
                 if app in wanted and app not in found and created is not None:
                     found[app] = float(created)
             if len(ids) < LIST_STEP or len(found) == len(wanted):
@@ -1133,8 +1139,7 @@ class RedisBackend:
                 # A purged message's claimed key goes with it (in a slot of its own).
                 gone = []
                 for member, done in zip(members, purged, strict=True):
-                    ref_text, _, key, _ = orjson.loads(member)
-                    ref = _Ref.of(ref_text)
+                    ref, _, key, _ = _settled_member(member)
                     if done and key:
                         gone.append((k.idempotency(ref.app, key), ref.id))
                 await self._touch_claims(gone, None)
@@ -1142,8 +1147,7 @@ class RedisBackend:
                 return total
 
     def _purge_call(self, k: RedisKeys, member: str) -> tuple[list[str], list[object]]:
-        ref_text, status, key, msgid = orjson.loads(member)
-        ref = _Ref.of(ref_text)
+        ref, status, key, msgid = _settled_member(member)
         message_key = k.message(ref.id)
         keys = [
             message_key,
@@ -1156,16 +1160,16 @@ class RedisBackend:
             k.index_batch(ref.batch_id) if ref.batch_id else message_key,
             *self._book(k, ref.app, ref.batch_id, message_key),
         ]
-        return keys, [member, ref.id, status, ref_text, "1" if ref.batch_id else ""]
+        return keys, [member, ref.id, status, ref.text(), "1" if ref.batch_id else ""]
 
     # -- reads -------------------------------------------------------------------------
 
     @_storage_call
     async def get(self, message_id: str) -> MessageRecord | None:
         fields = await self._client.hgetall(self._keys.message(message_id))
-        if not fields:
+        if not _stored(fields):
             return None
-        return _record(fields)
+        return _record(message_id, fields)
 
     @_storage_call
     async def recent_sends(self, app: str, touser: str, since: float) -> list[MessageRecord]:
@@ -1201,10 +1205,17 @@ class RedisBackend:
         return min((r for r in found if r is not None), key=lambda r: r.id, default=None)
 
     async def _oldest_at(self, k: RedisKeys, status: Status) -> MessageRecord | None:
-        index = k.index_status(status)
+        if status in lua.UNINDEXED:  # its messages are found in the app indexes
+            indexes = [k.index_app(app) for app in sorted(await self._client.smembers(k.apps))]
+        else:
+            indexes = [k.index_status(status)]
         lower = "-"
         for _ in range(LIST_SCAN // LIST_STEP):
-            ids = await self._client.zrangebylex(index, lower, "+", start=0, num=LIST_STEP)
+            pipe = self._client.pipeline(transaction=False)
+            for index in indexes:
+                pipe.zrangebylex(index, lower, "+", start=0, num=LIST_STEP)
+            found = sorted(message_id for ids in await pipe.execute() for message_id in ids)
+            ids = found[:LIST_STEP]
             for record in await self._records(ids):
                 if record is not None and record.status == status:
                     return record
@@ -1246,7 +1257,7 @@ class RedisBackend:
         if flt.batch_id is not None:
             return [k.index_batch(flt.batch_id) for k in parts]
         candidates = []
-        if flt.status is not None:
+        if flt.status is not None and flt.status not in lua.UNINDEXED:
             candidates.append([k.index_status(Status(flt.status)) for k in parts])
         if flt.app is not None:
             candidates.append([k.index_app(flt.app) for k in parts])
@@ -1286,12 +1297,13 @@ class RedisBackend:
 
     async def _records(self, ids: Iterable[str]) -> list[MessageRecord | None]:
         """The records of `ids` (None for one that is gone), without their events."""
+        ids = list(ids)
         pipe = self._client.pipeline(transaction=False)
         for message_id in ids:
             pipe.hgetall(self._keys.message(message_id))
         return [
-            _record(fields, events=False) if fields.get("id") else None
-            for fields in await pipe.execute()
+            _record(message_id, fields, events=False) if _stored(fields) else None
+            for message_id, fields in zip(ids, await pipe.execute(), strict=True)
         ]
 
 
@@ -1375,9 +1387,32 @@ def _long(fields: dict[str, str], name: str, old: str) -> str | None:
     return "".join(fields.get(f"{name}{n}", "") for n in range(1, int(count) + 1))
 
 
-def _record(fields: dict[str, str], *, events: bool = True) -> MessageRecord:
+def _names(fields: dict[str, str]) -> dict[str, str]:
+    """The field names of a stored record: long in one stored before short names."""
+    return lua.LONG_NAMES if "status" in fields else lua.SHORT_NAMES
+
+
+def _stored(fields: dict[str, str]) -> bool:
+    """Whether a record's hash (HGETALL) holds a record: a status, in either naming."""
+    return "s" in fields or "status" in fields
+
+
+def _settled_member(member: str) -> tuple[_Ref, str, str, str]:
+    """ref, status, idempotency key, msgid of a `settled` member: [id, app, batch, status,
+    key, msgid], or [ref, status, key, msgid] as written for a record stored before."""
+    items = orjson.loads(member)
+    if len(items) == 4:
+        ref_text, status, key, msgid = items
+        return _Ref.of(ref_text), status, key, msgid
+    message_id, app, batch_id, status, key, msgid = items
+    return _Ref(message_id, app, batch_id or None), status, key, msgid
+
+
+def _record(message_id: str, fields: dict[str, str], *, events: bool = True) -> MessageRecord:
     """A record from its hash (HGETALL), its events included unless `events` is False."""
-    values = [fields.get(name) for name in RECORD_FIELDS]
+    names = _names(fields)
+    values = [fields.get(names[name]) for name in RECORD_FIELDS]
+    values[_ID_AT] = message_id  # a record keeps its id only in its key (one stored before: both)
     values[_PAYLOAD_AT] = _long(fields, lua.PAYLOAD_CHUNKS, "payload")
     if not events:
         return _decoded(values)

@@ -39,6 +39,8 @@ from wxgate.backends.webhook_outbox import (
 
 ADOPT_MAX: Final = 1000  # stream entries a claim adopts at most
 PURGE_CHUNK: Final = 500
+# What a claim reads of each event's message record (the HookClaim's last fields).
+_MESSAGE_FIELDS: Final = ("touser", "idempotency_key", "batch_id", "callback_url")
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -135,14 +137,8 @@ class RedisWebhookOutbox:
             return []
         pipe = self._client.pipeline(transaction=False)
         for event, _ in claimed:
-            pipe.hmget(
-                self._keys.message(event.message_id),
-                "touser",
-                "idempotency_key",
-                "batch_id",
-                "callback_url",
-            )
-        found = await pipe.execute()
+            pipe.hmget(self._keys.message(event.message_id), lua.either(*_MESSAGE_FIELDS))
+        found = [lua.picked(values) for values in await pipe.execute()]
         return [
             HookClaim(
                 event,
