@@ -32,9 +32,12 @@ from tests.backends.conftest import (
 from tests.backends.test_contract import BIG_MSGID, T0, message
 from tests.conftest import free_port
 from tests.timing import fastest
+from wxgate.backends import redis as redis_engine
 from wxgate.backends import redis_scripts as lua
 from wxgate.backends.base import (
     Enqueued,
+    Event,
+    EventKind,
     ListFilter,
     NewMessage,
     Outcome,
@@ -532,6 +535,33 @@ async def test_a_record_stored_before_values_were_chunked_reads_leases_and_settl
     assert "events" not in await raw.hkeys(key)
 
 
+def _is_chunk(name: str, long: str) -> bool:
+    return name == long or (name[0] == long and name[1:].isdigit())
+
+
+def _json_line(event: Event) -> str:
+    """An event line as the version before wrote it."""
+    item: dict[str, Any] = {"at": event.at, "kind": event.kind}
+    if event.note:
+        item["note"] = event.note
+    if event.errcode is not None:
+        item["errcode"] = event.errcode
+    return orjson.dumps(item).decode()
+
+
+def test_event_lines_read_back_as_written_and_as_json_lines_of_before() -> None:
+    for event in (
+        Event(T0, EventKind.ACCEPTED),
+        Event(T0 + 0.125, EventKind.RETRY, "system busy\tagain", -1),
+        Event(1e16, EventKind.REPORT, "failed:user block"),
+        Event(T0, EventKind.FAILED, "two\nlines", 43101),
+    ):
+        line = redis_engine._line(event)
+        assert redis_engine._event(line) == event
+        assert redis_engine._event(_json_line(event)) == event
+    assert redis_engine._line(Event(T0, EventKind.SENT)) == f"{T0!r} sent"
+
+
 async def _as_stored_before_short_names(
     engine: RedisBackend, raw: aioredis.Redis, message_id: str
 ) -> None:
@@ -543,7 +573,15 @@ async def _as_stored_before_short_names(
     long = {short: name for name, short in lua.SHORT_NAMES.items()}
     old = {long.get(name, name): value for name, value in fields.items()}
     ref = orjson.dumps([message_id, old["app"], old.get("batch_id", "")]).decode()
+    payload = orjson.loads(lua.long_value(fields, "p", "payload") or "{}")
     old.update(id=message_id, ref=ref, kind=old.get("kind", "template"))
+    old.update(touser=payload["touser"])
+    # Events as JSON lines, in chunks of 64 bytes (ASCII here).
+    text = lua.long_value(fields, "e", "events") or ""
+    lines = "\n".join(_json_line(redis_engine._event(line)) for line in text.split("\n"))
+    old = {name: value for name, value in old.items() if not _is_chunk(name, "e")}
+    chunks = [lines[n : n + 64] for n in range(0, len(lines), 64)]
+    old.update({"e": str(len(chunks))}, **{f"e{n}": chunk for n, chunk in enumerate(chunks, 1)})
     ttl = await raw.ttl(key)
     await raw.delete(key)
     await raw.hset(key, mapping=old)
@@ -575,7 +613,8 @@ async def test_records_stored_before_short_field_names_go_through_every_step(
     for m in (sent, dead, waiting):
         await _as_stored_before_short_names(engine, raw, m.id)
         assert await engine.get(m.id) == before[m.id]
-    assert "status" in await raw.hkeys(engine.keys.message(sent.id))
+    stored = await raw.hgetall(engine.keys.message(sent.id))
+    assert "status" in stored and stored["e1"].startswith('{"at":')
     assert "[" in (await raw.zrange(engine.keys.settled, 0, 0))[0][1:]  # a ref in a string
     queued = await engine.list(ListFilter(status=Status.QUEUED, app="shop"), 10)
     assert [item.id for item in queued.items] == [waiting.id, dead.id]
@@ -602,6 +641,7 @@ async def test_records_stored_before_short_field_names_go_through_every_step(
     assert delivered is not None and delivered.status is Status.DELIVERED
     assert delivered.msgid == BIG_MSGID and delivered.delivered_at == T0 + 2
     assert [e.kind for e in delivered.events] == ["accepted", "sent", "report"]
+    assert delivered.touser == "o-user-1" and delivered.template_id == "tpl-order"
     assert "s" not in await raw.hkeys(engine.keys.message(sent.id))  # still long names
     listed = await engine.list(ListFilter(status=Status.DELIVERED), 10)
     assert [item.id for item in listed.items] == [sent.id]

@@ -49,14 +49,15 @@ CHUNK: Final = 64  # bytes per chunk of a long value: Redis's default hash-max-l
 PAYLOAD_CHUNKS: Final = "p"
 EVENTS_CHUNKS: Final = "e"
 # A record's field names. A record written by this version has these short names and
-# keeps neither its id (its key has it), its ref (made from id, app and batch) nor its
-# kind when it is a template message (the default); a record stored before has the
+# keeps neither its id (its key has it), its ref (made from id, app and batch), its
+# recipient and template id (its payload has them) nor its kind when it is a template
+# message (the default); a record stored before has the
 # long names (it has a `status` field), and every script and read keeps to the names
 # the record has (`names` below, `_record` in redis.py).
 SHORT_NAMES: Final = {
     "id": "id",  # never stored: read from the key
     "app": "a",
-    "touser": "u",
+    "touser": "u",  # never stored: read from the payload
     "template_id": "template_id",  # never stored: read from the payload
     "payload": "payload",  # in chunks (`p`, `p1`, ...), as in a record stored before
     "status": "s",
@@ -98,6 +99,15 @@ def either(*names: str) -> list[str]:
     """HMGET's fields for record fields `names` in both namings (short, long): a record
     has one of the two; `picked` reads the answer."""
     return [name for field in names for name in (SHORT_NAMES[field], field)]
+
+
+def long_value(fields: dict[str, str], name: str, old: str) -> str | None:
+    """A long value of a record (HGETALL), put together from its chunks (`write_long`);
+    from its one field `old` in a record stored before values were chunked."""
+    count = fields.get(name)
+    if count is None:
+        return fields.get(old)
+    return "".join(fields.get(f"{name}{n}", "") for n in range(1, int(count) + 1))
 
 
 def picked(values: Sequence[str | None]) -> list[str | None]:
@@ -219,10 +229,14 @@ local function add_event(msg, N, line)
   redis.call('HSET', msg, N.n_events, n)
 end
 
--- An event whose note is known only here; `at` is already a JSON number. A null
--- errcode is left out, as by redis.py's _line (Event.from_json reads it as absent).
+-- An event whose note is known only here, as redis.py's _line writes it: `<at> <kind>`,
+-- a tab and the note; JSON when the note has a line break (`at` is a JSON number).
 local function event(at, kind, note)
-  return '{{"at":' .. at .. ',"kind":"' .. kind .. '","note":' .. cjson.encode(note) .. '}}'
+  if string.find(note, '\\n', 1, true) then
+    return '{{"at":' .. at .. ',"kind":"' .. kind .. '","note":' .. cjson.encode(note) .. '}}'
+  end
+  if note == '' then return at .. ' ' .. kind end
+  return at .. ' ' .. kind .. '\\t' .. note
 end
 
 local function set_or_clear(msg, field, value)
@@ -370,8 +384,8 @@ for i = 0, count - 1 do
     if ARGV[a + 10] == '1' then
       redis.call('SET', idem, id .. '\\31' .. ARGV[a + 11], 'EX', ttl)
     end
-    local N = SHORT  -- neither id nor ref is stored (the key has the id)
-    redis.call('HSET', msg, N.app, app, N.touser, ARGV[a + 3], N.status, status,
+    local N = SHORT  -- no id (the key has it), ref, touser or template id (the payload)
+    redis.call('HSET', msg, N.app, app, N.status, status,
       N.attempts, 0, N.next_attempt_at, ARGV[a + 14], N.created_at, now, N.updated_at, now,
       N.n_events, ARGV[a + 16])
     write_long(msg, 'p', 'payload', ARGV[a + 5])
