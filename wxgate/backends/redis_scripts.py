@@ -50,8 +50,9 @@ PAYLOAD_CHUNKS: Final = "p"
 EVENTS_CHUNKS: Final = "e"
 # A record's field names. A record written by this version has these short names and
 # keeps neither its id (its key has it), its ref (made from id, app and batch), its
-# recipient and template id (its payload has them) nor its kind when it is a template
-# message (the default); a record stored before has the
+# recipient and template id (its payload has them), its count of events (its lines
+# are counted) nor its kind when it is a template message (the default); a record
+# stored before has the
 # long names (it has a `status` field), and every script and read keeps to the names
 # the record has (`names` below, `_record` in redis.py).
 SHORT_NAMES: Final = {
@@ -81,7 +82,7 @@ SHORT_NAMES: Final = {
     "send_at": "sa",
     "notify": "nf",
     "callback_url": "cb",
-    "n_events": "ne",
+    "n_events": "ne",  # never stored: the event lines are counted
     "lease_owner": "lo",
     "lease_token": "lt",
     "lease_deadline": "ld",
@@ -211,9 +212,14 @@ local function has_batch(msg, N)
   return redis.call('HEXISTS', msg, N.batch_id) == 1
 end
 
--- Events are JSON lines; past MAX_EVENTS the oldest line is dropped.
+-- Events are lines; past MAX_EVENTS the oldest line is dropped. `n` is how many there
+-- are (nil: counted here; a record with short names keeps no count).
 local function appended(events, n, line)
-  n = tonumber(n or '0') + 1
+  if not n then
+    n = 0
+    if events and events ~= '' then n = select(2, string.gsub(events, '\\n', '')) + 1 end
+  end
+  n = tonumber(n) + 1
   if events and events ~= '' then events = events .. '\\n' .. line else events = line end
   while n > MAX_EVENTS do
     events = string.sub(events, string.find(events, '\\n', 1, true) + 1)
@@ -226,7 +232,7 @@ local function add_event(msg, N, line)
   local events, n = appended(read_long(msg, 'e', 'events'), redis.call('HGET', msg, N.n_events),
     line)
   write_long(msg, 'e', 'events', events)
-  redis.call('HSET', msg, N.n_events, n)
+  if N == LONG then redis.call('HSET', msg, N.n_events, n) end
 end
 
 -- An event whose note is known only here, as redis.py's _line writes it: `<at> <kind>`,
@@ -316,7 +322,7 @@ end
 #   key; 'x' when its key was claimed before, in a slot of its own: the message is then
 #   stored unless its record exists, and answered as a repeat if it does), digest,
 #   batch_position, status (queued, scheduled, or a settled verdict), next_attempt_at,
-#   events (JSON lines), event count, kind, urgent ('1'/''), send_at, errcode, errmsg,
+#   events (lines), event count (not stored), kind, urgent ('1'/''), send_at, errcode, errmsg,
 #   notify ('1'/''), callback_url ('' for an absent optional value).
 # Every key is checked before anything is written. Returns per message '' (stored) or
 # the id of the first message with its dedupe key; or {'!', n}: the n-th message's key
@@ -386,8 +392,7 @@ for i = 0, count - 1 do
     end
     local N = SHORT  -- no id (the key has it), ref, touser or template id (the payload)
     redis.call('HSET', msg, N.app, app, N.status, status,
-      N.attempts, 0, N.next_attempt_at, ARGV[a + 14], N.created_at, now, N.updated_at, now,
-      N.n_events, ARGV[a + 16])
+      N.attempts, 0, N.next_attempt_at, ARGV[a + 14], N.created_at, now, N.updated_at, now)
     write_long(msg, 'p', 'payload', ARGV[a + 5])
     write_long(msg, 'e', 'events', ARGV[a + 15])
     if ARGV[a + 17] ~= 'template' then put(msg, N.kind, ARGV[a + 17]) end  -- the default
@@ -579,7 +584,7 @@ elseif target == 'dead' then
   redis.call('ZADD', dead, now, ref)
 end
 write_long(msg, 'e', 'events', events)
-put(N.n_events, n)
+if N == LONG then put(N.n_events, n) end
 -- The new state is written before the stream entry is acknowledged, in this one script.
 redis.call('HDEL', msg, unpack(clear))
 redis.call('HSET', msg, unpack(set))
