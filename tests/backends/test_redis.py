@@ -576,12 +576,15 @@ async def _as_stored_before_short_names(
     payload = orjson.loads(lua.long_value(fields, "p", "payload") or "{}")
     old.update(id=message_id, ref=ref, kind=old.get("kind", "template"))
     old.update(touser=payload["touser"])
+    for written_later in ("updated_at", "next_attempt_at"):
+        old.setdefault(written_later, old["created_at"])
     # Events as JSON lines, in chunks of 64 bytes (ASCII here).
     text = lua.long_value(fields, "e", "events") or ""
     lines = "\n".join(_json_line(redis_engine._event(line)) for line in text.split("\n"))
     old = {name: value for name, value in old.items() if not _is_chunk(name, "e")}
     chunks = [lines[n : n + 64] for n in range(0, len(lines), 64)]
     old.update({"e": str(len(chunks))}, **{f"e{n}": chunk for n, chunk in enumerate(chunks, 1)})
+    old["n_events"] = str(len(text.split("\n")))
     ttl = await raw.ttl(key)
     await raw.delete(key)
     await raw.hset(key, mapping=old)

@@ -134,6 +134,8 @@ BUDGET_IDLE_S: Final = 60  # beyond refilling, how long an idle bucket is kept
 _UNAVAILABLE: Final = UNAVAILABLE
 _PAYLOAD_AT: Final = RECORD_FIELDS.index("payload")
 _ID_AT: Final = RECORD_FIELDS.index("id")
+_CREATED_AT: Final = RECORD_FIELDS.index("created_at")
+_SINCE_CREATED: Final = (RECORD_FIELDS.index("updated_at"), RECORD_FIELDS.index("next_attempt_at"))
 _SCRIPTS: Final = (
     lua.ENQUEUE, lua.PROMOTE, lua.LEASE, lua.SETTLE, lua.KEEP_REPORT, lua.REPORT, lua.REPLAY,
     lua.CANCEL,
@@ -1421,6 +1423,10 @@ def _record(message_id: str, fields: dict[str, str], *, events: bool = True) -> 
     names = _names(fields)
     values = [fields.get(names[name]) for name in RECORD_FIELDS]
     values[_ID_AT] = message_id  # a record keeps its id only in its key (one stored before: both)
+    if names is lua.SHORT_NAMES:  # written only once they differ from created_at
+        for at in _SINCE_CREATED:
+            if values[at] is None:
+                values[at] = values[_CREATED_AT]
     values[_PAYLOAD_AT] = lua.long_value(fields, lua.PAYLOAD_CHUNKS, "payload")
     if not events:
         return _decoded(values)

@@ -51,8 +51,9 @@ EVENTS_CHUNKS: Final = "e"
 # A record's field names. A record written by this version has these short names and
 # keeps neither its id (its key has it), its ref (made from id, app and batch), its
 # recipient and template id (its payload has them), its count of events (its lines
-# are counted) nor its kind when it is a template message (the default); a record
-# stored before has the
+# are counted) nor its kind when it is a template message (the default); its
+# `updated_at` and `next_attempt_at` are written only when they first differ from its
+# `created_at` (read as it until then). A record stored before has the
 # long names (it has a `status` field), and every script and read keeps to the names
 # the record has (`names` below, `_record` in redis.py).
 SHORT_NAMES: Final = {
@@ -391,8 +392,9 @@ for i = 0, count - 1 do
       redis.call('SET', idem, id .. '\\31' .. ARGV[a + 11], 'EX', ttl)
     end
     local N = SHORT  -- no id (the key has it), ref, touser or template id (the payload)
-    redis.call('HSET', msg, N.app, app, N.status, status,
-      N.attempts, 0, N.next_attempt_at, ARGV[a + 14], N.created_at, now, N.updated_at, now)
+    -- updated_at, and next_attempt_at unless it is send_at, are created_at until written.
+    redis.call('HSET', msg, N.app, app, N.status, status, N.attempts, 0, N.created_at, now)
+    if ARGV[a + 14] ~= now then redis.call('HSET', msg, N.next_attempt_at, ARGV[a + 14]) end
     write_long(msg, 'p', 'payload', ARGV[a + 5])
     write_long(msg, 'e', 'events', ARGV[a + 15])
     if ARGV[a + 17] ~= 'template' then put(msg, N.kind, ARGV[a + 17]) end  -- the default
@@ -463,7 +465,7 @@ local msg, stream, retry, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, ref, entry, now, deadline, token, owner, mode, requeue_at = unpack(ARGV)
 local N = names(msg)
 local f = redis.call('HMGET', msg, N.status, N.batch_id, N.next_attempt_at, N.lease_entry,
-  N.lease_deadline, N.lease_owner)
+  N.lease_deadline, N.lease_owner, N.created_at)
 local status, stored = f[1], f[4]
 if not status or SETTLED[status] then
   ack(stream, entry)
@@ -476,7 +478,7 @@ if status == 'queued' or status == 'scheduled' then
     redis.call('ZREM', leases, ref)
     return false
   end
-  local due = f[3]
+  local due = f[3] or f[7]  -- a new record's next_attempt_at is its created_at until written
   if mode == 'park' or tonumber(due) > tonumber(now) then
     if mode == 'park' and tonumber(requeue_at) > tonumber(due) then due = requeue_at end
     ack(stream, entry)
