@@ -424,7 +424,10 @@ async def test_a_record_gets_the_retention_ttl_when_it_settles_and_not_before(
     await engine.settle([Settlement(lease, Outcome.SENT, msgid=BIG_MSGID)], time.time())
     assert 3590 < await raw.ttl(key) <= 3600
     assert 3590 < await raw.ttl(engine.keys.msgid("shop", BIG_MSGID)) <= 3600
-    assert 3590 < await raw.ttl(engine.keys.idempotency("shop", "order-1")) <= 3600
+    # The idempotency key is a field of its bucket, which purge removes with the record.
+    bucket = engine.keys.idempotency_bucket("shop", "order-1")
+    assert await raw.hget(bucket, "order-1") == answer.id + "\x1f"
+    assert await raw.ttl(bucket) == -1
 
 
 async def test_purge_cleans_up_after_a_record_that_already_expired(
@@ -441,7 +444,7 @@ async def test_purge_cleans_up_after_a_record_that_already_expired(
     assert await engine.batch_counts("b-1") is None
     assert (await engine.list(ListFilter(), 10)).items == []
     k = engine.keys
-    for gone in (k.idempotency("shop", "k"), k.msgid("shop", 5), k.index_all, k.settled):
+    for gone in (k.idempotency_bucket("shop", "k"), k.msgid("shop", 5), k.index_all, k.settled):
         assert not await raw.exists(gone)
 
 
@@ -473,7 +476,7 @@ async def test_every_key_is_under_the_prefix_and_of_a_known_shape(
         k.message(sent.id), k.message(retried.id), k.counts, k.app_counts(app), k.batch("b-1"),
         k.index_status("sent"), k.index_status("queued"), k.index_app(app),
         k.index_batch("b-1"), k.apps, k.ready(app), k.retry(app), k.settled,
-        k.idempotency(app, "order-1"), k.msgid(app, 77), k.pending_report(app, 88),
+        k.idempotency_bucket(app, "order-1"), k.msgid(app, 77), k.pending_report(app, 88),
         k.nonce(app, "n-1"), k.paused, k.pause(app), k.bucket(app), k.token(app),
         k.token_lock(app), k.token_fence(app), k.recent_sends(app, "o-user-1"),
     }  # fmt: skip
@@ -566,8 +569,9 @@ async def _as_stored_before_short_names(
     engine: RedisBackend, raw: aioredis.Redis, message_id: str
 ) -> None:
     """Rewrite a record as the version before short field names wrote it: long names,
-    its id, ref and kind in fields of their own, and its `settled` member (if settled)
-    [ref, status, key, msgid]."""
+    its id, ref, kind, recipient, count of events and times in fields of their own, its
+    events as JSON lines, its `settled` member (if settled) [ref, status, key, msgid]
+    and its idempotency key a string key of its own."""
     key = engine.keys.message(message_id)
     fields = await raw.hgetall(key)
     long = {short: name for name, short in lua.SHORT_NAMES.items()}
@@ -590,6 +594,11 @@ async def _as_stored_before_short_names(
     await raw.hset(key, mapping=old)
     if ttl > 0:
         await raw.expire(key, ttl)
+    if idem := old.get("idempotency_key"):
+        bucket = engine.keys.idempotency_bucket(old["app"], idem)
+        value = await raw.hget(bucket, idem)
+        await raw.hdel(bucket, idem)
+        await raw.set(engine.keys.idempotency(old["app"], idem), value, ex=3600)
     for member, score in await raw.zrange(engine.keys.settled, 0, -1, withscores=True):
         items = orjson.loads(member)
         if items[0] == message_id:
@@ -621,6 +630,8 @@ async def test_records_stored_before_short_field_names_go_through_every_step(
     assert "[" in (await raw.zrange(engine.keys.settled, 0, 0))[0][1:]  # a ref in a string
     queued = await engine.list(ListFilter(status=Status.QUEUED, app="shop"), 10)
     assert [item.id for item in queued.items] == [waiting.id, dead.id]
+    [repeat] = await engine.enqueue([message(key="k-1")], T0 + 1)
+    assert (repeat.id, repeat.created) == (sent.id, False)
 
     [lease] = await engine.lease_batch("w", 1, 30, T0)
     assert lease.id == dead.id and lease.record == replace(

@@ -399,10 +399,15 @@ class RedisBackend:
             dedupe = None if claimed else self._dedupe_key(m, batch)
             batch_key = k.batch(m.batch_id) if m.batch_id else message_key
             batch_index = k.index_batch(m.batch_id) if m.batch_id else message_key
+            # One queue keeps an idempotency key as a field of its bucket (and still
+            # finds one a version before buckets stored under `dedupe`).
+            bucketed = dedupe is not None and m.idempotency_key is not None
+            bucket = k.idempotency_bucket(m.app, m.idempotency_key or "") if bucketed else None
             keys += [message_key, dedupe or message_key, k.ready(m.app), k.retry(m.app)]
             keys += [k.app_counts(m.app), k.index_app(m.app), batch_key, batch_index]
-            keys.append(k.hooks(m.app))
-            args += _enqueue_args(m, now, "x" if claimed else "1" if dedupe else "")
+            keys += [k.hooks(m.app), bucket or message_key]
+            flag = "x" if claimed else "h" if bucketed else "1" if dedupe else ""
+            args += _enqueue_args(m, now, flag)
         return keys, args
 
     async def _enqueue_partitioned(
@@ -493,14 +498,22 @@ class RedisBackend:
             pipe.hget(self._keys.batch(batch.id), "digest")
         dedupes = [(m, self._dedupe_key(m, batch)) for m in messages]
         keyed = [(m, key) for m, key in dedupes if key is not None]
-        for _, key in keyed:
+        for m, key in keyed:
             pipe.get(key)
+            if m.idempotency_key:  # in its bucket (in `key` if stored before buckets)
+                pipe.hget(
+                    self._keys.idempotency_bucket(m.app, m.idempotency_key), m.idempotency_key
+                )
         answers = await pipe.execute()
         if batch is not None:
             stored = answers.pop(0)
             if stored and batch.digest and stored != batch.digest:
                 raise IdempotencyConflict(batch.key)
-        for (m, _), value in zip(keyed, answers, strict=True):
+        found = iter(answers)
+        for m, _ in keyed:
+            value = next(found)
+            if m.idempotency_key:
+                value = next(found) or value
             stored = value.partition(DIGEST_SEPARATOR)[2] if value else ""
             if stored and m.digest and stored != m.digest:
                 raise IdempotencyConflict(m.idempotency_key or (batch.key if batch else ""))
@@ -1162,7 +1175,9 @@ class RedisBackend:
             k.index_batch(ref.batch_id) if ref.batch_id else message_key,
             *self._book(k, ref.app, ref.batch_id, message_key),
         ]
-        return keys, [member, ref.id, status, ref.text(), "1" if ref.batch_id else ""]
+        one_queue = key and not k.partitioned
+        keys.append(k.idempotency_bucket(ref.app, key) if one_queue else message_key)
+        return keys, [member, ref.id, status, ref.text(), "1" if ref.batch_id else "", key]
 
     # -- reads -------------------------------------------------------------------------
 
@@ -1322,7 +1337,7 @@ def _enqueue_args(m: NewMessage, now: float, dedupe: str) -> list[object]:
         "\n".join(_line(event) for event in events), len(events),
         m.kind.value, "1" if m.urgent else "", "" if m.send_at is None else _num(m.send_at),
         _opt(verdict.errcode if verdict else None), _opt(verdict.errmsg if verdict else None),
-        "1" if m.notify else "", _opt(m.callback_url),
+        "1" if m.notify else "", _opt(m.callback_url), _opt(m.idempotency_key),
     ]  # fmt: skip
 
 

@@ -54,6 +54,7 @@ def _tag_part(part: str) -> str:
 QUEUE_TAG: Final = "q"
 API_KEYS_TAG: Final = "apikeys"
 MAX_PARTITIONS: Final = 256
+IDEMPOTENCY_BUCKETS: Final = 4096  # hashes per app that hold its idempotency keys
 
 
 @functools.cache
@@ -247,6 +248,15 @@ class RedisKeys:
     def idempotency(self, app: str, key: str) -> str:
         """String: "<id>\\x1f<digest>" of the first message with this key."""
         return self._claim("idem", escape(app), escape(key))
+
+    def idempotency_bucket(self, app: str, key: str) -> str:
+        """Hash: idempotency key -> "<id>\\x1f<digest>", one of IDEMPOTENCY_BUCKETS of an
+        app (one queue only: a partitioned queue claims `idempotency` keys). A field costs
+        ~40 bytes while the hash stays a listpack (up to 128 fields: 524,288 keyed
+        messages an app), a string key ~150 with its TTL; a field has no TTL, so purge
+        removes it with its message."""
+        bucket = zlib.crc32(key.encode()) % IDEMPOTENCY_BUCKETS
+        return self._q("idemb", escape(app), str(bucket))
 
     def batch_position(self, batch_id: str, position: int) -> str:
         """String: like an idempotency key, for a keyed batch's member without a key of

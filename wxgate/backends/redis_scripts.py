@@ -312,19 +312,21 @@ end
 """
 
 # KEYS: counts, apps, the batch's hash (any key when the call names no batch), settled,
-#   then the status indexes (in Status order); then per message 9
+#   then the status indexes (in Status order); then per message 10
 #   keys: message, dedupe key (the idempotency key, or the batch-position key of a
 #   keyed batch's member; the message key when none), ready(app), retry(app),
 #   app_counts, index_app, batch, index_batch (the message key when no batch),
-#   hooks(app).
+#   hooks(app), idempotency bucket (the message key when none).
 # ARGV: now, dedupe ttl, retention, the batch's digest ('' for none); then per message
 #   PER values: id, app, touser, template_id (not stored: the payload has it), payload,
 #   idempotency_key, trace_id, batch_id, ref, dedupe ('1' when the message has a dedupe
-#   key; 'x' when its key was claimed before, in a slot of its own: the message is then
-#   stored unless its record exists, and answered as a repeat if it does), digest,
-#   batch_position, status (queued, scheduled, or a settled verdict), next_attempt_at,
-#   events (lines), event count (not stored), kind, urgent ('1'/''), send_at, errcode, errmsg,
-#   notify ('1'/''), callback_url ('' for an absent optional value).
+#   key; 'h' when it has an idempotency key, kept as a field of its bucket (and looked
+#   up also in the dedupe key, where a version before buckets kept it); 'x' when its key
+#   was claimed before, in a slot of its own: the message is then stored unless its
+#   record exists, and answered as a repeat if it does), digest, batch_position, status
+#   (queued, scheduled, or a settled verdict), next_attempt_at, events (lines), event
+#   count (not stored), kind, urgent ('1'/''), send_at, errcode, errmsg, notify
+#   ('1'/''), callback_url ('' for an absent optional value), the bucket's field.
 # Every key is checked before anything is written. Returns per message '' (stored) or
 # the id of the first message with its dedupe key; or {'!', n}: the n-th message's key
 # (n = 0: the batch) was stored for a request with another digest, and nothing was
@@ -335,7 +337,7 @@ ENQUEUE: Final = (
     _PRELUDE
     + f"""
 local now, ttl, retention, batch_digest = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local PER = 23
+local PER = 24
 local FIRST = 4 + {len(Status)}
 local count = (#ARGV - 4) / PER
 local INDEX = {{}}
@@ -355,18 +357,24 @@ end
 local firsts, pending = {}, {}
 for i = 0, count - 1 do
   local a = 4 + i * PER
-  if ARGV[a + 10] == '1' then
-    local idem, digest = KEYS[FIRST + i * 9 + 2], ARGV[a + 11]
-    local value = pending[idem] or redis.call('GET', idem)
+  local dedupe = ARGV[a + 10]
+  if dedupe == '1' or dedupe == 'h' then
+    local idem, digest = KEYS[FIRST + i * 10 + 2], ARGV[a + 11]
+    local slot, value = idem, nil
+    if dedupe == 'h' then  -- the bucket's field, or the key of a version before buckets
+      slot = KEYS[FIRST + i * 10 + 10] .. '\\0' .. ARGV[a + 24]
+      value = pending[slot] or redis.call('HGET', KEYS[FIRST + i * 10 + 10], ARGV[a + 24])
+    end
+    value = value or pending[slot] or redis.call('GET', idem)
     if value then
       local first, stored = split(value)
       if stored ~= '' and digest ~= '' and stored ~= digest then return {'!', i + 1} end
       firsts[i + 1] = first
     else
-      pending[idem] = ARGV[a + 1] .. '\\31' .. digest
+      pending[slot] = ARGV[a + 1] .. '\\31' .. digest
     end
-  elseif ARGV[a + 10] == 'x' then
-    local msg = KEYS[FIRST + i * 9 + 1]
+  elseif dedupe == 'x' then
+    local msg = KEYS[FIRST + i * 10 + 1]
     if pending[msg] or redis.call('EXISTS', msg) == 1 then
       firsts[i + 1] = ARGV[a + 1]
     else
@@ -381,7 +389,7 @@ end
 
 local answers = {}
 for i = 0, count - 1 do
-  local k, a = FIRST + i * 9, 4 + i * PER
+  local k, a = FIRST + i * 10, 4 + i * PER
   local msg, idem, stream, retry = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
   local id, app, batch_id, ref, status = ARGV[a + 1], ARGV[a + 2], ARGV[a + 8], ARGV[a + 9],
     ARGV[a + 13]
@@ -390,6 +398,8 @@ for i = 0, count - 1 do
   else
     if ARGV[a + 10] == '1' then
       redis.call('SET', idem, id .. '\\31' .. ARGV[a + 11], 'EX', ttl)
+    elseif ARGV[a + 10] == 'h' then
+      redis.call('HSET', KEYS[k + 10], ARGV[a + 24], id .. '\\31' .. ARGV[a + 11])
     end
     local N = SHORT  -- no id (the key has it), ref, touser or template id (the payload)
     -- updated_at, and next_attempt_at unless it is send_at, are created_at until written.
@@ -721,11 +731,13 @@ return moved
 )
 
 # Delete one settled record (or clean up after one that expired), by its settled member.
-# KEYS: message, settled, dead, idempotency, msgid (the message key when none of
-#   either), index_all (written only by versions before it was dropped: purge still
-#   cleans up their entries), index_app, index_batch (the message key when no batch),
-#   then the book (9..18).
-# ARGV: member, id, status, ref, has batch ('1'/'').
+# KEYS: message, settled, dead, idempotency (its key of a version before buckets),
+#   msgid (the message key when none of either), index_all (written only by versions
+#   before it was dropped: purge still cleans up their entries), index_app, index_batch
+#   (the message key when no batch), then the book (9..18), then the idempotency
+#   bucket (the message key when none).
+# ARGV: member, id, status, ref, has batch ('1'/''), the idempotency key (its field in
+#   the bucket).
 # Returns 1 when purged, 0 when the member was gone already.
 PURGE: Final = (
     _PRELUDE
@@ -745,6 +757,13 @@ if b.batch then
 end
 for _, key in ipairs({idem, msgid}) do
   if key ~= msg and owned_by(key, id) then redis.call('DEL', key) end
+end
+local bucket, field = KEYS[#KEYS], ARGV[6]
+if bucket ~= msg then
+  local held = redis.call('HGET', bucket, field)
+  if held and (held == id or string.sub(held, 1, #id + 1) == id .. '\\31') then
+    redis.call('HDEL', bucket, field)
+  end
 end
 return 1
 """
