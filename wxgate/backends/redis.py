@@ -31,16 +31,20 @@ Key shapes are in `redis_keys`. Choices the protocol leaves open, made here:
 - a settled record expires `retention_s` after it settled (or after its report).
   Counters and indexes still count it until `purge()` runs, which cleans up
   after expired records too (the `settled` set keeps what that needs);
-- an idempotency key lives `retention_s` from enqueue, renewed when its message
-  settles: a repeat within that window answers the first message;
+- an idempotency key lives as long as its message: a field of a bucket hash
+  (`RedisKeys.idempotency_bucket`), removed by purge with the record; a repeat
+  before that answers the first message. A partitioned queue's keys (and keys stored
+  before buckets) are strings living `retention_s` from enqueue, renewed when the
+  message settles;
 - `enqueue` writes all its messages in one MULTI/EXEC of scripts of at most
   ENQUEUE_CHUNK messages each: all or nothing for the whole call;
 - `list()` walks the narrowest index of its filters (batch; else the smaller of
   status and app; else the app indexes of every app, merged) newest first and checks
-  the other filters on each record. There is no index of all messages: it would cost
-  every message as much memory as its app's index does. A recipient (touser) has no
-  index: filtering by it reads at most LIST_SCAN records per call, and a page may come
-  back short with a cursor.
+  the other filters on each record. There is no index of all messages, nor of
+  `delivered` ones (redis_scripts.UNINDEXED): each would cost every message as much
+  memory as its app's index does. A recipient (touser) has no index either: filtering
+  by one of these reads at most LIST_SCAN records per call, and a page may come back
+  short with a cursor.
 
 Durability is Redis's own: "stored" means in Redis's memory and, with
 `appendonly yes`, in its AOF (`appendfsync always` loses nothing on a power cut,

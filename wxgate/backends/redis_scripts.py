@@ -15,6 +15,8 @@ CHUNK bytes (`write_long`), so that every value of the hash stays within Redis's
 encoding: one long field would turn the whole hash into a hashtable, about twice the
 memory (docs/design.md, "Redis memory"). Records stored before keep their `payload` and
 `events` fields; every script reads both shapes and rewrites the events in chunks.
+Fields have short names (SHORT_NAMES); a record stored before them keeps its long
+names, and each script takes the names of the record it touches (`names`).
 
 "Book" is the block of ten keys a status change updates: the counters of
 everyone, of the app and of the batch (the message key itself stands in when
