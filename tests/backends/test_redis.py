@@ -211,7 +211,7 @@ async def test_settle_acknowledges_and_deletes_the_stream_entry_only_with_the_ne
     assert await raw.zrange(engine.keys.retry("shop"), 0, -1, withscores=True) == [
         (orjson.dumps([retry_id, "shop", ""]).decode(), T0 + 60)
     ]
-    assert await raw.get(engine.keys.msgid("shop", BIG_MSGID)) == sent_id
+    assert await raw.hget(engine.keys.msgid_bucket("shop", BIG_MSGID), str(BIG_MSGID)) == sent_id
 
 
 async def test_an_excluded_apps_backlog_is_left_unread_in_its_stream(
@@ -423,8 +423,11 @@ async def test_a_record_gets_the_retention_ttl_when_it_settles_and_not_before(
 
     await engine.settle([Settlement(lease, Outcome.SENT, msgid=BIG_MSGID)], time.time())
     assert 3590 < await raw.ttl(key) <= 3600
-    assert 3590 < await raw.ttl(engine.keys.msgid("shop", BIG_MSGID)) <= 3600
-    # The idempotency key is a field of its bucket, which purge removes with the record.
+    # The msgid and the idempotency key are fields of buckets, which purge removes with
+    # the record.
+    msgids = engine.keys.msgid_bucket("shop", BIG_MSGID)
+    assert await raw.hget(msgids, str(BIG_MSGID)) == answer.id
+    assert await raw.ttl(msgids) == -1
     bucket = engine.keys.idempotency_bucket("shop", "order-1")
     assert await raw.hget(bucket, "order-1") == answer.id + "\x1f"
     assert await raw.ttl(bucket) == -1
@@ -444,8 +447,9 @@ async def test_purge_cleans_up_after_a_record_that_already_expired(
     assert await engine.batch_counts("b-1") is None
     assert (await engine.list(ListFilter(), 10)).items == []
     k = engine.keys
-    for gone in (k.idempotency_bucket("shop", "k"), k.msgid("shop", 5), k.index_all, k.settled):
-        assert not await raw.exists(gone)
+    gone = (k.idempotency_bucket("shop", "k"), k.msgid_bucket("shop", 5), k.index_all, k.settled)
+    for key in gone:
+        assert not await raw.exists(key)
 
 
 async def test_every_key_is_under_the_prefix_and_of_a_known_shape(
@@ -476,7 +480,7 @@ async def test_every_key_is_under_the_prefix_and_of_a_known_shape(
         k.message(sent.id), k.message(retried.id), k.counts, k.app_counts(app), k.batch("b-1"),
         k.index_status("sent"), k.index_status("queued"), k.index_app(app),
         k.index_batch("b-1"), k.apps, k.ready(app), k.retry(app), k.settled,
-        k.idempotency_bucket(app, "order-1"), k.msgid(app, 77), k.pending_report(app, 88),
+        k.idempotency_bucket(app, "order-1"), k.msgid_bucket(app, 77), k.pending_report(app, 88),
         k.nonce(app, "n-1"), k.paused, k.pause(app), k.bucket(app), k.token(app),
         k.token_lock(app), k.token_fence(app), k.recent_sends(app, "o-user-1"),
     }  # fmt: skip
@@ -594,6 +598,10 @@ async def _as_stored_before_short_names(
     await raw.hset(key, mapping=old)
     if ttl > 0:
         await raw.expire(key, ttl)
+    if msgid := old.get("msgid"):
+        bucket = engine.keys.msgid_bucket(old["app"], int(msgid))
+        await raw.hdel(bucket, msgid)
+        await raw.set(engine.keys.msgid(old["app"], int(msgid)), message_id, ex=3600)
     if idem := old.get("idempotency_key"):
         bucket = engine.keys.idempotency_bucket(old["app"], idem)
         value = await raw.hget(bucket, idem)
@@ -674,10 +682,28 @@ async def test_records_stored_before_short_field_names_go_through_every_step(
     k = engine.keys
     for gone in (
         k.idempotency("shop", "k-1"), k.idempotency("shop", "k-2"), k.msgid("shop", BIG_MSGID),
+        k.msgid_bucket("shop", BIG_MSGID),
         k.settled, k.dead, k.index_status("delivered"), k.index_app("shop"),
         k.index_batch("b-1"), k.batch("b-1"),
     ):  # fmt: skip
         assert not await raw.exists(gone), gone
+
+
+async def test_a_message_sent_again_after_a_replay_keeps_only_its_last_msgid(
+    engine: RedisBackend, raw: aioredis.Redis
+) -> None:
+    [answer] = await engine.enqueue([message()], T0)
+    [lease] = await engine.lease_batch("w", 1, 30, T0)
+    await engine.settle([Settlement(lease, Outcome.SENT, msgid=1)], T0)
+    await engine.apply_sent_result(answer.id, Status.FAILED, "failed:user refuse", T0)
+    assert await engine.replay([answer.id], T0 + 1) == 1
+    [lease] = await engine.lease_batch("w", 1, 30, T0 + 1)
+    await engine.settle([Settlement(lease, Outcome.SENT, msgid=2)], T0 + 1)
+    k = engine.keys
+    assert not await raw.exists(k.msgid_bucket("shop", 1))  # purge knows only msgid 2
+    assert await raw.hget(k.msgid_bucket("shop", 2), "2") == answer.id
+    assert await engine.purge(T0 + 2) == 1
+    assert not await raw.exists(k.msgid_bucket("shop", 2))
 
 
 async def test_a_delivered_message_has_no_status_index_entry_and_is_still_listed(

@@ -735,7 +735,9 @@ class RedisBackend:
             k.dead,
             k.settled,
             dedupe or message_key,
-            k.msgid(record.app, s.msgid) if stores_msgid and s.msgid is not None else message_key,
+            k.msgid_bucket(record.app, s.msgid)
+            if stores_msgid and s.msgid is not None
+            else message_key,
             k.pending_report(record.app, s.msgid)
             if stores_msgid and s.msgid is not None
             else message_key,
@@ -743,6 +745,7 @@ class RedisBackend:
             k.recent_sends(record.app, record.touser),
             k.pause(record.app),
             *self._book(k, record.app, record.batch_id, message_key),
+            k.msgid_bucket(record.app, record.msgid) if record.msgid is not None else message_key,
         ]
 
     def _settle_args(self, s: Settlement, now: float) -> list[object]:
@@ -933,11 +936,12 @@ class RedisBackend:
             k = self._keys
             return await self._run(
                 lua.KEEP_REPORT,
-                [k.msgid(app, msgid), k.pending_report(app, msgid)],
-                [kept.decode(), PENDING_REPORT_TTL_S],
+                [k.msgid(app, msgid), k.pending_report(app, msgid), k.msgid_bucket(app, msgid)],
+                [kept.decode(), PENDING_REPORT_TTL_S, msgid],
             )
         pipe = self._client.pipeline(transaction=False)
         for k in self._parts:
+            pipe.hget(k.msgid_bucket(app, msgid), str(msgid))
             pipe.get(k.msgid(app, msgid))
         found = [message_id for message_id in await pipe.execute() if message_id]
         if found:
@@ -949,8 +953,8 @@ class RedisBackend:
             self._queue(
                 pipe,
                 lua.KEEP_REPORT,
-                [k.msgid(app, msgid), k.pending_report(app, msgid)],
-                [kept.decode(), PENDING_REPORT_TTL_S],
+                [k.msgid(app, msgid), k.pending_report(app, msgid), k.msgid_bucket(app, msgid)],
+                [kept.decode(), PENDING_REPORT_TTL_S, msgid],
             )
         found = [message_id for message_id in await pipe.execute() if message_id]
         return str(found[0]) if found else None
@@ -1181,7 +1185,9 @@ class RedisBackend:
         ]
         one_queue = key and not k.partitioned
         keys.append(k.idempotency_bucket(ref.app, key) if one_queue else message_key)
-        return keys, [member, ref.id, status, ref.text(), "1" if ref.batch_id else "", key]
+        keys.append(k.msgid_bucket(ref.app, int(msgid)) if msgid else message_key)
+        args = [member, ref.id, status, ref.text(), "1" if ref.batch_id else "", key, msgid]
+        return keys, args
 
     # -- reads -------------------------------------------------------------------------
 

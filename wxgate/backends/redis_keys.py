@@ -55,6 +55,7 @@ QUEUE_TAG: Final = "q"
 API_KEYS_TAG: Final = "apikeys"
 MAX_PARTITIONS: Final = 256
 IDEMPOTENCY_BUCKETS: Final = 4096  # hashes per app that hold its idempotency keys
+MSGID_BUCKETS: Final = 4096  # hashes per app that hold its msgids
 
 
 @functools.cache
@@ -269,8 +270,14 @@ class RedisKeys:
         return self._claim("bdigest", escape(batch_id))
 
     def msgid(self, app: str, msgid: int) -> str:
-        """String: the id of the message WeChat answered `msgid` for."""
+        """String: the id of the message WeChat answered `msgid` for, as versions before
+        `msgid_bucket` stored it (read, and deleted by purge, until it expires)."""
         return self._q("msgid", escape(app), str(msgid))
+
+    def msgid_bucket(self, app: str, msgid: int) -> str:
+        """Hash: msgid -> the id of the message WeChat answered it for, one of MSGID_BUCKETS
+        of an app (see `idempotency_bucket`); `msgid` keys hold those stored before."""
+        return self._q("msgidb", escape(app), str(msgid % MSGID_BUCKETS))
 
     def pending_report(self, app: str, msgid: int) -> str:
         """String (JSON): a delivery report that came before its msgid was stored."""

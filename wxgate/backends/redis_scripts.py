@@ -530,8 +530,9 @@ return leased
 
 # Settle one lease, if its token still holds it.
 # KEYS: message, ready(app), retry(app), leases, dead, settled, dedupe key (the
-#   message key when none), msgid (the message key when none), pending report
-#   (likewise), hooks(app), recent_sends(app, touser), pause(app), then the book (13..).
+#   message key when none), msgid bucket (the message key when none), pending report
+#   (likewise), hooks(app), recent_sends(app, touser), pause(app), then the book
+#   (13..), then the bucket of the msgid the record has (the message key when none).
 # ARGV: id, token, now, target status, counted (0/1), next_attempt_at ('' none),
 #   msgid ('' none), answered ('1'/''), errcode, errmsg, category, event line,
 #   retention seconds, recent_sends window seconds, while_paused ('1'/''): a release
@@ -580,8 +581,14 @@ elseif target == 'sent' then
   put(N.sent_at, now)
   if msgid ~= '' then
     put(N.msgid, msgid)
+    -- A msgid is a field of its bucket; one this message was sent with before (it was
+    -- replayed) goes, as purge will only know the new one.
+    local before = stored_msgid
+    if before and before ~= msgid and redis.call('HGET', KEYS[#KEYS], before) == id then
+      redis.call('HDEL', KEYS[#KEYS], before)
+    end
     stored_msgid = msgid
-    redis.call('SET', KEYS[8], id, 'EX', retention)
+    redis.call('HSET', KEYS[8], msgid, id)
     -- The report may have beaten this settle; it waits under the msgid.
     local kept = redis.call('GET', KEYS[9])
     if kept then
@@ -622,10 +629,11 @@ return 1
 )
 
 # A delivery report whose msgid is not stored yet is kept a while (the first one wins).
-# KEYS: msgid, pending report. ARGV: report JSON, ttl seconds.
+# KEYS: msgid (a version before buckets kept it there), pending report, msgid bucket.
+# ARGV: report JSON, ttl seconds, msgid.
 # Returns the message id when the msgid is stored (nothing kept), else false.
 KEEP_REPORT: Final = """#!lua
-local id = redis.call('GET', KEYS[1])
+local id = redis.call('HGET', KEYS[3], ARGV[3]) or redis.call('GET', KEYS[1])
 if id then return id end
 redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2])
 return false
@@ -737,9 +745,9 @@ return moved
 #   msgid (the message key when none of either), index_all (written only by versions
 #   before it was dropped: purge still cleans up their entries), index_app, index_batch
 #   (the message key when no batch), then the book (9..18), then the idempotency
-#   bucket (the message key when none).
-# ARGV: member, id, status, ref, has batch ('1'/''), the idempotency key (its field in
-#   the bucket).
+#   bucket and the msgid bucket (each the message key when none).
+# ARGV: member, id, status, ref, has batch ('1'/''), the idempotency key and the msgid
+#   (their fields in the buckets).
 # Returns 1 when purged, 0 when the member was gone already.
 PURGE: Final = (
     _PRELUDE
@@ -760,12 +768,15 @@ end
 for _, key in ipairs({idem, msgid}) do
   if key ~= msg and owned_by(key, id) then redis.call('DEL', key) end
 end
-local bucket, field = KEYS[#KEYS], ARGV[6]
+local bucket, field = KEYS[#KEYS - 1], ARGV[6]
 if bucket ~= msg then
   local held = redis.call('HGET', bucket, field)
   if held and (held == id or string.sub(held, 1, #id + 1) == id .. '\\31') then
     redis.call('HDEL', bucket, field)
   end
+end
+if KEYS[#KEYS] ~= msg and redis.call('HGET', KEYS[#KEYS], ARGV[7]) == id then
+  redis.call('HDEL', KEYS[#KEYS], ARGV[7])
 end
 return 1
 """
