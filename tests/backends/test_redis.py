@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,12 @@ from tests.backends.conftest import (
 from tests.backends.test_contract import BIG_MSGID, T0, message
 from tests.conftest import free_port
 from tests.timing import fastest
+from wxgate.backends import redis as redis_engine
+from wxgate.backends import redis_scripts as lua
 from wxgate.backends.base import (
     Enqueued,
+    Event,
+    EventKind,
     ListFilter,
     NewMessage,
     Outcome,
@@ -206,7 +211,7 @@ async def test_settle_acknowledges_and_deletes_the_stream_entry_only_with_the_ne
     assert await raw.zrange(engine.keys.retry("shop"), 0, -1, withscores=True) == [
         (orjson.dumps([retry_id, "shop", ""]).decode(), T0 + 60)
     ]
-    assert await raw.get(engine.keys.msgid("shop", BIG_MSGID)) == sent_id
+    assert await raw.hget(engine.keys.msgid_bucket("shop", BIG_MSGID), str(BIG_MSGID)) == sent_id
 
 
 async def test_an_excluded_apps_backlog_is_left_unread_in_its_stream(
@@ -418,8 +423,14 @@ async def test_a_record_gets_the_retention_ttl_when_it_settles_and_not_before(
 
     await engine.settle([Settlement(lease, Outcome.SENT, msgid=BIG_MSGID)], time.time())
     assert 3590 < await raw.ttl(key) <= 3600
-    assert 3590 < await raw.ttl(engine.keys.msgid("shop", BIG_MSGID)) <= 3600
-    assert 3590 < await raw.ttl(engine.keys.idempotency("shop", "order-1")) <= 3600
+    # The msgid and the idempotency key are fields of buckets, which purge removes with
+    # the record.
+    msgids = engine.keys.msgid_bucket("shop", BIG_MSGID)
+    assert await raw.hget(msgids, str(BIG_MSGID)) == answer.id
+    assert await raw.ttl(msgids) == -1
+    bucket = engine.keys.idempotency_bucket("shop", "order-1")
+    assert await raw.hget(bucket, "order-1") == answer.id + "\x1f"
+    assert await raw.ttl(bucket) == -1
 
 
 async def test_purge_cleans_up_after_a_record_that_already_expired(
@@ -436,8 +447,9 @@ async def test_purge_cleans_up_after_a_record_that_already_expired(
     assert await engine.batch_counts("b-1") is None
     assert (await engine.list(ListFilter(), 10)).items == []
     k = engine.keys
-    for gone in (k.idempotency("shop", "k"), k.msgid("shop", 5), k.index_all, k.settled):
-        assert not await raw.exists(gone)
+    gone = (k.idempotency_bucket("shop", "k"), k.msgid_bucket("shop", 5), k.index_all, k.settled)
+    for key in gone:
+        assert not await raw.exists(key)
 
 
 async def test_every_key_is_under_the_prefix_and_of_a_known_shape(
@@ -468,7 +480,7 @@ async def test_every_key_is_under_the_prefix_and_of_a_known_shape(
         k.message(sent.id), k.message(retried.id), k.counts, k.app_counts(app), k.batch("b-1"),
         k.index_status("sent"), k.index_status("queued"), k.index_app(app),
         k.index_batch("b-1"), k.apps, k.ready(app), k.retry(app), k.settled,
-        k.idempotency(app, "order-1"), k.msgid(app, 77), k.pending_report(app, 88),
+        k.idempotency_bucket(app, "order-1"), k.msgid_bucket(app, 77), k.pending_report(app, 88),
         k.nonce(app, "n-1"), k.paused, k.pause(app), k.bucket(app), k.token(app),
         k.token_lock(app), k.token_fence(app), k.recent_sends(app, "o-user-1"),
     }  # fmt: skip
@@ -528,6 +540,189 @@ async def test_a_record_stored_before_values_were_chunked_reads_leases_and_settl
     assert after is not None and after.status is Status.SENT
     assert [event.kind for event in after.events] == ["accepted", "sent"]
     assert "events" not in await raw.hkeys(key)
+
+
+def _is_chunk(name: str, long: str) -> bool:
+    return name == long or (name[0] == long and name[1:].isdigit())
+
+
+def _json_line(event: Event) -> str:
+    """An event line as the version before wrote it."""
+    item: dict[str, Any] = {"at": event.at, "kind": event.kind}
+    if event.note:
+        item["note"] = event.note
+    if event.errcode is not None:
+        item["errcode"] = event.errcode
+    return orjson.dumps(item).decode()
+
+
+def test_event_lines_read_back_as_written_and_as_json_lines_of_before() -> None:
+    for event in (
+        Event(T0, EventKind.ACCEPTED),
+        Event(T0 + 0.125, EventKind.RETRY, "system busy\tagain", -1),
+        Event(1e16, EventKind.REPORT, "failed:user block"),
+        Event(T0, EventKind.FAILED, "two\nlines", 43101),
+    ):
+        line = redis_engine._line(event)
+        assert redis_engine._event(line) == event
+        assert redis_engine._event(_json_line(event)) == event
+    assert redis_engine._line(Event(T0, EventKind.SENT)) == f"{T0!r} sent"
+
+
+async def _as_stored_before_short_names(
+    engine: RedisBackend, raw: aioredis.Redis, message_id: str
+) -> None:
+    """Rewrite a record as the version before short field names wrote it: long names,
+    its id, ref, kind, recipient, count of events and times in fields of their own, its
+    events as JSON lines, its `settled` member (if settled) [ref, status, key, msgid]
+    and its idempotency key a string key of its own."""
+    key = engine.keys.message(message_id)
+    fields = await raw.hgetall(key)
+    long = {short: name for name, short in lua.SHORT_NAMES.items()}
+    old = {long.get(name, name): value for name, value in fields.items()}
+    ref = orjson.dumps([message_id, old["app"], old.get("batch_id", "")]).decode()
+    payload = orjson.loads(lua.long_value(fields, "p", "payload") or "{}")
+    old.update(id=message_id, ref=ref, kind=old.get("kind", "template"))
+    old.update(touser=payload["touser"])
+    for written_later in ("updated_at", "next_attempt_at"):
+        old.setdefault(written_later, old["created_at"])
+    # Events as JSON lines, in chunks of 64 bytes (ASCII here).
+    text = lua.long_value(fields, "e", "events") or ""
+    lines = "\n".join(_json_line(redis_engine._event(line)) for line in text.split("\n"))
+    old = {name: value for name, value in old.items() if not _is_chunk(name, "e")}
+    chunks = [lines[n : n + 64] for n in range(0, len(lines), 64)]
+    old.update({"e": str(len(chunks))}, **{f"e{n}": chunk for n, chunk in enumerate(chunks, 1)})
+    old["n_events"] = str(len(text.split("\n")))
+    ttl = await raw.ttl(key)
+    await raw.delete(key)
+    await raw.hset(key, mapping=old)
+    if ttl > 0:
+        await raw.expire(key, ttl)
+    if msgid := old.get("msgid"):
+        bucket = engine.keys.msgid_bucket(old["app"], int(msgid))
+        await raw.hdel(bucket, msgid)
+        await raw.set(engine.keys.msgid(old["app"], int(msgid)), message_id, ex=3600)
+    if idem := old.get("idempotency_key"):
+        bucket = engine.keys.idempotency_bucket(old["app"], idem)
+        value = await raw.hget(bucket, idem)
+        await raw.hdel(bucket, idem)
+        await raw.set(engine.keys.idempotency(old["app"], idem), value, ex=3600)
+    for member, score in await raw.zrange(engine.keys.settled, 0, -1, withscores=True):
+        items = orjson.loads(member)
+        if items[0] == message_id:
+            status, idem, msgid = items[3:]
+            await raw.zrem(engine.keys.settled, member)
+            before = orjson.dumps([ref, status, idem, msgid]).decode()
+            await raw.zadd(engine.keys.settled, {before: score})
+
+
+async def test_records_stored_before_short_field_names_go_through_every_step(
+    engine: RedisBackend, raw: aioredis.Redis
+) -> None:
+    # An upgrade in place: records of the version before keep their long field names
+    # (and ids, refs, kinds, settled members, delivered index entries) and are read,
+    # listed, leased, settled, reported, replayed, cancelled and purged as they are.
+    sent, dead, waiting = await engine.enqueue(
+        [message(key="k-1"), message(key="k-2", batch="b-1"), message()], T0
+    )
+    [lease] = await engine.lease_batch("w", 1, 30, T0)
+    assert lease.id == sent.id
+    await engine.settle([Settlement(lease, Outcome.SENT, msgid=BIG_MSGID)], T0 + 1)
+    # `sent` was sent by the version before (its settled member too), the others queued.
+    before = {m.id: await engine.get(m.id) for m in (sent, dead, waiting)}
+    for m in (sent, dead, waiting):
+        await _as_stored_before_short_names(engine, raw, m.id)
+        assert await engine.get(m.id) == before[m.id]
+    stored = await raw.hgetall(engine.keys.message(sent.id))
+    assert "status" in stored and stored["e1"].startswith('{"at":')
+    assert "[" in (await raw.zrange(engine.keys.settled, 0, 0))[0][1:]  # a ref in a string
+    queued = await engine.list(ListFilter(status=Status.QUEUED, app="shop"), 10)
+    assert [item.id for item in queued.items] == [waiting.id, dead.id]
+    [repeat] = await engine.enqueue([message(key="k-1")], T0 + 1)
+    assert (repeat.id, repeat.created) == (sent.id, False)
+
+    [lease] = await engine.lease_batch("w", 1, 30, T0)
+    assert lease.id == dead.id and lease.record == replace(
+        before[dead.id], status=Status.SENDING, next_attempt_at=T0 + 30, updated_at=T0, events=[]
+    )
+    await engine.settle(
+        [Settlement(lease, Outcome.DEAD, errcode=40003, errmsg="invalid openid")], T0 + 1
+    )
+    applied = await engine.apply_report(
+        Report("shop", BIG_MSGID, Status.DELIVERED, "success"), T0 + 2
+    )
+    assert (applied.message_id, applied.status, applied.changed) == (
+        sent.id,
+        Status.DELIVERED,
+        True,
+    )
+    # The version before kept delivered messages in a status index; that entry stays
+    # until purge (listing delivered walks the app index and finds the message once).
+    await raw.zadd(engine.keys.index_status("delivered"), {sent.id: 0})
+    delivered = await engine.get(sent.id)
+    assert delivered is not None and delivered.status is Status.DELIVERED
+    assert delivered.msgid == BIG_MSGID and delivered.delivered_at == T0 + 2
+    assert [e.kind for e in delivered.events] == ["accepted", "sent", "report"]
+    assert delivered.touser == "o-user-1" and delivered.template_id == "tpl-order"
+    assert "s" not in await raw.hkeys(engine.keys.message(sent.id))  # still long names
+    listed = await engine.list(ListFilter(status=Status.DELIVERED), 10)
+    assert [item.id for item in listed.items] == [sent.id]
+
+    [cancelled] = await engine.cancel([waiting.id], T0 + 3)
+    assert cancelled.status is Status.CANCELLED and cancelled.cancelled
+    assert await engine.replay([dead.id], T0 + 3) == 1
+    [again] = await engine.lease_batch("w", 1, 30, T0 + 3)
+    assert again.id == dead.id and again.record.attempts == 0
+    await engine.settle([Settlement(again, Outcome.FAILED, errcode=43101)], T0 + 4)
+    assert (await engine.counts())[Status.FAILED] == 1
+
+    assert await engine.purge(T0 + 10) == 3
+    assert await engine.counts() == dict.fromkeys(Status, 0)
+    assert (await engine.list(ListFilter(), 10)).items == []
+    k = engine.keys
+    for gone in (
+        k.idempotency("shop", "k-1"), k.idempotency("shop", "k-2"), k.msgid("shop", BIG_MSGID),
+        k.msgid_bucket("shop", BIG_MSGID),
+        k.settled, k.dead, k.index_status("delivered"), k.index_app("shop"),
+        k.index_batch("b-1"), k.batch("b-1"),
+    ):  # fmt: skip
+        assert not await raw.exists(gone), gone
+
+
+async def test_a_message_sent_again_after_a_replay_keeps_only_its_last_msgid(
+    engine: RedisBackend, raw: aioredis.Redis
+) -> None:
+    [answer] = await engine.enqueue([message()], T0)
+    [lease] = await engine.lease_batch("w", 1, 30, T0)
+    await engine.settle([Settlement(lease, Outcome.SENT, msgid=1)], T0)
+    await engine.apply_sent_result(answer.id, Status.FAILED, "failed:user refuse", T0)
+    assert await engine.replay([answer.id], T0 + 1) == 1
+    [lease] = await engine.lease_batch("w", 1, 30, T0 + 1)
+    await engine.settle([Settlement(lease, Outcome.SENT, msgid=2)], T0 + 1)
+    k = engine.keys
+    assert not await raw.exists(k.msgid_bucket("shop", 1))  # purge knows only msgid 2
+    assert await raw.hget(k.msgid_bucket("shop", 2), "2") == answer.id
+    assert await engine.purge(T0 + 2) == 1
+    assert not await raw.exists(k.msgid_bucket("shop", 2))
+
+
+async def test_a_delivered_message_has_no_status_index_entry_and_is_still_listed(
+    engine: RedisBackend, raw: aioredis.Redis
+) -> None:
+    first, second = await engine.enqueue([message(), message()], T0)
+    leases = await engine.lease_batch("w", 2, 30, T0)
+    await engine.settle(
+        [Settlement(lease, Outcome.SENT, msgid=n) for n, lease in enumerate(leases)], T0
+    )
+    await engine.apply_report(Report("shop", 0, Status.DELIVERED, "success"), T0 + 1)
+    assert not await raw.exists(engine.keys.index_status("delivered"))
+    by_status = await engine.list(ListFilter(status=Status.DELIVERED), 10)
+    assert [item.id for item in by_status.items] == [leases[0].id]
+    by_both = await engine.list(ListFilter(status=Status.DELIVERED, app="shop"), 10)
+    assert [item.id for item in by_both.items] == [leases[0].id]
+    oldest = await engine.oldest(Status.DELIVERED)
+    assert oldest is not None and oldest.id == leases[0].id
+    assert {first.id, second.id} == {lease.id for lease in leases}
 
 
 # -- failures ----------------------------------------------------------------------------

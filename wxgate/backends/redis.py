@@ -31,16 +31,20 @@ Key shapes are in `redis_keys`. Choices the protocol leaves open, made here:
 - a settled record expires `retention_s` after it settled (or after its report).
   Counters and indexes still count it until `purge()` runs, which cleans up
   after expired records too (the `settled` set keeps what that needs);
-- an idempotency key lives `retention_s` from enqueue, renewed when its message
-  settles: a repeat within that window answers the first message;
+- an idempotency key lives as long as its message: a field of a bucket hash
+  (`RedisKeys.idempotency_bucket`), removed by purge with the record; a repeat
+  before that answers the first message. A partitioned queue's keys (and keys stored
+  before buckets) are strings living `retention_s` from enqueue, renewed when the
+  message settles;
 - `enqueue` writes all its messages in one MULTI/EXEC of scripts of at most
   ENQUEUE_CHUNK messages each: all or nothing for the whole call;
 - `list()` walks the narrowest index of its filters (batch; else the smaller of
   status and app; else the app indexes of every app, merged) newest first and checks
-  the other filters on each record. There is no index of all messages: it would cost
-  every message as much memory as its app's index does. A recipient (touser) has no
-  index: filtering by it reads at most LIST_SCAN records per call, and a page may come
-  back short with a cursor.
+  the other filters on each record. There is no index of all messages, nor of
+  `delivered` ones (redis_scripts.UNINDEXED): each would cost every message as much
+  memory as its app's index does. A recipient (touser) has no index either: filtering
+  by one of these reads at most LIST_SCAN records per call, and a page may come back
+  short with a cursor.
 
 Durability is Redis's own: "stored" means in Redis's memory and, with
 `appendonly yes`, in its AOF (`appendfsync always` loses nothing on a power cut,
@@ -133,6 +137,9 @@ BUDGET_IDLE_S: Final = 60  # beyond refilling, how long an idle bucket is kept
 
 _UNAVAILABLE: Final = UNAVAILABLE
 _PAYLOAD_AT: Final = RECORD_FIELDS.index("payload")
+_ID_AT: Final = RECORD_FIELDS.index("id")
+_CREATED_AT: Final = RECORD_FIELDS.index("created_at")
+_SINCE_CREATED: Final = (RECORD_FIELDS.index("updated_at"), RECORD_FIELDS.index("next_attempt_at"))
 _SCRIPTS: Final = (
     lua.ENQUEUE, lua.PROMOTE, lua.LEASE, lua.SETTLE, lua.KEEP_REPORT, lua.REPORT, lua.REPLAY,
     lua.CANCEL,
@@ -396,10 +403,15 @@ class RedisBackend:
             dedupe = None if claimed else self._dedupe_key(m, batch)
             batch_key = k.batch(m.batch_id) if m.batch_id else message_key
             batch_index = k.index_batch(m.batch_id) if m.batch_id else message_key
+            # One queue keeps an idempotency key as a field of its bucket (and still
+            # finds one a version before buckets stored under `dedupe`).
+            bucketed = dedupe is not None and m.idempotency_key is not None
+            bucket = k.idempotency_bucket(m.app, m.idempotency_key or "") if bucketed else None
             keys += [message_key, dedupe or message_key, k.ready(m.app), k.retry(m.app)]
             keys += [k.app_counts(m.app), k.index_app(m.app), batch_key, batch_index]
-            keys.append(k.hooks(m.app))
-            args += _enqueue_args(m, now, "x" if claimed else "1" if dedupe else "")
+            keys += [k.hooks(m.app), bucket or message_key]
+            flag = "x" if claimed else "h" if bucketed else "1" if dedupe else ""
+            args += _enqueue_args(m, now, flag)
         return keys, args
 
     async def _enqueue_partitioned(
@@ -490,14 +502,22 @@ class RedisBackend:
             pipe.hget(self._keys.batch(batch.id), "digest")
         dedupes = [(m, self._dedupe_key(m, batch)) for m in messages]
         keyed = [(m, key) for m, key in dedupes if key is not None]
-        for _, key in keyed:
+        for m, key in keyed:
             pipe.get(key)
+            if m.idempotency_key:  # in its bucket (in `key` if stored before buckets)
+                pipe.hget(
+                    self._keys.idempotency_bucket(m.app, m.idempotency_key), m.idempotency_key
+                )
         answers = await pipe.execute()
         if batch is not None:
             stored = answers.pop(0)
             if stored and batch.digest and stored != batch.digest:
                 raise IdempotencyConflict(batch.key)
-        for (m, _), value in zip(keyed, answers, strict=True):
+        found = iter(answers)
+        for m, _ in keyed:
+            value = next(found)
+            if m.idempotency_key:
+                value = next(found) or value
             stored = value.partition(DIGEST_SEPARATOR)[2] if value else ""
             if stored and m.digest and stored != m.digest:
                 raise IdempotencyConflict(m.idempotency_key or (batch.key if batch else ""))
@@ -518,8 +538,9 @@ class RedisBackend:
         if repeated:
             pipe = self._client.pipeline(transaction=False)
             for message_id in repeated:
-                pipe.hget(self._keys.message(message_id), "status")
-            for message_id, value in zip(repeated, await pipe.execute(), strict=True):
+                pipe.hmget(self._keys.message(message_id), lua.either("status"))
+            for message_id, found in zip(repeated, await pipe.execute(), strict=True):
+                [value] = lua.picked(found)
                 # None only if the first message was purged in the instant since the
                 # script saw its key; it was queued when it was stored.
                 status[message_id] = Status(value) if value else Status.QUEUED
@@ -714,7 +735,9 @@ class RedisBackend:
             k.dead,
             k.settled,
             dedupe or message_key,
-            k.msgid(record.app, s.msgid) if stores_msgid and s.msgid is not None else message_key,
+            k.msgid_bucket(record.app, s.msgid)
+            if stores_msgid and s.msgid is not None
+            else message_key,
             k.pending_report(record.app, s.msgid)
             if stores_msgid and s.msgid is not None
             else message_key,
@@ -722,10 +745,12 @@ class RedisBackend:
             k.recent_sends(record.app, record.touser),
             k.pause(record.app),
             *self._book(k, record.app, record.batch_id, message_key),
+            k.msgid_bucket(record.app, record.msgid) if record.msgid is not None else message_key,
         ]
 
     def _settle_args(self, s: Settlement, now: float) -> list[object]:
         change = settle_change(s, now)
+        record = s.lease.record
         return [
             change.id,
             change.token,
@@ -742,6 +767,7 @@ class RedisBackend:
             self._retention_s,
             RECENT_SENDS_S,
             "1" if change.while_paused else "",
+            _Ref(record.id, record.app, record.batch_id).text(),
         ]
 
     @_storage_call
@@ -750,8 +776,8 @@ class RedisBackend:
             return []
         pipe = self._client.pipeline(transaction=False)
         for message_id in ids:
-            pipe.hmget(self._keys.message(message_id), "app", "batch_id")
-        found = await pipe.execute()
+            pipe.hmget(self._keys.message(message_id), lua.either("app", "batch_id"))
+        found = [lua.picked(values) for values in await pipe.execute()]
         line = _line(Event(now, EventKind.CANCELLED))
         pipe = await self._pipeline()
         for message_id, (app, batch_id) in zip(ids, found, strict=True):
@@ -761,7 +787,9 @@ class RedisBackend:
             message_key = k.message(message_id)
             keys = [message_key, k.retry(app), k.settled, k.hooks(app)]
             keys += self._book(k, app, batch_id, message_key)
-            self._queue(pipe, lua.CANCEL, keys, [message_id, _num(now), line, self._retention_s])
+            ref = _Ref(message_id, app, batch_id).text()
+            args = [message_id, _num(now), line, self._retention_s, ref]
+            self._queue(pipe, lua.CANCEL, keys, args)
         answers = iter(await pipe.execute())
         results = []
         for message_id, (app, _) in zip(ids, found, strict=True):
@@ -783,15 +811,12 @@ class RedisBackend:
         for message_id in ids:
             pipe.hmget(
                 self._keys.message(message_id),
-                "app",
-                "batch_id",
-                "idempotency_key",
-                "batch_position",
+                lua.either("app", "batch_id", "idempotency_key", "batch_position"),
             )
         found = [
             (message_id, app, batch_id, key, position)
             for message_id, (app, batch_id, key, position) in zip(
-                ids, await pipe.execute(), strict=True
+                ids, map(lua.picked, await pipe.execute()), strict=True
             )
             if app is not None
         ]
@@ -805,11 +830,12 @@ class RedisBackend:
                 app, key, batch_id, None if position is None else int(position)
             )
             dedupes.append(dedupe)
+            ref = _Ref(message_id, app, batch_id).text()
             self._queue(
                 pipe,
                 lua.REPLAY,
                 self._replay_keys(message_id, app, batch_id, dedupe),
-                [message_id, _num(now), event, self._retention_s],
+                [message_id, _num(now), event, self._retention_s, ref],
             )
         moved = await pipe.execute()
         if self._keys.partitioned:
@@ -875,8 +901,8 @@ class RedisBackend:
             return [ref.id for ref in refs]
         pipe = self._client.pipeline(transaction=False)
         for ref in refs:
-            pipe.hget(self._keys.message(ref.id), "last_errcode")
-        codes = await pipe.execute()
+            pipe.hmget(self._keys.message(ref.id), lua.either("last_errcode"))
+        codes = [lua.picked(values)[0] for values in await pipe.execute()]
         wanted = str(flt.errcode)
         return [ref.id for ref, code in zip(refs, codes, strict=True) if code == wanted]
 
@@ -891,10 +917,10 @@ class RedisBackend:
             return ReportApplied(None, None, False)
         k = self._at(message_id)
         message_key = k.message(message_id)
-        batch_id = await self._client.hget(message_key, "batch_id")
+        [batch_id] = lua.picked(await self._client.hmget(message_key, lua.either("batch_id")))
         keys = [message_key, k.settled, k.hooks(app)]
         keys += self._book(k, app, batch_id, message_key)
-        args = [message_id, report.text, target.value, _num(now), self._retention_s]
+        args = [message_id, report.text, target.value, _num(now), self._retention_s, ""]
         answer = await self._run(lua.REPORT, keys, args)
         if answer is None:  # the message was purged; its msgid key was going with it
             return ReportApplied(None, None, False)
@@ -910,11 +936,12 @@ class RedisBackend:
             k = self._keys
             return await self._run(
                 lua.KEEP_REPORT,
-                [k.msgid(app, msgid), k.pending_report(app, msgid)],
-                [kept.decode(), PENDING_REPORT_TTL_S],
+                [k.msgid(app, msgid), k.pending_report(app, msgid), k.msgid_bucket(app, msgid)],
+                [kept.decode(), PENDING_REPORT_TTL_S, msgid],
             )
         pipe = self._client.pipeline(transaction=False)
         for k in self._parts:
+            pipe.hget(k.msgid_bucket(app, msgid), str(msgid))
             pipe.get(k.msgid(app, msgid))
         found = [message_id for message_id in await pipe.execute() if message_id]
         if found:
@@ -926,8 +953,8 @@ class RedisBackend:
             self._queue(
                 pipe,
                 lua.KEEP_REPORT,
-                [k.msgid(app, msgid), k.pending_report(app, msgid)],
-                [kept.decode(), PENDING_REPORT_TTL_S],
+                [k.msgid(app, msgid), k.pending_report(app, msgid), k.msgid_bucket(app, msgid)],
+                [kept.decode(), PENDING_REPORT_TTL_S, msgid],
             )
         found = [message_id for message_id in await pipe.execute() if message_id]
         return str(found[0]) if found else None
@@ -940,7 +967,9 @@ class RedisBackend:
             raise ValueError(f"a sent event settles a message delivered or failed, not {status}")
         k = self._at(message_id)
         message_key = k.message(message_id)
-        app, batch_id = await self._client.hmget(message_key, ["app", "batch_id"])
+        app, batch_id = lua.picked(
+            await self._client.hmget(message_key, lua.either("app", "batch_id"))
+        )
         if app is None:
             return ReportApplied(None, None, False)
         keys = [message_key, k.settled, k.hooks(app)]
@@ -1100,8 +1129,8 @@ class RedisBackend:
             ids = await self._client.zrange(index, start, start + LIST_STEP - 1)
             pipe = self._client.pipeline(transaction=False)
             for message_id in ids:
-                pipe.hmget(self._keys.message(message_id), "app", "created_at")
-            for app, created in await pipe.execute():
+                pipe.hmget(self._keys.message(message_id), lua.either("app", "created_at"))
+            for app, created in map(lua.picked, await pipe.execute()):
                 if app in wanted and app not in found and created is not None:
                     found[app] = float(created)
             if len(ids) < LIST_STEP or len(found) == len(wanted):
@@ -1133,8 +1162,7 @@ class RedisBackend:
                 # A purged message's claimed key goes with it (in a slot of its own).
                 gone = []
                 for member, done in zip(members, purged, strict=True):
-                    ref_text, _, key, _ = orjson.loads(member)
-                    ref = _Ref.of(ref_text)
+                    ref, _, key, _ = _settled_member(member)
                     if done and key:
                         gone.append((k.idempotency(ref.app, key), ref.id))
                 await self._touch_claims(gone, None)
@@ -1142,8 +1170,7 @@ class RedisBackend:
                 return total
 
     def _purge_call(self, k: RedisKeys, member: str) -> tuple[list[str], list[object]]:
-        ref_text, status, key, msgid = orjson.loads(member)
-        ref = _Ref.of(ref_text)
+        ref, status, key, msgid = _settled_member(member)
         message_key = k.message(ref.id)
         keys = [
             message_key,
@@ -1156,16 +1183,20 @@ class RedisBackend:
             k.index_batch(ref.batch_id) if ref.batch_id else message_key,
             *self._book(k, ref.app, ref.batch_id, message_key),
         ]
-        return keys, [member, ref.id, status, ref_text, "1" if ref.batch_id else ""]
+        one_queue = key and not k.partitioned
+        keys.append(k.idempotency_bucket(ref.app, key) if one_queue else message_key)
+        keys.append(k.msgid_bucket(ref.app, int(msgid)) if msgid else message_key)
+        args = [member, ref.id, status, ref.text(), "1" if ref.batch_id else "", key, msgid]
+        return keys, args
 
     # -- reads -------------------------------------------------------------------------
 
     @_storage_call
     async def get(self, message_id: str) -> MessageRecord | None:
         fields = await self._client.hgetall(self._keys.message(message_id))
-        if not fields:
+        if not _stored(fields):
             return None
-        return _record(fields)
+        return _record(message_id, fields)
 
     @_storage_call
     async def recent_sends(self, app: str, touser: str, since: float) -> list[MessageRecord]:
@@ -1201,10 +1232,17 @@ class RedisBackend:
         return min((r for r in found if r is not None), key=lambda r: r.id, default=None)
 
     async def _oldest_at(self, k: RedisKeys, status: Status) -> MessageRecord | None:
-        index = k.index_status(status)
+        if status in lua.UNINDEXED:  # its messages are found in the app indexes
+            indexes = [k.index_app(app) for app in sorted(await self._client.smembers(k.apps))]
+        else:
+            indexes = [k.index_status(status)]
         lower = "-"
         for _ in range(LIST_SCAN // LIST_STEP):
-            ids = await self._client.zrangebylex(index, lower, "+", start=0, num=LIST_STEP)
+            pipe = self._client.pipeline(transaction=False)
+            for index in indexes:
+                pipe.zrangebylex(index, lower, "+", start=0, num=LIST_STEP)
+            found = sorted(message_id for ids in await pipe.execute() for message_id in ids)
+            ids = found[:LIST_STEP]
             for record in await self._records(ids):
                 if record is not None and record.status == status:
                     return record
@@ -1246,7 +1284,7 @@ class RedisBackend:
         if flt.batch_id is not None:
             return [k.index_batch(flt.batch_id) for k in parts]
         candidates = []
-        if flt.status is not None:
+        if flt.status is not None and flt.status not in lua.UNINDEXED:
             candidates.append([k.index_status(Status(flt.status)) for k in parts])
         if flt.app is not None:
             candidates.append([k.index_app(flt.app) for k in parts])
@@ -1286,12 +1324,13 @@ class RedisBackend:
 
     async def _records(self, ids: Iterable[str]) -> list[MessageRecord | None]:
         """The records of `ids` (None for one that is gone), without their events."""
+        ids = list(ids)
         pipe = self._client.pipeline(transaction=False)
         for message_id in ids:
             pipe.hgetall(self._keys.message(message_id))
         return [
-            _record(fields, events=False) if fields.get("id") else None
-            for fields in await pipe.execute()
+            _record(message_id, fields, events=False) if _stored(fields) else None
+            for message_id, fields in zip(ids, await pipe.execute(), strict=True)
         ]
 
 
@@ -1308,19 +1347,33 @@ def _enqueue_args(m: NewMessage, now: float, dedupe: str) -> list[object]:
         "\n".join(_line(event) for event in events), len(events),
         m.kind.value, "1" if m.urgent else "", "" if m.send_at is None else _num(m.send_at),
         _opt(verdict.errcode if verdict else None), _opt(verdict.errmsg if verdict else None),
-        "1" if m.notify else "", _opt(m.callback_url),
+        "1" if m.notify else "", _opt(m.callback_url), _opt(m.idempotency_key),
     ]  # fmt: skip
 
 
 def _line(event: Event) -> str:
-    """An event as its record keeps it: Event.to_json's object without an empty note or
-    a null errcode (Event.from_json reads them as absent), 26 bytes less a line."""
-    item: dict[str, Any] = {"at": event.at, "kind": event.kind}
-    if event.note:
-        item["note"] = event.note
+    """An event as its record keeps it: `<at> <kind>[ <errcode>][<tab><note>]` (at as
+    JSON writes it), 16 bytes less a line than JSON; a note with a line break makes it
+    Event.to_json's object without an empty note or a null errcode (`_event` reads both,
+    and the JSON lines of records stored before)."""
+    if "\n" in event.note:
+        item: dict[str, Any] = {"at": event.at, "kind": event.kind, "note": event.note}
+        if event.errcode is not None:
+            item["errcode"] = event.errcode
+        return orjson.dumps(item).decode()
+    head = orjson.dumps(event.at).decode() + " " + event.kind
     if event.errcode is not None:
-        item["errcode"] = event.errcode
-    return orjson.dumps(item).decode()
+        head += f" {event.errcode}"
+    return head + "\t" + event.note if event.note else head
+
+
+def _event(line: str) -> Event:
+    """An event from its line (`_line`; a JSON object in records stored before)."""
+    if line.startswith("{"):
+        return Event.from_json(orjson.loads(line))
+    head, _, note = line.partition("\t")
+    at, kind, *errcode = head.split(" ")
+    return Event(float(at), EventKind(kind), note, int(errcode[0]) if errcode else None)
 
 
 def _shares(apps: list[str], room: int, rotation: int) -> list[tuple[str, int]]:
@@ -1358,29 +1411,49 @@ def _summed(hashes: Iterable[dict[str, str]]) -> dict[Status, int]:
 
 
 def _decoded(values: Sequence[Any], events: list[Event] | None = None) -> MessageRecord:
-    """decode_record, and the template id from the payload: a record keeps it only there
-    (redis_scripts, ENQUEUE; a record stored before has it in a field of its own)."""
+    """decode_record, and the template id and recipient from the payload: a record keeps
+    them only there (redis_scripts, ENQUEUE; a record stored before has them in fields of
+    their own)."""
     record = decode_record(values, events)
     if not record.template_id:
         record.template_id = str(record.payload.get("template_id", ""))
+    if record.touser is None:
+        record.touser = str(record.payload.get("touser", ""))
     return record
 
 
-def _long(fields: dict[str, str], name: str, old: str) -> str | None:
-    """A long value of a hash, put together from its chunks (redis_scripts.write_long);
-    from its one field `old` in a record stored before values were chunked."""
-    count = fields.get(name)
-    if count is None:
-        return fields.get(old)
-    return "".join(fields.get(f"{name}{n}", "") for n in range(1, int(count) + 1))
+def _names(fields: dict[str, str]) -> dict[str, str]:
+    """The field names of a stored record: long in one stored before short names."""
+    return lua.LONG_NAMES if "status" in fields else lua.SHORT_NAMES
 
 
-def _record(fields: dict[str, str], *, events: bool = True) -> MessageRecord:
+def _stored(fields: dict[str, str]) -> bool:
+    """Whether a record's hash (HGETALL) holds a record: a status, in either naming."""
+    return "s" in fields or "status" in fields
+
+
+def _settled_member(member: str) -> tuple[_Ref, str, str, str]:
+    """ref, status, idempotency key, msgid of a `settled` member: [id, app, batch, status,
+    key, msgid], or [ref, status, key, msgid] as written for a record stored before."""
+    items = orjson.loads(member)
+    if len(items) == 4:
+        ref_text, status, key, msgid = items
+        return _Ref.of(ref_text), status, key, msgid
+    message_id, app, batch_id, status, key, msgid = items
+    return _Ref(message_id, app, batch_id or None), status, key, msgid
+
+
+def _record(message_id: str, fields: dict[str, str], *, events: bool = True) -> MessageRecord:
     """A record from its hash (HGETALL), its events included unless `events` is False."""
-    values = [fields.get(name) for name in RECORD_FIELDS]
-    values[_PAYLOAD_AT] = _long(fields, lua.PAYLOAD_CHUNKS, "payload")
+    names = _names(fields)
+    values = [fields.get(names[name]) for name in RECORD_FIELDS]
+    values[_ID_AT] = message_id  # a record keeps its id only in its key (one stored before: both)
+    if names is lua.SHORT_NAMES:  # written only once they differ from created_at
+        for at in _SINCE_CREATED:
+            if values[at] is None:
+                values[at] = values[_CREATED_AT]
+    values[_PAYLOAD_AT] = lua.long_value(fields, lua.PAYLOAD_CHUNKS, "payload")
     if not events:
         return _decoded(values)
-    text = _long(fields, lua.EVENTS_CHUNKS, "events")
-    lines = [Event.from_json(orjson.loads(line)) for line in text.split("\n")] if text else []
-    return _decoded(values, lines)
+    text = lua.long_value(fields, lua.EVENTS_CHUNKS, "events")
+    return _decoded(values, [_event(line) for line in text.split("\n")] if text else [])

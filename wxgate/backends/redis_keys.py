@@ -54,6 +54,8 @@ def _tag_part(part: str) -> str:
 QUEUE_TAG: Final = "q"
 API_KEYS_TAG: Final = "apikeys"
 MAX_PARTITIONS: Final = 256
+IDEMPOTENCY_BUCKETS: Final = 4096  # hashes per app that hold its idempotency keys
+MSGID_BUCKETS: Final = 4096  # hashes per app that hold its msgids
 
 
 @functools.cache
@@ -248,6 +250,15 @@ class RedisKeys:
         """String: "<id>\\x1f<digest>" of the first message with this key."""
         return self._claim("idem", escape(app), escape(key))
 
+    def idempotency_bucket(self, app: str, key: str) -> str:
+        """Hash: idempotency key -> "<id>\\x1f<digest>", one of IDEMPOTENCY_BUCKETS of an
+        app (one queue only: a partitioned queue claims `idempotency` keys). A field costs
+        ~40 bytes while the hash stays a listpack (up to 128 fields: 524,288 keyed
+        messages an app), a string key ~150 with its TTL; a field has no TTL, so purge
+        removes it with its message."""
+        bucket = zlib.crc32(key.encode()) % IDEMPOTENCY_BUCKETS
+        return self._q("idemb", escape(app), str(bucket))
+
     def batch_position(self, batch_id: str, position: int) -> str:
         """String: like an idempotency key, for a keyed batch's member without a key of
         its own (a namespace of its own: no caller key can name it)."""
@@ -259,8 +270,14 @@ class RedisKeys:
         return self._claim("bdigest", escape(batch_id))
 
     def msgid(self, app: str, msgid: int) -> str:
-        """String: the id of the message WeChat answered `msgid` for."""
+        """String: the id of the message WeChat answered `msgid` for, as versions before
+        `msgid_bucket` stored it (read, and deleted by purge, until it expires)."""
         return self._q("msgid", escape(app), str(msgid))
+
+    def msgid_bucket(self, app: str, msgid: int) -> str:
+        """Hash: msgid -> the id of the message WeChat answered it for, one of MSGID_BUCKETS
+        of an app (see `idempotency_bucket`); `msgid` keys hold those stored before."""
+        return self._q("msgidb", escape(app), str(msgid % MSGID_BUCKETS))
 
     def pending_report(self, app: str, msgid: int) -> str:
         """String (JSON): a delivery report that came before its msgid was stored."""

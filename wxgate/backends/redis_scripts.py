@@ -15,6 +15,8 @@ CHUNK bytes (`write_long`), so that every value of the hash stays within Redis's
 encoding: one long field would turn the whole hash into a hashtable, about twice the
 memory (docs/design.md, "Redis memory"). Records stored before keep their `payload` and
 `events` fields; every script reads both shapes and rewrites the events in chunks.
+Fields have short names (SHORT_NAMES); a record stored before them keeps its long
+names, and each script takes the names of the record it touches (`names`).
 
 "Book" is the block of ten keys a status change updates: the counters of
 everyone, of the app and of the batch (the message key itself stands in when
@@ -23,6 +25,7 @@ there is no batch; it is then never touched), and the seven status indexes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 from wxgate.backends.base import (
@@ -42,23 +45,104 @@ _SETTLED = ", ".join(f"{status.value} = true" for status in sorted(SETTLED))
 _REPLAYABLE = ", ".join(f"{status.value} = true" for status in sorted(REPLAYABLE))
 # A lease hands back the record's fields (events apart) in base.RECORD_FIELDS order,
 # the payload put together from its chunks.
-_LEASED = ", ".join(f"'{name}'" for name in RECORD_FIELDS)
 _PAYLOAD_AT = RECORD_FIELDS.index("payload") + 1  # its place in HMGET's answer (Lua: from 1)
 CHUNK: Final = 64  # bytes per chunk of a long value: Redis's default hash-max-listpack-value
 # A long value's fields: `<name>` holds how many chunks, `<name>1`.. the chunks.
 PAYLOAD_CHUNKS: Final = "p"
 EVENTS_CHUNKS: Final = "e"
+# A record's field names. A record written by this version has these short names and
+# keeps neither its id (its key has it), its ref (made from id, app and batch), its
+# recipient and template id (its payload has them), its count of events (its lines
+# are counted) nor its kind when it is a template message (the default); its
+# `updated_at` and `next_attempt_at` are written only when they first differ from its
+# `created_at` (read as it until then). A record stored before has the
+# long names (it has a `status` field), and every script and read keeps to the names
+# the record has (`names` below, `_record` in redis.py).
+SHORT_NAMES: Final = {
+    "id": "id",  # never stored: read from the key
+    "app": "a",
+    "touser": "u",  # never stored: read from the payload
+    "template_id": "template_id",  # never stored: read from the payload
+    "payload": "payload",  # in chunks (`p`, `p1`, ...), as in a record stored before
+    "status": "s",
+    "attempts": "n",
+    "next_attempt_at": "nt",
+    "idempotency_key": "k",
+    "msgid": "m",
+    "last_errcode": "ec",
+    "last_errmsg": "em",
+    "last_category": "lc",
+    "report_status": "rs",
+    "trace_id": "tr",
+    "batch_id": "b",
+    "batch_position": "bp",
+    "created_at": "ct",
+    "updated_at": "ut",
+    "sent_at": "st",
+    "delivered_at": "dt",
+    "kind": "kd",
+    "urgent": "ur",
+    "send_at": "sa",
+    "notify": "nf",
+    "callback_url": "cb",
+    "n_events": "ne",  # never stored: the event lines are counted
+    "lease_owner": "lo",
+    "lease_token": "lt",
+    "lease_deadline": "ld",
+    "lease_entry": "le",
+}
+LONG_NAMES: Final = {name: name for name in SHORT_NAMES} | {"ref": "ref"}
+# A status no status index keeps: listing it walks the app indexes (redis.py), as
+# nearly every message ends in it and an index entry costs ~120 bytes.
+UNINDEXED: Final = frozenset({Status.DELIVERED})
+_LEASED_LONG = ", ".join(f"'{name}'" for name in RECORD_FIELDS)
+_LEASED_SHORT = ", ".join(f"'{SHORT_NAMES[name]}'" for name in RECORD_FIELDS)
+
+
+def either(*names: str) -> list[str]:
+    """HMGET's fields for record fields `names` in both namings (short, long): a record
+    has one of the two; `picked` reads the answer."""
+    return [name for field in names for name in (SHORT_NAMES[field], field)]
+
+
+def long_value(fields: dict[str, str], name: str, old: str) -> str | None:
+    """A long value of a record (HGETALL), put together from its chunks (`write_long`);
+    from its one field `old` in a record stored before values were chunked."""
+    count = fields.get(name)
+    if count is None:
+        return fields.get(old)
+    return "".join(fields.get(f"{name}{n}", "") for n in range(1, int(count) + 1))
+
+
+def picked(values: Sequence[str | None]) -> list[str | None]:
+    """One value per field of an HMGET of `either`."""
+    pairs = zip(values[::2], values[1::2], strict=True)
+    return [short if short is not None else long for short, long in pairs]
+
+
+_UNINDEXED = ", ".join(f"{status.value} = true" for status in sorted(UNINDEXED))
+_SHORT = ", ".join(f"{k} = '{v}'" for k, v in SHORT_NAMES.items())
+_LONG = ", ".join(f"{k} = '{v}'" for k, v in LONG_NAMES.items())
 
 _PRELUDE = f"""#!lua
 local STATUSES = {{{_STATUSES}}}
+local UNINDEXED = {{{_UNINDEXED}}}
+local SHORT, LONG = {{{_SHORT}}}, {{{_LONG}}}
+local LEASED_SHORT, LEASED_LONG = {{{_LEASED_SHORT}}}, {{{_LEASED_LONG}}}
 local SETTLED = {{{_SETTLED}}}
 local REPLAYABLE = {{{_REPLAYABLE}}}
 local GROUP = '{GROUP}'
 local HOOKS_GROUP = '{HOOKS_GROUP}'
 local MAX_EVENTS = {MAX_EVENTS}
 local LEASE_EXPIRED, REPORT = '{EventKind.LEASE_EXPIRED}', '{EventKind.REPORT}'
-local LEASE_FIELDS = {{'lease_owner', 'lease_token', 'lease_deadline', 'lease_entry'}}
 local CHUNK = {CHUNK}
+
+-- The field names of a record: long in one stored before short names (it has `status`).
+-- A record that does not exist gets the short ones (every read of it is nil).
+local function names(msg)
+  if redis.call('HEXISTS', msg, 'status') == 1 then return LONG end
+  return SHORT
+end
 
 -- A long value in chunks of at most CHUNK bytes, cut between UTF-8 characters.
 local function chunks(value)
@@ -123,17 +207,22 @@ local function move(b, id, from, to)
   end
   if to then
     count(b, to, 1)
-    redis.call('ZADD', b.idx[to], 0, id)
+    if not UNINDEXED[to] then redis.call('ZADD', b.idx[to], 0, id) end
   end
 end
 
-local function has_batch(msg)
-  return redis.call('HEXISTS', msg, 'batch_id') == 1
+local function has_batch(msg, N)
+  return redis.call('HEXISTS', msg, N.batch_id) == 1
 end
 
--- Events are JSON lines; past MAX_EVENTS the oldest line is dropped.
+-- Events are lines; past MAX_EVENTS the oldest line is dropped. `n` is how many there
+-- are (nil: counted here; a record with short names keeps no count).
 local function appended(events, n, line)
-  n = tonumber(n or '0') + 1
+  if not n then
+    n = 0
+    if events and events ~= '' then n = select(2, string.gsub(events, '\\n', '')) + 1 end
+  end
+  n = tonumber(n) + 1
   if events and events ~= '' then events = events .. '\\n' .. line else events = line end
   while n > MAX_EVENTS do
     events = string.sub(events, string.find(events, '\\n', 1, true) + 1)
@@ -142,36 +231,43 @@ local function appended(events, n, line)
   return events, n
 end
 
-local function add_event(msg, line)
-  local events, n = appended(read_long(msg, 'e', 'events'), redis.call('HGET', msg, 'n_events'),
+local function add_event(msg, N, line)
+  local events, n = appended(read_long(msg, 'e', 'events'), redis.call('HGET', msg, N.n_events),
     line)
   write_long(msg, 'e', 'events', events)
-  redis.call('HSET', msg, 'n_events', n)
+  if N == LONG then redis.call('HSET', msg, N.n_events, n) end
 end
 
--- An event whose note is known only here; `at` is already a JSON number. A null
--- errcode is left out, as by redis.py's _line (Event.from_json reads it as absent).
+-- An event whose note is known only here, as redis.py's _line writes it: `<at> <kind>`,
+-- a tab and the note; JSON when the note has a line break (`at` is a JSON number).
 local function event(at, kind, note)
-  return '{{"at":' .. at .. ',"kind":"' .. kind .. '","note":' .. cjson.encode(note) .. '}}'
+  if string.find(note, '\\n', 1, true) then
+    return '{{"at":' .. at .. ',"kind":"' .. kind .. '","note":' .. cjson.encode(note) .. '}}'
+  end
+  if note == '' then return at .. ' ' .. kind end
+  return at .. ' ' .. kind .. '\\t' .. note
 end
 
 local function set_or_clear(msg, field, value)
   if value == '' then redis.call('HDEL', msg, field) else redis.call('HSET', msg, field, value) end
 end
 
--- What purge needs when the record itself has expired: ref, status, key, msgid.
-local function member(ref, status, key, msgid)
-  return cjson.encode({{ref, status, key or '', msgid or ''}})
+-- What purge needs when the record itself has expired. A record stored before short
+-- names: [ref, status, key, msgid] (its stored ref); else [id, app, batch, status, key,
+-- msgid], which does not quote a ref inside a string (about 30 bytes less).
+local function member(N, id, ref, app, batch, status, key, msgid)
+  if N == LONG then return cjson.encode({{ref, status, key or '', msgid or ''}}) end
+  return cjson.encode({{id, app, batch or '', status, key or '', msgid or ''}})
 end
 
-local function settled_member(msg, status)
-  local f = redis.call('HMGET', msg, 'ref', 'idempotency_key', 'msgid')
-  return member(f[1], status, f[2], f[3])
+local function settled_member(msg, N, id, status)
+  local f = redis.call('HMGET', msg, N.ref or N.app, N.app, N.batch_id, N.idempotency_key, N.msgid)
+  return member(N, id, f[1], f[2], f[3], status, f[4], f[5])
 end
 
-local function settle_record(msg, settled, status, now, retention)
+local function settle_record(msg, N, id, settled, status, now, retention)
   redis.call('EXPIRE', msg, retention)
-  redis.call('ZADD', settled, now, settled_member(msg, status))
+  redis.call('ZADD', settled, now, settled_member(msg, N, id, status))
 end
 
 -- An app's stream and its consumer group exist from its first message on (a lease
@@ -189,12 +285,12 @@ end
 
 -- The webhook outbox entry of a move into a settled status, if the message asked for
 -- one: a snapshot of the record as just written, in the same script as the move.
-local function notify(msg, hooks, id, status, now)
-  if redis.call('HGET', msg, 'notify') ~= '1' then return end
+local function notify(msg, N, hooks, id, status, now)
+  if redis.call('HGET', msg, N.notify) ~= '1' then return end
   if redis.call('EXISTS', hooks) == 0 then
     redis.call('XGROUP', 'CREATE', hooks, HOOKS_GROUP, '0', 'MKSTREAM')
   end
-  local f = redis.call('HMGET', msg, 'last_errcode', 'last_errmsg', 'msgid')
+  local f = redis.call('HMGET', msg, N.last_errcode, N.last_errmsg, N.msgid)
   redis.call('XADD', hooks, '*', 'message_id', id, 'status', status, 'at', now,
     'errcode', f[1] or '', 'errmsg', f[2] or '', 'msgid', f[3] or '')
 end
@@ -212,25 +308,27 @@ local function owned_by(key, id)
   return value == id or (value and string.sub(value, 1, #id + 1) == id .. '\\31')
 end
 
-local function end_lease(msg)
-  redis.call('HDEL', msg, unpack(LEASE_FIELDS))
+local function end_lease(msg, N)
+  redis.call('HDEL', msg, N.lease_owner, N.lease_token, N.lease_deadline, N.lease_entry)
 end
 """
 
 # KEYS: counts, apps, the batch's hash (any key when the call names no batch), settled,
-#   then the status indexes (in Status order); then per message 9
+#   then the status indexes (in Status order); then per message 10
 #   keys: message, dedupe key (the idempotency key, or the batch-position key of a
 #   keyed batch's member; the message key when none), ready(app), retry(app),
 #   app_counts, index_app, batch, index_batch (the message key when no batch),
-#   hooks(app).
+#   hooks(app), idempotency bucket (the message key when none).
 # ARGV: now, dedupe ttl, retention, the batch's digest ('' for none); then per message
 #   PER values: id, app, touser, template_id (not stored: the payload has it), payload,
 #   idempotency_key, trace_id, batch_id, ref, dedupe ('1' when the message has a dedupe
-#   key; 'x' when its key was claimed before, in a slot of its own: the message is then
-#   stored unless its record exists, and answered as a repeat if it does), digest,
-#   batch_position, status (queued, scheduled, or a settled verdict), next_attempt_at,
-#   events (JSON lines), event count, kind, urgent ('1'/''), send_at, errcode, errmsg,
-#   notify ('1'/''), callback_url ('' for an absent optional value).
+#   key; 'h' when it has an idempotency key, kept as a field of its bucket (and looked
+#   up also in the dedupe key, where a version before buckets kept it); 'x' when its key
+#   was claimed before, in a slot of its own: the message is then stored unless its
+#   record exists, and answered as a repeat if it does), digest, batch_position, status
+#   (queued, scheduled, or a settled verdict), next_attempt_at, events (lines), event
+#   count (not stored), kind, urgent ('1'/''), send_at, errcode, errmsg, notify
+#   ('1'/''), callback_url ('' for an absent optional value), the bucket's field.
 # Every key is checked before anything is written. Returns per message '' (stored) or
 # the id of the first message with its dedupe key; or {'!', n}: the n-th message's key
 # (n = 0: the batch) was stored for a request with another digest, and nothing was
@@ -241,7 +339,7 @@ ENQUEUE: Final = (
     _PRELUDE
     + f"""
 local now, ttl, retention, batch_digest = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local PER = 23
+local PER = 24
 local FIRST = 4 + {len(Status)}
 local count = (#ARGV - 4) / PER
 local INDEX = {{}}
@@ -261,18 +359,24 @@ end
 local firsts, pending = {}, {}
 for i = 0, count - 1 do
   local a = 4 + i * PER
-  if ARGV[a + 10] == '1' then
-    local idem, digest = KEYS[FIRST + i * 9 + 2], ARGV[a + 11]
-    local value = pending[idem] or redis.call('GET', idem)
+  local dedupe = ARGV[a + 10]
+  if dedupe == '1' or dedupe == 'h' then
+    local idem, digest = KEYS[FIRST + i * 10 + 2], ARGV[a + 11]
+    local slot, value = idem, nil
+    if dedupe == 'h' then  -- the bucket's field, or the key of a version before buckets
+      slot = KEYS[FIRST + i * 10 + 10] .. '\\0' .. ARGV[a + 24]
+      value = pending[slot] or redis.call('HGET', KEYS[FIRST + i * 10 + 10], ARGV[a + 24])
+    end
+    value = value or pending[slot] or redis.call('GET', idem)
     if value then
       local first, stored = split(value)
       if stored ~= '' and digest ~= '' and stored ~= digest then return {'!', i + 1} end
       firsts[i + 1] = first
     else
-      pending[idem] = ARGV[a + 1] .. '\\31' .. digest
+      pending[slot] = ARGV[a + 1] .. '\\31' .. digest
     end
-  elseif ARGV[a + 10] == 'x' then
-    local msg = KEYS[FIRST + i * 9 + 1]
+  elseif dedupe == 'x' then
+    local msg = KEYS[FIRST + i * 10 + 1]
     if pending[msg] or redis.call('EXISTS', msg) == 1 then
       firsts[i + 1] = ARGV[a + 1]
     else
@@ -287,7 +391,7 @@ end
 
 local answers = {}
 for i = 0, count - 1 do
-  local k, a = FIRST + i * 9, 4 + i * PER
+  local k, a = FIRST + i * 10, 4 + i * PER
   local msg, idem, stream, retry = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
   local id, app, batch_id, ref, status = ARGV[a + 1], ARGV[a + 2], ARGV[a + 8], ARGV[a + 9],
     ARGV[a + 13]
@@ -296,38 +400,40 @@ for i = 0, count - 1 do
   else
     if ARGV[a + 10] == '1' then
       redis.call('SET', idem, id .. '\\31' .. ARGV[a + 11], 'EX', ttl)
+    elseif ARGV[a + 10] == 'h' then
+      redis.call('HSET', KEYS[k + 10], ARGV[a + 24], id .. '\\31' .. ARGV[a + 11])
     end
-    redis.call('HSET', msg, 'id', id, 'app', app, 'touser', ARGV[a + 3],
-      'status', status, 'attempts', 0,
-      'next_attempt_at', ARGV[a + 14], 'created_at', now, 'updated_at', now,
-      'n_events', ARGV[a + 16], 'ref', ref, 'kind', ARGV[a + 17])
+    local N = SHORT  -- no id (the key has it), ref, touser or template id (the payload)
+    -- updated_at, and next_attempt_at unless it is send_at, are created_at until written.
+    redis.call('HSET', msg, N.app, app, N.status, status, N.attempts, 0, N.created_at, now)
+    if ARGV[a + 14] ~= now then redis.call('HSET', msg, N.next_attempt_at, ARGV[a + 14]) end
     write_long(msg, 'p', 'payload', ARGV[a + 5])
     write_long(msg, 'e', 'events', ARGV[a + 15])
-    put(msg, 'idempotency_key', ARGV[a + 6])
-    put(msg, 'trace_id', ARGV[a + 7])
-    put(msg, 'batch_id', batch_id)
-    put(msg, 'batch_position', ARGV[a + 12])
-    put(msg, 'urgent', ARGV[a + 18])
-    put(msg, 'send_at', ARGV[a + 19])
-    put(msg, 'last_errcode', ARGV[a + 20])
-    put(msg, 'last_errmsg', ARGV[a + 21])
-    put(msg, 'notify', ARGV[a + 22])
-    put(msg, 'callback_url', ARGV[a + 23])
+    if ARGV[a + 17] ~= 'template' then put(msg, N.kind, ARGV[a + 17]) end  -- the default
+    put(msg, N.idempotency_key, ARGV[a + 6])
+    put(msg, N.trace_id, ARGV[a + 7])
+    put(msg, N.batch_id, batch_id)
+    put(msg, N.batch_position, ARGV[a + 12])
+    put(msg, N.urgent, ARGV[a + 18])
+    put(msg, N.send_at, ARGV[a + 19])
+    put(msg, N.last_errcode, ARGV[a + 20])
+    put(msg, N.last_errmsg, ARGV[a + 21])
+    put(msg, N.notify, ARGV[a + 22])
+    put(msg, N.callback_url, ARGV[a + 23])
     ensure_stream(stream)
     if status == 'queued' then
       push(stream, ref)
     elseif status == 'scheduled' then
       redis.call('ZADD', retry, ARGV[a + 14], ref)
     else
-      settle_record(msg, KEYS[4], status, now, retention)
-      notify(msg, KEYS[k + 9], id, status, now)
+      settle_record(msg, N, id, KEYS[4], status, now, retention)
+      notify(msg, N, KEYS[k + 9], id, status, now)
     end
     redis.call('SADD', KEYS[2], app)
     redis.call('HINCRBY', KEYS[1], status, 1)
     redis.call('HINCRBY', KEYS[k + 5], status, 1)
-    for _, index in ipairs({INDEX[status], KEYS[k + 6]}) do
-      redis.call('ZADD', index, 0, id)
-    end
+    if not UNINDEXED[status] then redis.call('ZADD', INDEX[status], 0, id) end
+    redis.call('ZADD', KEYS[k + 6], 0, id)
     if batch_id ~= '' then
       redis.call('HINCRBY', KEYS[k + 7], status, 1)
       redis.call('HINCRBY', KEYS[k + 7], 'total', 1)
@@ -361,16 +467,17 @@ return #due
 # KEYS: message, ready(app), retry(app), leases, then the book (5..14).
 # ARGV: id, ref, entry ('' for an expired lease), now, deadline, token, owner,
 #   mode ('lease', or 'park': back to the retry set at requeue_at), requeue_at.
-# Returns the record's RECORD_FIELDS when leased, else false. An entry whose message
-# is not leasable is never lost: settled or gone -> acknowledged; not yet due or
+# Returns the record's RECORD_FIELDS when leased (its id from ARGV), else false. An
+# entry whose message is not leasable is never lost: settled or gone -> acknowledged; not yet due or
 # parked -> acknowledged and put in the retry set; live lease -> left alone.
 LEASE: Final = (
     _PRELUDE
     + f"""
 local msg, stream, retry, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, ref, entry, now, deadline, token, owner, mode, requeue_at = unpack(ARGV)
-local f = redis.call('HMGET', msg, 'status', 'batch_id', 'next_attempt_at', 'lease_entry',
-  'lease_deadline', 'lease_owner')
+local N = names(msg)
+local f = redis.call('HMGET', msg, N.status, N.batch_id, N.next_attempt_at, N.lease_entry,
+  N.lease_deadline, N.lease_owner, N.created_at)
 local status, stored = f[1], f[4]
 if not status or SETTLED[status] then
   ack(stream, entry)
@@ -383,7 +490,7 @@ if status == 'queued' or status == 'scheduled' then
     redis.call('ZREM', leases, ref)
     return false
   end
-  local due = f[3]
+  local due = f[3] or f[7]  -- a new record's next_attempt_at is its created_at until written
   if mode == 'park' or tonumber(due) > tonumber(now) then
     if mode == 'park' and tonumber(requeue_at) > tonumber(due) then due = requeue_at end
     ack(stream, entry)
@@ -397,24 +504,25 @@ else
     return false
   end
   if tonumber(f[5]) > tonumber(now) then return false end
-  redis.call('HINCRBY', msg, 'attempts', 1)
-  add_event(msg, event(now, LEASE_EXPIRED, 'lease of ' .. (f[6] or '?') .. ' expired'))
+  redis.call('HINCRBY', msg, N.attempts, 1)
+  add_event(msg, N, event(now, LEASE_EXPIRED, 'lease of ' .. (f[6] or '?') .. ' expired'))
   if mode == 'park' then
     ack(stream, stored or entry)
     redis.call('ZREM', leases, ref)
     redis.call('ZADD', retry, requeue_at, ref)
-    end_lease(msg)
-    redis.call('HSET', msg, 'status', 'queued', 'updated_at', now)
+    end_lease(msg, N)
+    redis.call('HSET', msg, N.status, 'queued', N.updated_at, now)
     move(b, id, 'sending', 'queued')
     return false
   end
   if entry == '' then entry = stored end
 end
-redis.call('HSET', msg, 'status', 'sending', 'lease_owner', owner, 'lease_token', token,
-  'lease_deadline', deadline, 'next_attempt_at', deadline, 'updated_at', now,
-  'lease_entry', entry or '')
+redis.call('HSET', msg, N.status, 'sending', N.lease_owner, owner, N.lease_token, token,
+  N.lease_deadline, deadline, N.next_attempt_at, deadline, N.updated_at, now,
+  N.lease_entry, entry or '')
 redis.call('ZADD', leases, deadline, ref)
-local leased = redis.call('HMGET', msg, {_LEASED})
+local leased = redis.call('HMGET', msg, unpack(N == LONG and LEASED_LONG or LEASED_SHORT))
+leased[1] = id
 leased[{_PAYLOAD_AT}] = read_long(msg, 'p', 'payload')
 return leased
 """
@@ -422,12 +530,14 @@ return leased
 
 # Settle one lease, if its token still holds it.
 # KEYS: message, ready(app), retry(app), leases, dead, settled, dedupe key (the
-#   message key when none), msgid (the message key when none), pending report
-#   (likewise), hooks(app), recent_sends(app, touser), pause(app), then the book (13..).
+#   message key when none), msgid bucket (the message key when none), pending report
+#   (likewise), hooks(app), recent_sends(app, touser), pause(app), then the book
+#   (13..), then the bucket of the msgid the record has (the message key when none).
 # ARGV: id, token, now, target status, counted (0/1), next_attempt_at ('' none),
 #   msgid ('' none), answered ('1'/''), errcode, errmsg, category, event line,
 #   retention seconds, recent_sends window seconds, while_paused ('1'/''): a release
-#   because the app is paused is due now when no pause is in force any more.
+#   because the app is paused is due now when no pause is in force any more; ref (a
+#   record stored before short names has its own).
 # Returns 1 when written, 0 when the lease was lost (nothing written).
 SETTLE: Final = (
     _PRELUDE
@@ -435,18 +545,20 @@ SETTLE: Final = (
 local msg, stream, retry, leases, dead, settled = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
   KEYS[6]
 local id, token, now, target, counted, next_at, msgid, answered, errcode, errmsg, category, line,
-  retention, recent, while_paused = unpack(ARGV)
-local f = redis.call('HMGET', msg, 'status', 'lease_token', 'lease_entry', 'ref', 'batch_id',
-  'idempotency_key', 'msgid', 'e', 'n_events', 'attempts')  -- f[8]: events are read apart
+  retention, recent, while_paused, given_ref = unpack(ARGV)
+local N = names(msg)
+local f = redis.call('HMGET', msg, N.status, N.lease_token, N.lease_entry, N.ref or N.app,
+  N.batch_id, N.idempotency_key, N.msgid, N.app, N.n_events, N.attempts)
 if f[1] ~= 'sending' or f[2] ~= token then return 0 end
-local ref, key, stored_msgid = f[4], f[6], f[7]
+local ref, key, stored_msgid = given_ref, f[6], f[7]
+if N == LONG then ref = f[4] end
 if while_paused == '1' then
   local pause = redis.call('GET', KEYS[12])
   local ends = pause and cjson.decode(pause)['until']
   if not pause or (type(ends) == 'number' and ends <= tonumber(now)) then next_at = now end
 end
-local set = {'status', target, 'updated_at', now, 'attempts', tonumber(f[10]) + counted}
-local clear = {'lease_owner', 'lease_token', 'lease_deadline', 'lease_entry'}
+local set = {N.status, target, N.updated_at, now, N.attempts, tonumber(f[10]) + counted}
+local clear = {N.lease_owner, N.lease_token, N.lease_deadline, N.lease_entry}
 local function put(field, value)
   if value == '' then
     clear[#clear + 1] = field
@@ -455,22 +567,28 @@ local function put(field, value)
     set[#set + 1] = value
   end
 end
-if next_at ~= '' then put('next_attempt_at', next_at) end
+if next_at ~= '' then put(N.next_attempt_at, next_at) end
 if answered == '1' then
-  put('last_errcode', errcode)
-  put('last_errmsg', errmsg)
-  put('last_category', category)
+  put(N.last_errcode, errcode)
+  put(N.last_errmsg, errmsg)
+  put(N.last_category, category)
 end
 local events, n = appended(read_long(msg, 'e', 'events'), f[9], line)
 local final = target
 if target == 'queued' then
   redis.call('ZADD', retry, next_at, ref)
 elseif target == 'sent' then
-  put('sent_at', now)
+  put(N.sent_at, now)
   if msgid ~= '' then
-    put('msgid', msgid)
+    put(N.msgid, msgid)
+    -- A msgid is a field of its bucket; one this message was sent with before (it was
+    -- replayed) goes, as purge will only know the new one.
+    local before = stored_msgid
+    if before and before ~= msgid and redis.call('HGET', KEYS[#KEYS], before) == id then
+      redis.call('HDEL', KEYS[#KEYS], before)
+    end
     stored_msgid = msgid
-    redis.call('SET', KEYS[8], id, 'EX', retention)
+    redis.call('HSET', KEYS[8], msgid, id)
     -- The report may have beaten this settle; it waits under the msgid.
     local kept = redis.call('GET', KEYS[9])
     if kept then
@@ -478,8 +596,8 @@ elseif target == 'sent' then
       redis.call('DEL', KEYS[9])
       final = report.target
       set[2] = final
-      put('report_status', report.status)
-      put('delivered_at', report.received_at)
+      put(N.report_status, report.status)
+      put(N.delivered_at, report.received_at)
       events, n = appended(events, n, event(now, REPORT, report.status))
     end
   end
@@ -487,7 +605,7 @@ elseif target == 'dead' then
   redis.call('ZADD', dead, now, ref)
 end
 write_long(msg, 'e', 'events', events)
-put('n_events', n)
+if N == LONG then put(N.n_events, n) end
 -- The new state is written before the stream entry is acknowledged, in this one script.
 redis.call('HDEL', msg, unpack(clear))
 redis.call('HSET', msg, unpack(set))
@@ -499,11 +617,11 @@ if target == 'sent' or target == 'unknown' then
   redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', '(' .. (tonumber(now) - tonumber(recent)))
   redis.call('EXPIRE', KEYS[11], recent)
 end
-if SETTLED[target] then notify(msg, KEYS[10], id, target, now) end
-if final ~= target then notify(msg, KEYS[10], id, final, now) end
+if SETTLED[target] then notify(msg, N, KEYS[10], id, target, now) end
+if final ~= target then notify(msg, N, KEYS[10], id, final, now) end
 if SETTLED[final] then
   redis.call('EXPIRE', msg, retention)
-  redis.call('ZADD', settled, now, member(ref, final, key, stored_msgid))
+  redis.call('ZADD', settled, now, member(N, id, ref, f[8], f[5], final, key, stored_msgid))
   if KEYS[7] ~= msg and owned_by(KEYS[7], id) then redis.call('EXPIRE', KEYS[7], retention) end
 end
 return 1
@@ -511,10 +629,11 @@ return 1
 )
 
 # A delivery report whose msgid is not stored yet is kept a while (the first one wins).
-# KEYS: msgid, pending report. ARGV: report JSON, ttl seconds.
+# KEYS: msgid (a version before buckets kept it there), pending report, msgid bucket.
+# ARGV: report JSON, ttl seconds, msgid.
 # Returns the message id when the msgid is stored (nothing kept), else false.
 KEEP_REPORT: Final = """#!lua
-local id = redis.call('GET', KEYS[1])
+local id = redis.call('HGET', KEYS[3], ARGV[3]) or redis.call('GET', KEYS[1])
 if id then return id end
 redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2])
 return false
@@ -530,18 +649,19 @@ REPORT: Final = (
     + """
 local msg, settled = KEYS[1], KEYS[2]
 local id, report, target, now, retention, also_unknown = unpack(ARGV)
-local status = redis.call('HGET', msg, 'status')
+local N = names(msg)
+local status = redis.call('HGET', msg, N.status)
 if not status then return false end
 if status ~= 'sent' and not (also_unknown == '1' and status == 'unknown') then
   return {status, 0}
 end
-redis.call('ZREM', settled, settled_member(msg, status))
-redis.call('HSET', msg, 'status', target, 'report_status', report, 'delivered_at', now,
-  'updated_at', now)
-add_event(msg, event(now, REPORT, report))
-move(book(4, has_batch(msg)), id, status, target)
-notify(msg, KEYS[3], id, target, now)
-settle_record(msg, settled, target, now, retention)
+redis.call('ZREM', settled, settled_member(msg, N, id, status))
+redis.call('HSET', msg, N.status, target, N.report_status, report, N.delivered_at, now,
+  N.updated_at, now)
+add_event(msg, N, event(now, REPORT, report))
+move(book(4, has_batch(msg, N)), id, status, target)
+notify(msg, N, KEYS[3], id, target, now)
+settle_record(msg, N, id, settled, target, now, retention)
 return {target, 1}
 """
 )
@@ -549,23 +669,25 @@ return {target, 1}
 # scheduled or queued -> cancelled. A stream entry it may have is skipped when read
 # (LEASE acknowledges entries of settled messages).
 # KEYS: message, retry(app), settled, hooks(app), then the book (5..). ARGV: id, now,
-# event line, retention seconds. Returns {status after, 1 if this call cancelled it},
-# or false.
+# event line, retention seconds, ref (a record stored before has its own). Returns
+# {status after, 1 if this call cancelled it}, or false.
 CANCEL: Final = (
     _PRELUDE
     + """
 local msg, retry, settled = KEYS[1], KEYS[2], KEYS[3]
-local id, now, line, retention = unpack(ARGV)
-local f = redis.call('HMGET', msg, 'status', 'ref', 'batch_id')
+local id, now, line, retention, ref = unpack(ARGV)
+local N = names(msg)
+local f = redis.call('HMGET', msg, N.status, N.ref or N.app, N.batch_id)
 local status = f[1]
 if not status then return false end
 if status ~= 'queued' and status ~= 'scheduled' then return {status, 0} end
-redis.call('ZREM', retry, f[2])
-redis.call('HSET', msg, 'status', 'cancelled', 'updated_at', now)
-add_event(msg, line)
+if N == LONG then ref = f[2] end
+redis.call('ZREM', retry, ref)
+redis.call('HSET', msg, N.status, 'cancelled', N.updated_at, now)
+add_event(msg, N, line)
 move(book(5, f[3]), id, status, 'cancelled')
-settle_record(msg, settled, 'cancelled', now, retention)
-notify(msg, KEYS[4], id, 'cancelled', now)
+settle_record(msg, N, id, settled, 'cancelled', now, retention)
+notify(msg, N, KEYS[4], id, 'cancelled', now)
 return {'cancelled', 1}
 """
 )
@@ -573,25 +695,27 @@ return {'cancelled', 1}
 # A replayable message (dead, failed, unknown, ...) -> queued, attempts reset, ready at once.
 # KEYS: message, ready(app), settled, dead, dedupe key (the message key when none),
 #   then the book (6..15).
-# ARGV: id, now, event line, idempotency ttl. Returns 1 when moved, else 0.
+# ARGV: id, now, event line, idempotency ttl, ref (a record stored before has its own).
+# Returns 1 when moved, else 0.
 REPLAY: Final = (
     _PRELUDE
     + """
 local msg, stream, settled, dead, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local id, now, line, ttl = unpack(ARGV)
-local status = redis.call('HGET', msg, 'status')
+local id, now, line, ttl, ref = unpack(ARGV)
+local N = names(msg)
+local status = redis.call('HGET', msg, N.status)
 if not REPLAYABLE[status] then return 0 end
-local ref = redis.call('HGET', msg, 'ref')
-redis.call('ZREM', settled, settled_member(msg, status))
+if N == LONG then ref = redis.call('HGET', msg, 'ref') end
+redis.call('ZREM', settled, settled_member(msg, N, id, status))
 redis.call('ZREM', dead, ref)
-end_lease(msg)
-redis.call('HSET', msg, 'status', 'queued', 'attempts', 0, 'next_attempt_at', now,
-  'updated_at', now)
-add_event(msg, line)
+end_lease(msg, N)
+redis.call('HSET', msg, N.status, 'queued', N.attempts, 0, N.next_attempt_at, now,
+  N.updated_at, now)
+add_event(msg, N, line)
 redis.call('PERSIST', msg)
 if idem ~= msg and owned_by(idem, id) then redis.call('EXPIRE', idem, ttl) end
 push(stream, ref)
-move(book(6, has_batch(msg)), id, status, 'queued')
+move(book(6, has_batch(msg, N)), id, status, 'queued')
 return 1
 """
 )
@@ -599,25 +723,31 @@ return 1
 # An app's pause was lifted early: what it held back in the retry set becomes due now.
 # KEYS: retry(app), then one message key per ref. ARGV: now, then the refs.
 # Returns how many were made due (messages no longer queued are left alone).
-MAKE_DUE: Final = """#!lua
+MAKE_DUE: Final = (
+    _PRELUDE
+    + """
 local retry, now, moved = KEYS[1], ARGV[1], 0
 for i = 2, #ARGV do
   local ref, msg = ARGV[i], KEYS[i]
-  if redis.call('HGET', msg, 'status') == 'queued' and redis.call('ZSCORE', retry, ref) then
-    redis.call('HSET', msg, 'next_attempt_at', now, 'updated_at', now)
+  local N = names(msg)
+  if redis.call('HGET', msg, N.status) == 'queued' and redis.call('ZSCORE', retry, ref) then
+    redis.call('HSET', msg, N.next_attempt_at, now, N.updated_at, now)
     redis.call('ZADD', retry, now, ref)
     moved = moved + 1
   end
 end
 return moved
 """
+)
 
 # Delete one settled record (or clean up after one that expired), by its settled member.
-# KEYS: message, settled, dead, idempotency, msgid (the message key when none of
-#   either), index_all (written only by versions before it was dropped: purge still
-#   cleans up their entries), index_app, index_batch (the message key when no batch),
-#   then the book (9..18).
-# ARGV: member, id, status, ref, has batch ('1'/'').
+# KEYS: message, settled, dead, idempotency (its key of a version before buckets),
+#   msgid (the message key when none of either), index_all (written only by versions
+#   before it was dropped: purge still cleans up their entries), index_app, index_batch
+#   (the message key when no batch), then the book (9..18), then the idempotency
+#   bucket and the msgid bucket (each the message key when none).
+# ARGV: member, id, status, ref, has batch ('1'/''), the idempotency key and the msgid
+#   (their fields in the buckets).
 # Returns 1 when purged, 0 when the member was gone already.
 PURGE: Final = (
     _PRELUDE
@@ -637,6 +767,16 @@ if b.batch then
 end
 for _, key in ipairs({idem, msgid}) do
   if key ~= msg and owned_by(key, id) then redis.call('DEL', key) end
+end
+local bucket, field = KEYS[#KEYS - 1], ARGV[6]
+if bucket ~= msg then
+  local held = redis.call('HGET', bucket, field)
+  if held and (held == id or string.sub(held, 1, #id + 1) == id .. '\\31') then
+    redis.call('HDEL', bucket, field)
+  end
+end
+if KEYS[#KEYS] ~= msg and redis.call('HGET', KEYS[#KEYS], ARGV[7]) == id then
+  redis.call('HDEL', KEYS[#KEYS], ARGV[7])
 end
 return 1
 """

@@ -39,9 +39,22 @@ from wxgate.backends.webhook_outbox import (
 
 ADOPT_MAX: Final = 1000  # stream entries a claim adopts at most
 PURGE_CHUNK: Final = 500
+# What a claim reads of each event's message record (the HookClaim's last fields).
+_MESSAGE_FIELDS: Final = ("touser", "idempotency_key", "batch_id", "callback_url")  # touser first
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+
+
+def _message_fields(fields: dict[str, str]) -> list[str | None]:
+    """_MESSAGE_FIELDS of a record (HGETALL; all None when it is gone): a record of this
+    version keeps its recipient only in its payload, and has short field names."""
+    names = lua.LONG_NAMES if "status" in fields else lua.SHORT_NAMES
+    values = [fields.get(names[name]) for name in _MESSAGE_FIELDS]
+    if values[0] is None and fields:
+        payload = lua.long_value(fields, lua.PAYLOAD_CHUNKS, "payload")
+        values[0] = str(orjson.loads(payload or "{}").get("touser", "")) or None
+    return values
 
 
 def _guarded(
@@ -135,14 +148,8 @@ class RedisWebhookOutbox:
             return []
         pipe = self._client.pipeline(transaction=False)
         for event, _ in claimed:
-            pipe.hmget(
-                self._keys.message(event.message_id),
-                "touser",
-                "idempotency_key",
-                "batch_id",
-                "callback_url",
-            )
-        found = await pipe.execute()
+            pipe.hgetall(self._keys.message(event.message_id))
+        found = [_message_fields(fields) for fields in await pipe.execute()]
         return [
             HookClaim(
                 event,
