@@ -482,11 +482,16 @@ async def test_lease_takes_at_most_limit(backend: Backend) -> None:
 
 
 async def test_lease_takes_the_oldest_due_first(backend: Backend) -> None:
+    # A partitioned Redis queue merges its partitions' lines by stream id, which is the
+    # server's clock in milliseconds, not T0's: the pauses keep b, c and a's return to
+    # the line (at the lease call) in different milliseconds, as they would be in use.
     a = await enqueue_one(backend, T0)
     lease_a = await lease_only(backend, a, T0)
     await settle_one(backend, lease_a, Outcome.RETRY, T0, next_attempt_at=T0 + 10)
     b = await enqueue_one(backend, T0 + 1)
+    await asyncio.sleep(0.003)
     c = await enqueue_one(backend, T0 + 2)
+    await asyncio.sleep(0.003)
 
     leases = await backend.lease_batch("worker-a", 10, 30, T0 + 20)
     assert [lease.id for lease in leases] == [b, c, a]
