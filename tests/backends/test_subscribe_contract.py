@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from typing import Any, cast
 
 from tests.backends.test_contract import T0, message, outbox
 from wxgate.backends.base import Backend, EventKind, Outcome, Settlement, Status
@@ -223,6 +224,41 @@ async def test_a_kept_event_for_a_message_not_yet_settled_is_kept_again_for_it(
     assert later is not None
     taken = await apply_kept_result(backend, later, T0 + 5, keep_s=30)
     assert taken is not None and (taken.message_id, taken.status) == (second, Status.DELIVERED)
+
+
+class _SettledBeforeTheKeep:
+    """The backend, with the worker's steps run just before the event's keep: a settle
+    written and its kept events looked for, between the event's look and its keep."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self.settled: str | None = None
+        self.worker_took: object = "not run"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    async def keep_sent_result(self, *args: Any, **kwargs: Any) -> None:
+        if self.settled is None:
+            self.settled = await subscribe_sent(self._backend, Outcome.SENT, T0 + 1)
+            record = await self._backend.get(self.settled)
+            assert record is not None
+            self.worker_took = await apply_kept_result(self._backend, record, T0 + 1)
+        await self._backend.keep_sent_result(*args, **kwargs)
+
+
+async def test_a_settle_written_between_an_events_look_and_its_keep_still_gets_it(
+    backend: Backend,
+) -> None:
+    racing = _SettledBeforeTheKeep(backend)
+    applied = await apply_sent_event(cast(Backend, racing), result(), T0 + 2, keep_s=30)
+    assert racing.worker_took is None  # the worker looked before the event was kept
+    assert (applied.message_id, applied.status, applied.changed) == (
+        racing.settled,
+        Status.DELIVERED,
+        True,
+    )
+    assert await backend.take_sent_result("shop", "o-a", "tpl-sub", T0 + 3) is None
 
 
 async def test_kept_sent_results_are_taken_oldest_first_until_they_expire(backend: Backend) -> None:

@@ -50,18 +50,31 @@ def _candidate(record: MessageRecord, result: SentResult) -> bool:
     return result.msgid is None or record.msgid is None or record.msgid == result.msgid
 
 
+async def _matching(backend: Backend, result: SentResult, since: float) -> list[MessageRecord]:
+    """The messages `result` may be about, settled sent or unknown since `since`, oldest
+    first."""
+    recent = await backend.recent_sends(result.app, result.touser, since)
+    return sorted((r for r in recent if _candidate(r, result)), key=lambda r: r.id)
+
+
 async def apply_sent_event(
     backend: Backend,
     result: SentResult,
     now: float,
     window_s: float = SENT_EVENT_WINDOW_S,
     keep_s: float = 0.0,
+    *,
+    look_again: bool = True,
 ) -> ReportApplied:
     """Settle the message `result` is about; message_id None when none matches, and the
-    result is then kept for `keep_s` (0: not kept)."""
+    result is then kept for `keep_s` (0: not kept).
+
+    Keeping races the worker: a settle written, and its kept events looked for, between
+    this call's look and its keep would leave the event kept with nobody to take it
+    (one message stuck `sent`). So after keeping, it looks once more (`look_again`),
+    and a message that matches now takes a kept event as the worker would have."""
     since = now - min(window_s, RECENT_SENDS_S)
-    recent = await backend.recent_sends(result.app, result.touser, since)
-    for record in sorted((r for r in recent if _candidate(r, result)), key=lambda r: r.id):
+    for record in await _matching(backend, result, since):
         applied = await backend.apply_sent_result(record.id, result.status, result.text, now)
         if applied.changed:  # else another event took it meanwhile: try the next one
             if record.status is Status.UNKNOWN and result.status is Status.DELIVERED:
@@ -72,11 +85,22 @@ async def apply_sent_event(
         await backend.keep_sent_result(
             result.app, result.touser, result.template_id, kept, now, keep_s
         )
+        if look_again:
+            for record in await _matching(backend, result, since):
+                again = await apply_kept_result(backend, record, now, keep_s, look_again=False)
+                if again is not None and again.changed:
+                    return again
+                break  # nothing kept any more (the worker took it), or kept again
     return ReportApplied(None, None, False)
 
 
 async def apply_kept_result(
-    backend: Backend, record: MessageRecord, now: float, keep_s: float = 0.0
+    backend: Backend,
+    record: MessageRecord,
+    now: float,
+    keep_s: float = 0.0,
+    *,
+    look_again: bool = True,
 ) -> ReportApplied | None:
     """For a subscribe message whose settle as sent or unknown is written: the kept sent
     event of its (app, touser, template_id) applied to it; None when none was kept.
@@ -95,7 +119,7 @@ async def apply_kept_result(
     if applied.changed:
         return applied
     result = SentResult(record.app, record.touser, record.template_id, status, text)
-    return await apply_sent_event(backend, result, now, keep_s=keep_s)
+    return await apply_sent_event(backend, result, now, keep_s=keep_s, look_again=look_again)
 
 
 async def _grant_used(backend: Backend, record: MessageRecord, now: float) -> None:
