@@ -230,8 +230,9 @@ class _SettledBeforeTheKeep:
     """The backend, with the worker's steps run just before the event's keep: a settle
     written and its kept events looked for, between the event's look and its keep."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, outcome: Outcome = Outcome.SENT) -> None:
         self._backend = backend
+        self.outcome = outcome
         self.settled: str | None = None
         self.worker_took: object = "not run"
 
@@ -240,7 +241,7 @@ class _SettledBeforeTheKeep:
 
     async def keep_sent_result(self, *args: Any, **kwargs: Any) -> None:
         if self.settled is None:
-            self.settled = await subscribe_sent(self._backend, Outcome.SENT, T0 + 1)
+            self.settled = await subscribe_sent(self._backend, self.outcome, T0 + 1)
             record = await self._backend.get(self.settled)
             assert record is not None
             self.worker_took = await apply_kept_result(self._backend, record, T0 + 1)
@@ -259,6 +260,19 @@ async def test_a_settle_written_between_an_events_look_and_its_keep_still_gets_i
         True,
     )
     assert await backend.take_sent_result("shop", "o-a", "tpl-sub", T0 + 3) is None
+
+
+async def test_an_unknown_message_that_gets_its_event_on_the_second_look_uses_a_grant(
+    backend: Backend,
+) -> None:
+    grants = backend.grant_store()
+    for _ in range(2):
+        await grants.accept("shop", "o-a", "tpl-sub", long_term=False, now=T0)
+    racing = _SettledBeforeTheKeep(backend, Outcome.UNKNOWN)
+    applied = await apply_sent_event(cast(Backend, racing), result(), T0 + 2, keep_s=30)
+    assert (applied.message_id, applied.status) == (racing.settled, Status.DELIVERED)
+    left = await grants.get("shop", "o-a", "tpl-sub")
+    assert left is not None and left.one_time == 1
 
 
 async def test_kept_sent_results_are_taken_oldest_first_until_they_expire(backend: Backend) -> None:

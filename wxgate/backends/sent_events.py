@@ -85,12 +85,17 @@ async def apply_sent_event(
         await backend.keep_sent_result(
             result.app, result.touser, result.template_id, kept, now, keep_s
         )
-        if look_again:
-            for record in await _matching(backend, result, since):
-                again = await apply_kept_result(backend, record, now, keep_s, look_again=False)
-                if again is not None and again.changed:
-                    return again
-                break  # nothing kept any more (the worker took it), or kept again
+        matching = await _matching(backend, result, since) if look_again else []
+        if matching:  # the oldest takes a kept event (none left: the worker took it)
+            record = matching[0]
+            again = await apply_kept_result(backend, record, now, keep_s, look_again=False)
+            if again is not None and again.changed:
+                # The worker that wrote this settle found nothing kept, so it counted no
+                # grant for a message it had settled unknown; a grant was used after all.
+                own = again.message_id == record.id
+                if own and record.status is Status.UNKNOWN and again.status is Status.DELIVERED:
+                    await _grant_used(backend, record, now)
+                return again
     return ReportApplied(None, None, False)
 
 
