@@ -196,7 +196,7 @@ def server_config(
     )
 
 
-class _PromptServer(uvicorn.Server):
+class PromptServer(uvicorn.Server):
     """uvicorn whose main loop ends as soon as `stop` is called, not at its next 0.1 s
     tick (the demo's and the tests' servers start and stop hundreds of times); its
     shutdown, which lets open connections finish, is uvicorn's own."""
@@ -224,7 +224,7 @@ class _PromptServer(uvicorn.Server):
 class BackgroundServer:
     """uvicorn serving an app inside the running event loop (demo, tests, benchmarks)."""
 
-    server: _PromptServer
+    server: PromptServer
     task: asyncio.Task[None]
 
     @property
@@ -241,7 +241,7 @@ async def serve_in_background(
 ) -> BackgroundServer:
     """Start serving `app` and return once the socket listens (port 0: any free port);
     `settings` gives the request timeouts."""
-    server = _PromptServer(server_config(app, host, port, settings=settings))
+    server = PromptServer(server_config(app, host, port, settings=settings))
     task = asyncio.create_task(server.serve(), name="wxgate-http")
     # uvicorn offers no start-up event, only this flag.
     while not server.started:

@@ -27,6 +27,7 @@ from wxgate.backends.sqlite import SqliteBackend
 from wxgate.clock import Clock, SystemClock
 from wxgate.config import Settings, hash_api_key
 from wxgate.observability import Metrics
+from wxgate.server import PromptServer
 
 API_KEY = "test-key-0123456789abcdef"
 OTHER_KEY = "test-key-fedcba9876543210"
@@ -125,17 +126,9 @@ class Gateway:
 GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 
-class _TestServer(uvicorn.Server):
-    """uvicorn, stopped at once: its own stop polls every 0.1 s for the exit flag and
-    then sleeps 0.1 s more for the connections, ~0.2 s a test over ~400 tests. A test
-    has closed its client before it stops the server, so there is nothing to wait for."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self._stop = asyncio.Event()
-
-    async def main_loop(self) -> None:
-        await self._stop.wait()
+class _TestServer(PromptServer):
+    """The background server's, without the 0.1 s uvicorn's shutdown gives open
+    connections (~460 tests pay it): a test has closed its client before it stops."""
 
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
         for server in self.servers:
@@ -144,10 +137,6 @@ class _TestServer(uvicorn.Server):
             connection.shutdown()
         for server in self.servers:
             await server.wait_closed()
-
-    def stop(self) -> None:
-        self.should_exit = True
-        self._stop.set()
 
 
 async def _serve(app: FastAPI, stack: AsyncExitStack) -> str:
